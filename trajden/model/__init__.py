@@ -1,0 +1,1 @@
+"""The score network and its self-describing TorchScript packaging."""

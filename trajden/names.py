@@ -1,0 +1,92 @@
+"""The one place where trajden's names live: store dimensions and variables, attributes, label codes.
+
+Label codes follow OVITO's ``StructureType`` numbering for PTM (a-CNA uses the first five).
+"""
+
+from __future__ import annotations
+
+# --- structure label codes (OVITO numbering) -------------------------------------------------
+OTHER = 0
+FCC = 1
+HCP = 2
+BCC = 3
+ICO = 4
+SC = 5
+CUBIC_DIAMOND = 6
+HEX_DIAMOND = 7
+
+#: code -> short name, in code order
+STRUCTURE_NAMES: dict[int, str] = {
+    OTHER: "other",
+    FCC: "fcc",
+    HCP: "hcp",
+    BCC: "bcc",
+    ICO: "ico",
+    SC: "sc",
+    CUBIC_DIAMOND: "cd",
+    HEX_DIAMOND: "hd",
+}
+#: short name -> code
+STRUCTURE_CODES: dict[str, int] = {v: k for k, v in STRUCTURE_NAMES.items()}
+
+#: codes a-CNA can produce (OVITO's adaptive CNA without diamond)
+ACNA_CODES = (OTHER, FCC, HCP, BCC, ICO)
+#: codes PTM can produce with every structure trajden enables
+PTM_CODES = (OTHER, FCC, HCP, BCC, ICO, SC, CUBIC_DIAMOND, HEX_DIAMOND)
+
+# --- classifiers ---------------------------------------------------------------------------------
+ACNA = "acna"
+PTM = "ptm"
+CLASSIFIERS = (ACNA, PTM)
+
+# --- store dimensions ----------------------------------------------------------------------------
+DIM_FRAME = "frame"
+DIM_ATOM = "atom"
+DIM_SPATIAL = "spatial"
+DIM_CELL_VECTOR = "cell_vector"
+
+# --- store coordinates -----------------------------------------------------------------------
+COORD_TIME = "time"  # (frame,) float64, ps
+COORD_STEP = "step"  # (frame,) int64, MD timestep
+COORD_ATOM_ID = "atom_id"  # (atom,) int64, the input's atom ids (sorted)
+
+# --- store variables -------------------------------------------------------------------------
+VAR_POSITIONS = "positions"  # (frame, atom, spatial) float32, denoised, angstrom
+VAR_POSITIONS_RAW = "positions_raw"  # (frame, atom, spatial) float32, as read (--keep-raw)
+VAR_DISPLACEMENT = "displacement"  # (frame, atom) float32, |denoised - raw|, angstrom
+VAR_CELL = "cell"  # (frame, cell_vector, spatial) float64, angstrom
+VAR_TYPE = "type"  # (atom,) int32
+VAR_ITERATIONS = "iterations"  # (frame,) int16
+VAR_RESIDUAL = "residual"  # (frame,) float32, RMS update of the last iteration, angstrom
+VAR_SCALE = "scale"  # (frame,) float32, input nn distance / model nn distance
+VAR_STATUS = "status"  # (frame,) int8, see FRAME_STATUS_*
+VAR_COMPLETE = "complete"  # (frame,) bool, frame fully written
+
+
+def structure_var(classifier: str, raw: bool = False) -> str:
+    """Name of the label variable for ``classifier`` ("acna" or "ptm"), before (raw) or after denoising."""
+    if classifier not in CLASSIFIERS:
+        raise ValueError(f"unknown classifier {classifier!r}; expected one of {CLASSIFIERS}")
+    return f"structure_{classifier}" + ("_raw" if raw else "")
+
+
+# --- per-frame status codes ------------------------------------------------------------------
+FRAME_STATUS_OK = 0
+FRAME_STATUS_NOT_CONVERGED = 1  # k reached with residual above tol
+FRAME_STATUS_DIVERGED = 2  # RMS update grew / atoms overlapped: positions are the raw ones
+FRAME_STATUS_FAILED = 3  # the task raised; nothing but this flag is valid
+FRAME_STATUS_NAMES = {0: "ok", 1: "not_converged", 2: "diverged", 3: "failed"}
+
+# --- store attributes ------------------------------------------------------------------------
+ATTR_VERSION = "trajden_version"
+ATTR_MODEL = "model_name"
+ATTR_MODEL_SHA256 = "model_sha256"
+ATTR_ITERATIONS = "max_iterations"
+ATTR_TOL = "tol"
+ATTR_CLASSIFIERS = "classifiers"
+ATTR_INPUTS = "inputs"
+ATTR_COMMAND = "command_line"
+ATTR_METHOD = "method"
+
+# --- model metadata keys (TorchScript _extra_files) -----------------------------------------
+META_FILE = "trajden_metadata.json"
