@@ -31,8 +31,8 @@ STRUCTURE_CODES: dict[str, int] = {v: k for k, v in STRUCTURE_NAMES.items()}
 
 #: codes a-CNA can produce (OVITO's adaptive CNA without diamond)
 ACNA_CODES = (OTHER, FCC, HCP, BCC, ICO)
-#: codes PTM can produce with every structure trajden enables
-PTM_CODES = (OTHER, FCC, HCP, BCC, ICO, SC, CUBIC_DIAMOND, HEX_DIAMOND)
+#: codes PTM can produce with the structures trajden enables (fcc, hcp, bcc, sc, cd, hd; ico off)
+PTM_CODES = (OTHER, FCC, HCP, BCC, SC, CUBIC_DIAMOND, HEX_DIAMOND)
 
 # --- classifiers ---------------------------------------------------------------------------------
 ACNA = "acna"
@@ -44,6 +44,7 @@ DIM_FRAME = "frame"
 DIM_ATOM = "atom"
 DIM_SPATIAL = "spatial"
 DIM_CELL_VECTOR = "cell_vector"
+DIM_ITERATION = "iteration"  # per-iteration diagnostics (see VAR_RMS_HISTORY)
 
 # --- store coordinates -----------------------------------------------------------------------
 COORD_TIME = "time"  # (frame,) float64, ps
@@ -61,6 +62,7 @@ VAR_RESIDUAL = "residual"  # (frame,) float32, RMS update of the last iteration,
 VAR_SCALE = "scale"  # (frame,) float32, input nn distance / model nn distance
 VAR_STATUS = "status"  # (frame,) int8, see FRAME_STATUS_*
 VAR_COMPLETE = "complete"  # (frame,) bool, frame fully written
+VAR_RMS_HISTORY = "rms_history"  # (frame, iteration) float32, RMS update per iteration, NaN after the last
 
 
 def structure_var(classifier: str, raw: bool = False) -> str:
@@ -87,6 +89,19 @@ ATTR_CLASSIFIERS = "classifiers"
 ATTR_INPUTS = "inputs"
 ATTR_COMMAND = "command_line"
 ATTR_METHOD = "method"
+ATTR_RUN_CONFIG = "run_config"  # JSON string: every setting that must match for a resume
+ATTR_STORE_FORMAT = "trajden_store_format"  # int, store layout version; marks a directory as a trajden store
+
+# --- CF attribute names (per variable, and the root's coordinates list) ----------------------
+CF_UNITS = "units"
+CF_LONG_NAME = "long_name"
+CF_COMMENT = "comment"
+CF_FLAG_VALUES = "flag_values"
+CF_FLAG_MEANINGS = "flag_meanings"
+CF_COORDINATES = "coordinates"
+
+# --- store files -----------------------------------------------------------------------------
+STORE_LOCK = ".trajden_lock"  # run lock inside the store: a zarr group dir present while a run holds it
 
 # --- model metadata keys (TorchScript _extra_files) -----------------------------------------
 META_FILE = "trajden_metadata.json"

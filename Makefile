@@ -1,0 +1,34 @@
+# trajden: two entry points, each bootstraps the pinned environment in .venv when missing.
+#   make demo   process the bundled LAMMPS example with the shipped model (LocalCluster)
+#   make test   lint + test suite
+PYTHON ?= python3
+VENV   ?= .venv
+TORCH  ?= torch==2.13.0
+BIN    := $(VENV)/bin
+DEMO_STORE ?= demo.zarr
+
+.PHONY: demo test test-slow env clean-env
+
+env: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml requirements-lock.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# CPU wheel of torch unless a torch is already in the venv (GPU users: install a CUDA torch first)
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -c requirements-lock.txt -e ".[test,pipelines]"
+	touch $@
+
+demo: env
+	$(BIN)/trajden process trajden/data/cu_solidification.dump --out $(DEMO_STORE)
+	$(BIN)/trajden fractions $(DEMO_STORE)
+
+test: env
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+test-slow: env
+	$(BIN)/python -m pytest -q -m slow
+
+clean-env:
+	rm -rf $(VENV)

@@ -1,0 +1,623 @@
+"""Format-independent trajectory access for the pipeline: :class:`Trajectory` -> :class:`Frame`.
+
+LAMMPS text dumps go through the fast reader of :mod:`trajden.io.lammps_dump`; (extended) XYZ through
+ase with an offset index; every other format through MDAnalysis (XTC, TRR, DCD, ... need ``topology``).
+Several files form one trajectory, frame indices continuing from file to file. A :class:`Trajectory`
+holds no open file or Universe: it pickles as its arguments plus small indexes, and re-opens lazily
+where it is unpickled (e.g. in a Dask worker).
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import hashlib
+import io
+import os
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from trajden.io.lammps_dump import DumpFrame, DumpIndex, LammpsDump, TrajectoryError, _error, is_lammps_dump
+
+__all__ = ["Frame", "Trajectory", "TrajectoryError", "parse_frames", "resolve_format"]
+
+#: default ps per MD step for LAMMPS dumps without ITEM: TIME (metal units)
+DEFAULT_TIMESTEP_PS = 0.001
+
+LAMMPSDUMP = "lammpsdump"
+EXTXYZ = "extxyz"
+_LAMMPS_ALIASES = {"lammpsdump", "lammps_dump", "lammpstrj", "dump", "lammps-dump", "trajden_lammpsdump"}
+_XYZ_ALIASES = {"xyz", "extxyz"}
+_LAMMPS_SUFFIXES = (".dump", ".lammpstrj", ".lammpsdump")
+_XYZ_SUFFIXES = (".xyz", ".extxyz")
+
+
+@dataclass
+class Frame:
+    """One snapshot, numbered in the (concatenated) trajectory.
+
+    Attributes
+    ----------
+    index : global frame index in the trajectory
+    step : MD timestep (the frame index where the format has none)
+    time : ps; LAMMPS dumps without ITEM: TIME: ``step * timestep_ps``
+    positions : (N, 3) float64, Cartesian, angstrom, atoms sorted by id
+    cell : (3, 3) float64, lattice vectors as rows (all zeros for a non-periodic frame)
+    origin : (3,) float64, corner of the cell
+    ids : (N,) int64, ascending
+    types : (N,) int32, 1-based (element names: 1..n in order of first appearance in frame 0)
+    source : the file the frame came from
+    """
+
+    index: int
+    step: int
+    time: float
+    positions: np.ndarray
+    cell: np.ndarray
+    origin: np.ndarray
+    ids: np.ndarray
+    types: np.ndarray
+    source: str
+
+    @property
+    def n_atoms(self) -> int:
+        return len(self.positions)
+
+
+# ------------------------------------------------------------------------------------------------
+# frame selection
+
+
+def parse_frames(spec: str | None, n_frames: int) -> list[int]:
+    """Frame indices selected by ``spec``: ``"START:STOP:STEP"`` with Python slice semantics, or one index.
+
+    ``None``, ``""``, ``"all"`` and ``":"`` select every frame; negative numbers count from the end.
+
+    Raises
+    ------
+    ValueError
+        on a malformed spec, a zero step, an index out of range or an empty selection.
+    """
+    if spec is None:
+        return list(range(n_frames))
+    text = str(spec).strip()
+    if text in ("", "all", ":", "::"):
+        return list(range(n_frames))
+    parts = text.split(":")
+    if len(parts) > 3:
+        raise ValueError(f"bad frame selection {spec!r}: expected START:STOP:STEP (e.g. '0:100:10') or one index")
+    try:
+        nums = [int(p) if p.strip() else None for p in parts]
+    except ValueError:
+        raise ValueError(
+            f"bad frame selection {spec!r}: START, STOP and STEP must be integers (e.g. '0:100:10', '-5:', '7')"
+        ) from None
+    if len(nums) == 1:
+        i = nums[0]
+        if not -n_frames <= i < n_frames:
+            raise ValueError(f"frame selection {spec!r}: index out of range for {n_frames} frames")
+        return [i % n_frames]
+    if len(nums) == 3 and nums[2] == 0:
+        raise ValueError(f"bad frame selection {spec!r}: STEP must not be zero")
+    out = list(range(n_frames))[slice(*nums)]
+    if not out:
+        raise ValueError(f"frame selection {spec!r} selects no frames (the trajectory has {n_frames})")
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# format resolution
+
+
+def _strip_gz(path: str) -> str:
+    return path[:-3] if path.lower().endswith(".gz") else path
+
+
+def resolve_format(path: str, format: str | None = None) -> str:
+    """``"lammpsdump"``, ``"extxyz"`` or an MDAnalysis format name (upper case) for ``path``.
+
+    Without ``format``: by suffix (``.dump``, ``.lammpstrj``, ``.xyz``, ``.extxyz``, with optional ``.gz``),
+    then by content (a file starting with ``ITEM:`` is a LAMMPS dump, e.g. ``dump.melt``), then
+    MDAnalysis' guess from the extension.
+    """
+    if format is not None:
+        f = str(format).strip()
+        if f.lower() in _LAMMPS_ALIASES:
+            return LAMMPSDUMP
+        if f.lower() in _XYZ_ALIASES:
+            return EXTXYZ
+        return f.upper()
+    base = _strip_gz(path).lower()
+    if base.endswith(_LAMMPS_SUFFIXES):
+        return LAMMPSDUMP
+    if base.endswith(_XYZ_SUFFIXES):
+        return EXTXYZ
+    if os.path.isfile(path) and is_lammps_dump(path):
+        return LAMMPSDUMP
+    from MDAnalysis.lib.util import guess_format
+
+    try:
+        return guess_format(path).upper()
+    except (ValueError, TypeError):
+        raise _error(path, "cannot tell the file format from the name; pass format=") from None
+
+
+def _expand(paths: str | os.PathLike | list) -> list[str]:
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
+    out: list[str] = []
+    for p in paths:
+        p = os.fspath(p)
+        if not os.path.exists(p) and any(ch in p for ch in "*?["):
+            hits = sorted(glob.glob(p), key=_natural_key)
+            if not hits:
+                raise TrajectoryError(f"{p}: no file matches this pattern")
+            out.extend(hits)
+        else:
+            out.append(p)
+    if not out:
+        raise TrajectoryError("no trajectory file given")
+    return out
+
+
+def _natural_key(s: str):
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
+
+
+# ------------------------------------------------------------------------------------------------
+# per-file sources: .n_frames, .n_atoms, .warnings, .read(i) -> DumpFrame, .state (picklable index)
+
+
+class _LammpsSource:
+    def __init__(self, path: str, state: DumpIndex | None = None):
+        self.path = path
+        self.dump = LammpsDump(path, index=state)
+        self.state = self.dump.index
+        self.n_frames = self.dump.n_frames
+        self.n_atoms = self.dump.n_atoms
+        self.warnings = list(self.state.warnings)
+        self.steps = self.state.steps
+        self.times = np.where(np.isnan(self.state.times), np.nan, self.state.times)
+
+    def read(self, i: int) -> DumpFrame:
+        return self.dump.read(i)
+
+
+def _open_text(path: str):
+    return gzip.open(path, "rb") if path.lower().endswith(".gz") else open(path, "rb")
+
+
+class _XYZSource:
+    """(Extended) XYZ via ase, with an offset index so that frame i is parsed without re-reading the file."""
+
+    def __init__(self, path: str, state: dict | None = None):
+        self.path = path
+        if not os.path.isfile(path):
+            raise _error(path, "no such file")
+        if state is None:
+            state = self._index()
+        self.state = state
+        self.offsets = state["offsets"]
+        self.n_frames = len(self.offsets)
+        self.n_atoms = int(state["n_atoms"][0])
+        self.warnings = list(state["warnings"])
+        self.steps = None
+        self.times = None
+
+    def _index(self) -> dict:
+        path = self.path
+        if os.path.getsize(path) == 0:
+            raise _error(path, "file is empty")
+        offsets, counts, warnings = [], [], []
+        line_no = 0
+        try:
+            with _open_text(path) as f:
+                while True:
+                    off = f.tell()
+                    line = f.readline()
+                    line_no += 1
+                    if not line:
+                        break
+                    if not line.strip():
+                        continue
+                    frame = len(offsets)
+                    try:
+                        n = int(line.split()[0])
+                    except ValueError:
+                        raise _error(
+                            path, f"not an XYZ file: expected an atom count, found {line[:60]!r}", frame, line_no
+                        ) from None
+                    got = 0
+                    last = b"\n"
+                    for _ in range(n + 1):
+                        last = f.readline()
+                        if not last:
+                            break
+                        got += 1
+                    line_no += got
+                    if got < n + 1 or not last.endswith(b"\n"):
+                        warnings.append(
+                            f"{path}: frame {frame}: incomplete last frame ({max(got - 1, 0)} of {n} atom lines); "
+                            "dropped"
+                        )
+                        break
+                    offsets.append(off)
+                    counts.append(n)
+        except (OSError, EOFError) as exc:
+            raise _error(path, f"cannot read ({type(exc).__name__}: {exc})") from None
+        if not offsets:
+            raise _error(path, "no complete frame in file")
+        return {
+            "offsets": np.asarray(offsets, dtype=np.int64),
+            "n_atoms": np.asarray(counts, dtype=np.int64),
+            "warnings": warnings,
+        }
+
+    def read(self, i: int) -> DumpFrame:
+        import ase.io
+
+        path = self.path
+        n = int(self.state["n_atoms"][i])
+        with _open_text(path) as f:
+            f.seek(int(self.offsets[i]))
+            text = b"".join(f.readline() for _ in range(n + 2)).decode("utf-8", errors="replace")
+        try:
+            atoms = ase.io.read(io.StringIO(text), format="extxyz")
+        except Exception as exc:  # ase raises many types on malformed input
+            msg = " ".join(str(exc).split())[:200]
+            raise _error(path, f"cannot parse frame ({type(exc).__name__}: {msg})", i) from None
+        info = atoms.info
+        ids = atoms.arrays.get("id")
+        ids = np.arange(1, n + 1, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
+        types = atoms.arrays.get("type")
+        if types is None:
+            types = np.array(atoms.get_chemical_symbols(), dtype=object)
+        step = info.get("step", info.get("timestep"))
+        time = info.get("time")
+        cell = np.array(atoms.cell.array, dtype=np.float64) if atoms.cell.rank == 3 else np.zeros((3, 3))
+        origin = np.asarray(info.get("origin", np.zeros(3)), dtype=np.float64).reshape(3)
+        return DumpFrame(
+            step=None if step is None else int(step),
+            time=None if time is None else float(time),
+            positions=np.asarray(atoms.positions, dtype=np.float64),
+            cell=cell,
+            origin=origin,
+            ids=ids,
+            types=types,
+        )
+
+
+#: MDAnalysis formats that carry no atoms of their own and need ``topology``
+_COORDINATE_ONLY = {"XTC", "TRR", "DCD", "NC", "NCDF", "TNG", "LAMMPS", "MDCRD", "TRJ", "INPCRD", "RESTRT", "TRZ"}
+
+
+class _MDASource:
+    """Any MDAnalysis-readable format; the Universe is created on first use in each process."""
+
+    def __init__(self, path: str, fmt: str, topology: str | None, state: dict | None = None):
+        self.path, self.fmt, self.topology = path, fmt, topology
+        if not os.path.isfile(path):
+            raise _error(path, "no such file")
+        if os.path.getsize(path) == 0:
+            raise _error(path, "file is empty")
+        from MDAnalysis.topology.core import _PARSERS  # noqa: F401  (import registers parsers)
+
+        if topology is None and (fmt in _COORDINATE_ONLY or fmt not in _PARSERS):
+            raise _error(
+                path,
+                f"format {fmt} holds no topology; pass topology= (e.g. a PDB, GRO or LAMMPS data file)",
+            )
+        if topology is not None and not os.path.isfile(topology):
+            raise _error(topology, "no such topology file")
+        self._u = None
+        u = self.universe
+        self.n_frames = len(u.trajectory)
+        self.n_atoms = len(u.atoms)
+        self.warnings = []
+        if self.n_frames == 0:
+            raise _error(path, "no frames in file")
+        self.state = None
+        self.steps = None
+        self.times = None
+
+    @property
+    def universe(self):
+        if self._u is None:
+            import warnings as _w
+
+            import MDAnalysis as mda
+
+            try:
+                with _w.catch_warnings():
+                    _w.simplefilter("ignore")
+                    if self.topology is None:
+                        self._u = mda.Universe(self.path, format=self.fmt)
+                    else:
+                        self._u = mda.Universe(self.topology, self.path, format=self.fmt)
+            except Exception as exc:  # MDAnalysis raises many types on unreadable input
+                msg = " ".join(str(exc).split())[:200]
+                raise _error(self.path, f"MDAnalysis cannot open it as {self.fmt} ({type(exc).__name__}: {msg})") from None
+        return self._u
+
+    def read(self, i: int) -> DumpFrame:
+        from MDAnalysis.lib.mdamath import triclinic_vectors
+
+        u = self.universe
+        try:
+            ts = u.trajectory[i]
+        except Exception as exc:  # noqa: BLE001
+            msg = " ".join(str(exc).split())[:200]
+            raise _error(self.path, f"cannot read frame ({type(exc).__name__}: {msg})", i) from None
+        dims = ts.dimensions
+        if dims is None or not np.all(np.isfinite(dims)) or np.any(dims[:3] <= 0):
+            cell = np.zeros((3, 3))
+        else:
+            cell = triclinic_vectors(dims).astype(np.float64)
+        ids = getattr(u.atoms, "ids", None)
+        ids = np.arange(1, self.n_atoms + 1, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
+        types = getattr(u.atoms, "types", None)
+        if types is None:
+            types = np.ones(self.n_atoms, dtype=np.int32)
+        step = ts.data.get("step")
+        return DumpFrame(
+            step=None if step is None else int(step),
+            time=float(ts.time),
+            positions=np.array(ts.positions, dtype=np.float64),
+            cell=cell,
+            origin=np.zeros(3),
+            ids=ids,
+            types=np.asarray(types),
+        )
+
+
+# ------------------------------------------------------------------------------------------------
+# trajectory
+
+
+def _ids_digest(ids: np.ndarray) -> str:
+    return hashlib.blake2b(np.ascontiguousarray(ids, dtype=np.int64).data, digest_size=16).hexdigest()
+
+
+class Trajectory:
+    """One trajectory from one or several files, with random access to :class:`Frame` s.
+
+    Parameters
+    ----------
+    paths : str or list of str
+        File(s), in order; a string with ``*`` / ``?`` that matches no file is a glob (natural sort).
+    format : str, optional
+        ``"lammpsdump"``, ``"extxyz"`` or an MDAnalysis format name; guessed per file when None.
+    topology : str, optional
+        Topology for MDAnalysis formats that have none (XTC, TRR, DCD, ...).
+    timestep_ps : float, optional
+        ps per MD step, for frames without a time (default 0.001, LAMMPS metal units).
+
+    Attributes
+    ----------
+    n_frames, n_atoms, paths, warnings
+
+    Notes
+    -----
+    Every frame must have the same atoms: the atom count is checked when files are opened, and the ids of
+    every frame read are compared with those of frame 0 (a digest, read once per process unless known).
+    The object pickles as ``(paths, format, topology, timestep_ps)`` plus the offset indexes already built
+    and the frame-0 id digest; files and Universes are (re)opened lazily where it is unpickled.
+    """
+
+    def __init__(
+        self,
+        paths: str | list[str],
+        format: str | None = None,
+        topology: str | None = None,
+        timestep_ps: float | None = None,
+    ):
+        self.paths = _expand(paths)
+        self.format = format
+        self.topology = None if topology is None else os.fspath(topology)
+        self.timestep_ps = timestep_ps
+        if timestep_ps is not None and not (np.isfinite(timestep_ps) and timestep_ps > 0):
+            raise ValueError(f"timestep_ps must be a positive number, got {timestep_ps!r}")
+        self._states: list = [None] * len(self.paths)
+        self._reference: dict | None = None
+        self._sources: list | None = None
+        self._open()
+
+    # --- opening
+
+    def _open(self) -> None:
+        sources = []
+        for k, path in enumerate(self.paths):
+            fmt = resolve_format(path, self.format) if os.path.exists(path) else None
+            if fmt is None:
+                raise _error(path, "no such file")
+            if fmt == LAMMPSDUMP:
+                src = _LammpsSource(path, self._states[k])
+            elif fmt == EXTXYZ:
+                src = _XYZSource(path, self._states[k])
+            else:
+                src = _MDASource(path, fmt, self.topology)
+            self._states[k] = src.state
+            sources.append(src)
+        n0 = sources[0].n_atoms
+        for src in sources[1:]:
+            if src.n_atoms != n0:
+                raise _error(src.path, f"atom count {src.n_atoms} differs from {n0} in {sources[0].path}", 0)
+        self._sources = sources
+        self._first = np.concatenate([[0], np.cumsum([s.n_frames for s in sources])]).astype(np.int64)
+        self._type_names: dict[str, int] | None = None
+
+    @property
+    def sources(self) -> list:
+        if self._sources is None:
+            self._open()
+        return self._sources
+
+    # --- sizes
+
+    @property
+    def n_frames(self) -> int:
+        self.sources  # noqa: B018  (opens lazily after unpickling)
+        return int(self._first[-1])
+
+    @property
+    def n_atoms(self) -> int:
+        return int(self.sources[0].n_atoms)
+
+    @property
+    def warnings(self) -> list[str]:
+        return [w for s in self.sources for w in s.warnings]
+
+    def __len__(self) -> int:
+        return self.n_frames
+
+    def __iter__(self):
+        for i in range(self.n_frames):
+            yield self.frame(i)
+
+    def __repr__(self) -> str:
+        files = self.paths[0] if len(self.paths) == 1 else f"{len(self.paths)} files"
+        return f"<Trajectory {files}: {self.n_frames} frames of {self.n_atoms} atoms>"
+
+    def locate(self, i: int) -> tuple[int, int]:
+        """(file number, frame within that file) of global frame ``i``."""
+        n = self.n_frames
+        if not -n <= i < n:
+            raise IndexError(f"frame {i} out of range for a trajectory of {n} frames")
+        i = int(i) % n
+        k = int(np.searchsorted(self._first, i, side="right")) - 1
+        return k, i - int(self._first[k])
+
+    # --- reading
+
+    def _where(self, i: int, k: int, local: int) -> tuple[str, int]:
+        return self.paths[k], local
+
+    def _wrap(self, exc: TrajectoryError, i: int, k: int, local: int) -> TrajectoryError:
+        if len(self.paths) == 1:
+            return exc
+        return TrajectoryError(f"{exc} [trajectory frame {i}]")
+
+    def _raw(self, i: int) -> tuple[DumpFrame, int, int]:
+        k, local = self.locate(i)
+        try:
+            return self.sources[k].read(local), k, local
+        except TrajectoryError as exc:
+            raise self._wrap(exc, i, k, local) from None
+
+    def _reference_info(self) -> dict:
+        if self._reference is None:
+            raw, _, _ = self._raw(0)
+            self._set_reference(raw)
+        return self._reference
+
+    def _set_reference(self, raw: DumpFrame) -> None:
+        types = raw.types
+        names: list[str] = []
+        if types.dtype == object or types.dtype.kind in "US":
+            names = _type_names(types)
+        self._reference = {"n_atoms": len(raw.ids), "ids": _ids_digest(raw.ids), "type_names": names}
+
+    def frame(self, i: int) -> Frame:
+        """Frame ``i`` of the trajectory (global index over all files; negative counts from the end).
+
+        Raises
+        ------
+        TrajectoryError
+            the frame is unreadable, or its atoms differ from frame 0's (message names file and frame).
+        IndexError
+            ``i`` out of range.
+        """
+        raw, k, local = self._raw(i)
+        i = int(i) % self.n_frames
+        path = self.paths[k]
+        if i == 0 and self._reference is None:
+            self._set_reference(raw)
+        ref = self._reference_info()
+        n = len(raw.positions)
+        if n != ref["n_atoms"]:
+            exc = _error(path, f"atom count {n} differs from {ref['n_atoms']} in frame 0 of {self.paths[0]}", local)
+            raise self._wrap(exc, i, k, local)
+        order = None
+        ids = np.asarray(raw.ids, dtype=np.int64)
+        if n > 1 and not bool(np.all(ids[1:] > ids[:-1])):
+            order = np.argsort(ids, kind="stable")
+            ids = ids[order]
+            dup = np.flatnonzero(ids[1:] == ids[:-1])
+            if len(dup):
+                exc = _error(path, f"duplicate atom id {ids[dup[0]]}", local)
+                raise self._wrap(exc, i, k, local)
+        if _ids_digest(ids) != ref["ids"]:
+            exc = _error(path, f"atom ids differ from those of frame 0 of {self.paths[0]}", local)
+            raise self._wrap(exc, i, k, local)
+        positions = raw.positions if order is None else raw.positions[order]
+        types = raw.types if order is None else raw.types[order]
+        types = self._types(types, ref)
+        if not np.all(np.isfinite(positions)):
+            exc = _error(path, "non-finite coordinates", local)
+            raise self._wrap(exc, i, k, local)
+        step = raw.step if raw.step is not None else i
+        if raw.time is not None and np.isfinite(raw.time):
+            time = float(raw.time)
+        else:
+            time = step * (self.timestep_ps if self.timestep_ps is not None else DEFAULT_TIMESTEP_PS)
+        return Frame(
+            index=i,
+            step=int(step),
+            time=time,
+            positions=np.ascontiguousarray(positions, dtype=np.float64),
+            cell=np.asarray(raw.cell, dtype=np.float64),
+            origin=np.asarray(raw.origin, dtype=np.float64),
+            ids=ids,
+            types=types,
+            source=path,
+        )
+
+    def _types(self, types: np.ndarray, ref: dict) -> np.ndarray:
+        if types.dtype.kind in "iu":
+            return types.astype(np.int32, copy=False)
+        strs = np.asarray(types).astype(str)
+        if all(s.lstrip("-").isdigit() for s in np.unique(strs)):
+            return strs.astype(np.int32)
+        table = {name: j + 1 for j, name in enumerate(ref["type_names"])}
+        for name in _type_names(strs):  # names absent from frame 0: numbered after them, in order of appearance
+            table.setdefault(name, len(table) + 1)
+        uniq, inv = np.unique(strs, return_inverse=True)
+        return np.array([table[u] for u in uniq], dtype=np.int32)[inv]
+
+    # --- steps / times without reading frames (where the format's index has them)
+
+    @property
+    def steps(self) -> np.ndarray | None:
+        """(n_frames,) int64 MD timesteps from the index, or None if some file needs reading for them."""
+        parts = [s.steps for s in self.sources]
+        return None if any(p is None for p in parts) else np.concatenate(parts)
+
+    # --- pickling
+
+    def __getstate__(self) -> dict:
+        return {
+            "paths": self.paths,
+            "format": self.format,
+            "topology": self.topology,
+            "timestep_ps": self.timestep_ps,
+            "indexes": list(self._states),
+            "reference": self._reference,
+        }
+
+    def __setstate__(self, state: dict) -> None:
+        self.paths = state["paths"]
+        self.format = state["format"]
+        self.topology = state["topology"]
+        self.timestep_ps = state["timestep_ps"]
+        self._states = list(state.get("indexes") or [None] * len(self.paths))
+        self._reference = state.get("reference")
+        self._sources = None
+
+
+def _type_names(types) -> list[str]:
+    """Distinct names in order of first appearance."""
+    strs = np.asarray(types).astype(str)
+    uniq, first = np.unique(strs, return_index=True)
+    return [str(u) for u in uniq[np.argsort(first)]]

@@ -1,0 +1,352 @@
+"""The main job: frames -> (scale, denoise, label) -> store, serially or as a Dask graph.
+
+The data path follows MDAnalysis' analysis pattern:
+
+* prepare  (:func:`prepare_store`): open or create the store, decide which frame chunks are pending;
+* per frame (:func:`process_frame`): read one frame, label the raw positions, denoise, label again;
+* per chunk (:func:`process_chunk`): run the frames of one store chunk and region-write them (each task
+  writes its own chunk, no process collects everything);
+* conclude (:func:`run`): progress, failures, summary.
+
+The same :func:`process_chunk` runs in serial mode, on Dask workers and in tests, so serial and distributed
+runs write identical stores. Workers receive file names and frame indices, never open readers.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from trajden import __version__, names
+from trajden.classify import DEFAULT_PTM_RMSD_CUTOFF, classify
+from trajden.denoise import DEFAULT_ITERATIONS, denoise
+from trajden.io.readers import Frame, Trajectory
+
+
+@dataclass
+class ProcessSettings:
+    """Everything a worker needs to process a frame (picklable, recorded in the store)."""
+
+    model: str = "fcc-bcc-hcp"
+    device: str = "auto"
+    method: str = "denoise"  # or "average" (vibration averaging over a window of frames)
+    iterations: int = DEFAULT_ITERATIONS
+    tol: float | None = None  # angstrom; None: the model-unit default
+    scale: float | str = "auto"
+    classifiers: tuple[str, ...] = (names.ACNA, names.PTM)
+    ptm_rmsd_cutoff: float = DEFAULT_PTM_RMSD_CUTOFF
+    keep_raw: bool = False
+    window: int = 5
+    torch_threads: int | None = None
+    ovito_threads: int | None = None
+
+    def run_config(self) -> dict:
+        """The settings that must match for a store to be resumed (device and threads excluded)."""
+        d = asdict(self)
+        for k in ("device", "torch_threads", "ovito_threads"):
+            d.pop(k)
+        d["classifiers"] = list(self.classifiers)
+        return d
+
+
+@dataclass
+class ChunkReport:
+    """What a chunk task returns to the driver (small: no arrays)."""
+
+    frames: list[int]
+    n_atoms: int
+    seconds: float
+    failures: dict[int, str] = field(default_factory=dict)
+    statuses: dict[int, int] = field(default_factory=dict)
+
+
+def label_frame(positions, cell, origin, settings: ProcessSettings) -> dict[str, np.ndarray]:
+    return classify(positions, cell, settings.classifiers, origin=origin, ptm_rmsd_cutoff=settings.ptm_rmsd_cutoff)
+
+
+def process_frame(frame: Frame, settings: ProcessSettings, model=None):
+    """Denoise and label one frame; returns a :class:`trajden.store.FrameResult`."""
+    from trajden.store import FrameResult
+
+    if model is None:
+        from trajden.cluster import get_model
+
+        model = get_model(settings.model, settings.device)
+    raw_labels = label_frame(frame.positions, frame.cell, frame.origin, settings)
+    result = denoise(
+        frame.positions, frame.cell, frame.types, model, k=settings.iterations, tol=settings.tol, scale=settings.scale
+    )
+    out = _frame_result(frame, result.positions, raw_labels, settings, result.iterations, result.residual,
+                        result.scale, result.status, FrameResult)
+    out.rms_history = np.asarray(result.rms_history, dtype=np.float32)
+    return out
+
+
+def _frame_result(frame, positions, raw_labels, settings, iterations, residual, scale, status, FrameResult):
+    labels = label_frame(positions, frame.cell, frame.origin, settings)
+    out = {}
+    for c in settings.classifiers:
+        out[names.structure_var(c)] = labels[c]
+        out[names.structure_var(c, raw=True)] = raw_labels[c]
+    disp = np.sqrt(((positions - frame.positions) ** 2).sum(-1))
+    return FrameResult(
+        index=frame.index,
+        positions=positions.astype(np.float32),
+        displacement=disp.astype(np.float32),
+        labels=out,
+        cell=frame.cell,
+        iterations=int(iterations),
+        residual=float(residual),
+        scale=float(scale),
+        status=int(status),
+        positions_raw=frame.positions.astype(np.float32) if settings.keep_raw else None,
+    )
+
+
+def process_average_chunk(traj: Trajectory, pairs: list[tuple[int, int]], settings: ProcessSettings):
+    """Vibration-averaging baseline: each frame becomes the centred time average of ``window`` frames.
+
+    ``pairs`` are (store index, trajectory index); the window runs over trajectory frames.
+    """
+    from trajden.analysis import unwrap, vibration_average
+    from trajden.store import FrameResult
+
+    half = settings.window // 2
+    tidx = [t for _, t in pairs]
+    lo, hi = max(0, min(tidx) - half), min(len(traj), max(tidx) + half + 1)
+    frames = [traj.frame(i) for i in range(lo, hi)]
+    unwrapped = unwrap(np.stack([f.positions for f in frames]), np.stack([f.cell for f in frames]))
+    averaged = vibration_average(unwrapped, settings.window)
+    results = []
+    for j, t in pairs:
+        f = frames[t - lo]
+        # keep each atom's periodic image of the raw frame, so displacements are the averaging's own motion
+        pos = averaged[t - lo] - (unwrapped[t - lo] - f.positions)
+        raw_labels = label_frame(f.positions, f.cell, f.origin, settings)
+        r = _frame_result(f, pos, raw_labels, settings, 0, 0.0, math.nan, names.FRAME_STATUS_OK, FrameResult)
+        r.index = j
+        results.append(r)
+    return results
+
+
+def process_chunk(
+    traj: Trajectory, pairs: list[tuple[int, int]], settings: ProcessSettings, store_path: str
+) -> ChunkReport:
+    """Process the frames of one store chunk and region-write them; failures are reported, not raised.
+
+    ``pairs`` are (store index, trajectory index). A frame that raises is written as FAILED (no data) and
+    named in the report; the other frames of the run go on.
+    """
+    from trajden.store import FrameResult, Store
+
+    t0 = time.perf_counter()
+    failures: dict[int, str] = {}
+    results = []
+    if settings.method == "average":
+        try:
+            results = process_average_chunk(traj, pairs, settings)
+        except Exception as exc:  # noqa: BLE001 - reported per frame to the driver
+            failures = {j: _describe(exc) for j, _ in pairs}
+            results = [FrameResult.failed(j) for j, _ in pairs]
+    else:
+        for j, t in pairs:
+            try:
+                r = process_frame(traj.frame(t), settings)
+                r.index = j
+            except Exception as exc:  # noqa: BLE001 - reported per frame to the driver
+                failures[j] = _describe(exc)
+                r = FrameResult.failed(j)
+            results.append(r)
+    Store.open(store_path, mode="r+").write_frames(results)
+    return ChunkReport(
+        frames=[r.index for r in results],
+        n_atoms=traj.n_atoms,
+        seconds=time.perf_counter() - t0,
+        failures=failures,
+        statuses={r.index: r.status for r in results},
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    msg = str(exc).splitlines()[0] if str(exc) else ""
+    where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    loc = f" ({where.filename.rsplit('/', 1)[-1]}:{where.lineno})" if where else ""
+    return f"{type(exc).__name__}: {msg}{loc}"
+
+
+def store_attrs(traj: Trajectory, settings: ProcessSettings, model_meta: tuple[str, str], argv=None) -> dict:
+    name, sha = model_meta
+    return {
+        names.ATTR_VERSION: __version__,
+        names.ATTR_MODEL: name,
+        names.ATTR_MODEL_SHA256: sha,
+        names.ATTR_ITERATIONS: settings.iterations,
+        names.ATTR_TOL: -1.0 if settings.tol is None else float(settings.tol),
+        names.ATTR_CLASSIFIERS: ",".join(settings.classifiers),
+        "ptm_rmsd_cutoff": settings.ptm_rmsd_cutoff,
+        names.ATTR_INPUTS: list(traj.paths),
+        names.ATTR_COMMAND: shlex.join(argv if argv is not None else sys.argv),
+        names.ATTR_METHOD: settings.method,
+        "scale_mode": str(settings.scale),
+    }
+
+
+def prepare_store(traj: Trajectory, frames: list[int], store_path: str, settings: ProcessSettings, overwrite=False,
+                  frames_per_chunk: int = 1, argv=None):
+    """Open (resume) or create the store for ``frames`` of ``traj``."""
+    from trajden.model.package import load_model
+    from trajden.store import Store
+
+    if settings.method == "average":
+        model_meta = ("vibration-average", "")
+    else:
+        m = load_model(settings.model)
+        model_meta = (m.name, m.sha256)
+    first = traj.frame(frames[0])
+    times, steps = [], []
+    for i in frames:
+        t, s = traj.frame_time_step(i) if hasattr(traj, "frame_time_step") else _time_step(traj, i)
+        times.append(t)
+        steps.append(s)
+    run_config = settings.run_config() | {"frames": [int(f) for f in frames], "inputs": [str(p) for p in traj.paths]}
+    store, created = Store.open_or_create(
+        store_path,
+        overwrite=overwrite,
+        n_frames=len(frames),
+        atom_ids=first.ids,
+        types=first.types,
+        times=np.asarray(times, dtype=np.float64),
+        steps=np.asarray(steps, dtype=np.int64),
+        classifiers=tuple(settings.classifiers),
+        keep_raw=settings.keep_raw,
+        attrs=store_attrs(traj, settings, model_meta, argv),
+        run_config=run_config,
+        frames_per_chunk=frames_per_chunk,
+        max_iterations=settings.iterations if settings.method == "denoise" else None,
+    )
+    return store, created
+
+
+def _time_step(traj: Trajectory, i: int) -> tuple[float, int]:
+    f = traj.frame(i)
+    return f.time, f.step
+
+
+@dataclass
+class RunSummary:
+    """What :func:`run` did."""
+
+    store: str
+    frames_total: int
+    frames_done: int
+    frames_skipped: int
+    n_atoms: int
+    seconds: float
+    failures: dict[int, str]
+    statuses: dict[int, int]
+
+
+def run(
+    traj: Trajectory,
+    frames: list[int],
+    store_path: str,
+    settings: ProcessSettings,
+    client=None,
+    overwrite: bool = False,
+    frames_per_chunk: int = 1,
+    progress: bool = True,
+    argv=None,
+) -> RunSummary:
+    """Process ``frames`` of ``traj`` into the store at ``store_path`` (resuming it if compatible).
+
+    With ``client=None`` chunks run one after another in this process; with a ``distributed.Client`` each
+    chunk is one task (retried on another worker if its worker dies). Completed frames are skipped.
+    """
+    from tqdm.auto import tqdm
+
+    store, created = prepare_store(traj, frames, store_path, settings, overwrite, frames_per_chunk, argv)
+    t0 = time.perf_counter()
+    failures: dict[int, str] = {}
+    statuses: dict[int, int] = {}
+    with store.lock():
+        pending = store.pending_chunks(retry_failed=True)
+        n_pending = sum(len(c) for c in pending)
+        skipped = len(frames) - n_pending
+        bar = tqdm(total=len(frames), initial=skipped, unit="frame", disable=not progress, dynamic_ncols=True,
+                   desc="trajden", file=sys.stderr)
+        jobs = [[(j, frames[j]) for j in chunk] for chunk in pending]
+        done_atoms = 0
+
+        def collect(report: ChunkReport):
+            nonlocal done_atoms
+            failures.update(report.failures)
+            statuses.update(report.statuses)
+            done_atoms += report.n_atoms * len(report.frames)
+            bar.update(len(report.frames))
+            el = time.perf_counter() - t0
+            bar.set_postfix_str(f"{done_atoms / max(el, 1e-9):.3g} atoms/s", refresh=False)
+
+        if client is None:
+            for pairs in jobs:
+                collect(process_chunk(traj, pairs, settings, str(store.path)))
+        else:
+            from distributed import as_completed
+
+            futures = [
+                client.submit(process_chunk, traj, pairs, settings, str(store.path), retries=2, pure=False,
+                              key=f"trajden-chunk-{pairs[0][0]}-{time.time_ns()}")
+                for pairs in jobs
+            ]
+            for fut in as_completed(futures):
+                collect(fut.result())
+        bar.close()
+    return RunSummary(
+        store=str(store.path), frames_total=len(frames), frames_done=n_pending, frames_skipped=skipped,
+        n_atoms=traj.n_atoms, seconds=time.perf_counter() - t0, failures=failures, statuses=statuses,
+    )
+
+
+def summary_text(summary: RunSummary, method: str = "ptm") -> str:
+    """A one-screen summary: frames, atoms, time, failures, phase fractions of the last frame."""
+    import xarray as xr
+
+    from trajden.analysis import phase_fractions
+
+    lines = [
+        f"store      {summary.store}",
+        f"frames     {summary.frames_done} processed, {summary.frames_skipped} already complete,"
+        f" {summary.frames_total} in the store",
+        f"atoms      {summary.n_atoms} per frame",
+        f"time       {summary.seconds:.1f} s"
+        + (f" ({summary.frames_done / summary.seconds:.2f} frames/s,"
+           f" {summary.frames_done * summary.n_atoms / summary.seconds:.3g} atoms/s)" if summary.frames_done else ""),
+    ]
+    bad = {k: v for k, v in summary.statuses.items() if v not in (names.FRAME_STATUS_OK,)}
+    if bad:
+        counts: dict[str, int] = {}
+        for v in bad.values():
+            counts[names.FRAME_STATUS_NAMES.get(v, str(v))] = counts.get(names.FRAME_STATUS_NAMES.get(v, str(v)), 0) + 1
+        lines.append("status     " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+    for j, why in sorted(summary.failures.items())[:10]:
+        lines.append(f"FAILED     frame {j}: {why}")
+    ds = xr.open_zarr(summary.store, consolidated=False)
+    methods = [c for c in names.CLASSIFIERS if names.structure_var(c) in ds]
+    ok = ds[names.VAR_COMPLETE].values & (ds[names.VAR_STATUS].values != names.FRAME_STATUS_FAILED)
+    complete = np.flatnonzero(ok)
+    if len(complete) and methods:
+        last = int(complete[-1])
+        lines.append(f"last frame {last} (step {int(ds[names.COORD_STEP].values[last])}): phase fractions")
+        for c in methods:
+            for raw in (True, False):
+                fr = phase_fractions(ds.isel({names.DIM_FRAME: [last]}), method=c, raw=raw).isel(
+                    {names.DIM_FRAME: 0}).compute()
+                parts = [f"{str(s)} {float(v) * 100:5.1f}%" for s, v in zip(fr["structure"].values, fr.values)
+                         if float(v) >= 0.0005]
+                lines.append(f"  {c:4s} {'raw' if raw else 'denoised':8s} " + "  ".join(parts))
+    return "\n".join(lines)

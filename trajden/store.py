@@ -1,0 +1,825 @@
+"""The output store: denoised coordinates and structure labels in a Zarr (format 3) / xarray layout.
+
+Layout (all names from :mod:`trajden.names`), readable with ``xarray.open_zarr(path, consolidated=False)``:
+
+* dims ``frame``, ``atom``, ``spatial`` (3), ``cell_vector`` (3), and ``iteration`` (only with ``max_iterations``);
+* coordinates ``time(frame)`` float64 [ps], ``step(frame)`` int64, ``atom_id(atom)`` int64 (listed in the
+  root's CF ``coordinates`` attribute, so xarray turns them into coordinates);
+* ``positions(frame, atom, spatial)`` float32 [angstrom], ``positions_raw`` (only with ``keep_raw``),
+  ``structure_<classifier>[_raw](frame, atom)`` int8 (OVITO codes, CF ``flag_values``/``flag_meanings``),
+  ``displacement(frame, atom)`` float32, ``cell(frame, cell_vector, spatial)`` float64, ``type(atom)`` int32,
+  ``iterations(frame)`` int16, ``residual(frame)`` float32, ``scale(frame)`` float32, ``status(frame)`` int8,
+  ``complete(frame)`` bool; ``rms_history(frame, iteration)`` float32 only when created with ``max_iterations``.
+
+Fill values (what a never-written frame reads as): NaN for floats, -1 for the label arrays, ``iterations`` and
+``status`` (so "not written" is never confused with label 0 = "other" or status 0 = "ok"), False for ``complete``.
+The fill values are zarr metadata only: xarray does not mask them (int8 stays int8).
+
+``time`` carries ``units = "ps"``, which xarray does not know as a time unit, so it stays float64 (it is not
+decoded to timedelta, with or without ``decode_timedelta=True``).
+
+Chunks: every frame-dimensioned array uses ``frames_per_chunk`` along ``frame`` and every atom-dimensioned array
+``atoms_per_chunk`` along ``atom`` (so ``xarray.Dataset.chunks`` is consistent).  A writer owns whole frame
+chunks and always writes all atoms, so parallel writers never touch the same chunk file (zarr writes each chunk
+file atomically).  ``complete`` is written after all other variables of the frames, so an interrupted write
+leaves the frames pending.
+
+Root attributes: whatever the caller passes in ``attrs`` plus ``trajden_store_format``, ``run_config`` (a JSON
+string, compared on resume), ``classifiers`` and ``trajden_version`` (defaults to this package's version).
+Attribute values that are dicts, or lists holding anything but numbers, are stored as JSON strings (netCDF-safe);
+``Store.run_config`` decodes the run config.
+
+The run lock is a directory ``.trajden_lock`` inside the store holding a ``zarr.json`` (so zarr/xarray see an
+empty group, not a stray file) whose attributes name the holder's pid, host and start time.  It is created by an
+atomic directory rename; takeovers of stale locks are serialised with ``flock`` on the store directory.
+
+Only local (POSIX) filesystem paths are supported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trajden import __version__, names
+
+try:  # fcntl is POSIX-only; without it stale-lock takeovers are simply not serialised
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["FrameResult", "Store", "StoreError", "StaleLockWarning", "is_trajden_store", "STORE_FORMAT"]
+
+#: layout version written to ``trajden_store_format``
+STORE_FORMAT = 1
+#: default (and maximum default) atoms per chunk
+MAX_ATOMS_PER_CHUNK = 1_048_576
+
+LABEL_FILL = -1
+INT_FILL = -1
+
+_ZARR_JSON = "zarr.json"
+_LOCK_INFO = "trajden_lock"  # key of the holder info inside the lock group's attributes
+_UNITS_ANGSTROM = "angstrom"
+
+
+class StoreError(ValueError):
+    """A problem with the output store; the message is one line and names the path."""
+
+
+class StaleLockWarning(UserWarning):
+    """A run lock left behind by a dead process was taken over."""
+
+
+@dataclass
+class FrameResult:
+    """What one frame's task produces.
+
+    For a failed frame (``status == names.FRAME_STATUS_FAILED``) the arrays may be None (they are stored as fill
+    values); see :meth:`failed`.  ``positions_raw`` is only stored when the store keeps raw positions.
+    """
+
+    index: int
+    positions: np.ndarray | None  # (N, 3) float32
+    displacement: np.ndarray | None  # (N,) float32
+    labels: dict[str, np.ndarray] = field(default_factory=dict)  # store variable name -> (N,) int8
+    cell: np.ndarray | None = None  # (3, 3) float64
+    iterations: int | None = None
+    residual: float | None = None
+    scale: float | None = None
+    status: int = names.FRAME_STATUS_OK
+    positions_raw: np.ndarray | None = None
+    rms_history: np.ndarray | None = None  # (<= max_iterations,) RMS update per iteration; stored if the store has it
+
+    @classmethod
+    def failed(cls, index: int, cell: np.ndarray | None = None) -> FrameResult:
+        """A result recording only that frame ``index`` failed."""
+        return cls(index=index, positions=None, displacement=None, labels={}, cell=cell,
+                   status=names.FRAME_STATUS_FAILED)
+
+
+# --------------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def _read_zarr_json(path: Path) -> dict | None:
+    try:
+        with open(path / _ZARR_JSON, encoding="utf-8") as fh:
+            meta = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def is_trajden_store(path: str | os.PathLike) -> bool:
+    """True if ``path`` is a directory holding a zarr group written by :class:`Store`."""
+    path = Path(path)
+    if not path.is_dir():
+        return False
+    meta = _read_zarr_json(path)
+    if meta is None or meta.get("node_type") != "group":
+        return False
+    attrs = meta.get("attributes") or {}
+    return names.ATTR_STORE_FORMAT in attrs
+
+
+def _canonical_json(value: Any, what: str) -> str:
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"{what} is not JSON-serializable: {exc}") from None
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars/arrays -> Python objects, recursively."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value
+
+
+def _encode_attr(key: str, value: Any) -> Any:
+    """Store-able attribute value: scalars, strings and lists of numbers as they are, the rest as JSON."""
+    value = _plain(value)
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        return value
+    return _canonical_json(value, f"attribute {key!r}")
+
+
+def _describe(value: Any, limit: int = 60) -> str:
+    text = json.dumps(value, sort_keys=True) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _dict_diff(stored: Any, wanted: Any, prefix: str) -> list[str]:
+    if isinstance(stored, dict) and isinstance(wanted, dict):
+        out: list[str] = []
+        for key in sorted(set(stored) | set(wanted)):
+            sub = f"{prefix}.{key}"
+            if key not in stored:
+                out.append(f"{sub} not in the store (now {_describe(wanted[key])})")
+            elif key not in wanted:
+                out.append(f"{sub} only in the store ({_describe(stored[key])})")
+            else:
+                out.extend(_dict_diff(stored[key], wanted[key], sub))
+        return out
+    if stored != wanted:
+        return [f"{prefix}: stored {_describe(stored)}, now {_describe(wanted)}"]
+    return []
+
+
+def _flag_attrs(codes: Sequence[int], long_name: str) -> dict:
+    return {
+        names.CF_LONG_NAME: long_name,
+        names.CF_FLAG_VALUES: [int(c) for c in codes],
+        names.CF_FLAG_MEANINGS: " ".join(names.STRUCTURE_NAMES[c] for c in codes),
+        names.CF_COMMENT: f"OVITO structure type codes; {LABEL_FILL} = not written",
+    }
+
+
+def _label_codes(classifier: str) -> tuple[int, ...]:
+    return names.ACNA_CODES if classifier == names.ACNA else names.PTM_CODES
+
+
+# --------------------------------------------------------------------------------------------------
+# run lock
+# --------------------------------------------------------------------------------------------------
+
+_HELD_TOKENS: set[str] = set()  # tokens of locks held by this process
+_HELD_GUARD = threading.Lock()
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return True
+    try:  # a zombie is dead for our purposes
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            state = fh.read().rsplit(")", 1)[1].split()[0]
+        return state not in ("Z", "X")
+    except (OSError, IndexError):
+        return True
+
+
+def _read_lock(lock_dir: Path) -> dict | None:
+    """Holder info of the lock at ``lock_dir``, None if there is no lock; {} if it is unreadable."""
+    if not lock_dir.exists():
+        return None
+    meta = _read_zarr_json(lock_dir)
+    if meta is None:
+        return {}
+    info = (meta.get("attributes") or {}).get(_LOCK_INFO)
+    return info if isinstance(info, dict) else {}
+
+
+def _lock_is_stale(info: dict) -> bool:
+    if info.get("host") != socket.gethostname():
+        return False  # cannot check a process on another host
+    try:
+        pid = int(info.get("pid"))
+    except (TypeError, ValueError):
+        return False
+    if pid == os.getpid():
+        with _HELD_GUARD:
+            return info.get("token") not in _HELD_TOKENS  # an earlier process with our (reused) pid
+    return not _pid_alive(pid)
+
+
+def _lock_message(path: Path, info: dict) -> str:
+    if not info:
+        return f"{path} is locked (unreadable lock {path / names.STORE_LOCK})"
+    since = info.get("since", "?")
+    return (f"{path} is locked by pid {info.get('pid', '?')} on host {info.get('host', '?')} since {since}"
+            f" (if that run is gone, delete {path / names.STORE_LOCK})")
+
+
+@contextlib.contextmanager
+def _flocked(path: Path) -> Iterator[None]:
+    """Exclusive flock on directory ``path`` (serialises same-host takeovers); no-op where unsupported."""
+    fd = None
+    try:
+        if fcntl is not None:
+            try:
+                fd = os.open(path, os.O_RDONLY)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError:
+                if fd is not None:
+                    os.close(fd)
+                fd = None
+        yield
+    finally:
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+
+def _remove_dir_atomically(target: Path) -> bool:
+    trash = target.with_name(f"{target.name}.removed-{uuid.uuid4().hex}")
+    try:
+        os.rename(target, trash)
+    except FileNotFoundError:
+        return False
+    shutil.rmtree(trash, ignore_errors=True)
+    return True
+
+
+class RunLock:
+    """Exclusive run lock on a store; use as a context manager (``with store.lock(): ...``)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.lock_dir = path / names.STORE_LOCK
+        self.token: str | None = None
+
+    @property
+    def held(self) -> bool:
+        return self.token is not None
+
+    def acquire(self) -> RunLock:
+        if self.token is not None:
+            raise StoreError(f"{self.path}: this lock object is already held")
+        if not is_trajden_store(self.path):
+            raise StoreError(f"{self.path} is not a trajden store; cannot lock it")
+        token = uuid.uuid4().hex
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "token": token,
+        }
+        meta = {"zarr_format": 3, "node_type": "group", "attributes": {_LOCK_INFO: info}}
+        with _flocked(self.path):
+            for _attempt in range(20):
+                holder = _read_lock(self.lock_dir)
+                if holder is not None:
+                    if holder and _lock_is_stale(holder):
+                        if _remove_dir_atomically(self.lock_dir):
+                            warnings.warn(
+                                f"{self.path}: taking over a stale run lock of pid {holder.get('pid')} on host "
+                                f"{holder.get('host')} (since {holder.get('since')}); that process is gone",
+                                StaleLockWarning,
+                                stacklevel=3,
+                            )
+                        continue
+                    if not holder:  # unreadable (or vanishing right now): look once more
+                        time.sleep(0.05)
+                        holder = _read_lock(self.lock_dir)
+                        if holder is None:
+                            continue
+                    raise StoreError(_lock_message(self.path, holder))
+                tmp = self.path / f"{names.STORE_LOCK}.tmp-{token}"
+                os.mkdir(tmp)
+                with open(tmp / _ZARR_JSON, "w", encoding="utf-8") as fh:
+                    json.dump(meta, fh)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                try:
+                    os.rename(tmp, self.lock_dir)  # fails if lock_dir exists (non-empty)
+                except OSError:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    continue
+                with _HELD_GUARD:
+                    _HELD_TOKENS.add(token)
+                self.token = token
+                return self
+        raise StoreError(f"{self.path}: could not acquire the run lock {self.lock_dir}")
+
+    def release(self) -> None:
+        token, self.token = self.token, None
+        if token is None:
+            return
+        with _HELD_GUARD:
+            _HELD_TOKENS.discard(token)
+        holder = _read_lock(self.lock_dir)
+        if holder and holder.get("token") == token:
+            _remove_dir_atomically(self.lock_dir)
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class _BlockPut:
+    """Copies one frame's array into row ``k`` of a write block, checking its shape."""
+
+    def __init__(self, out: dict[str, np.ndarray], k: int, where: str, required: bool):
+        self.out, self.k, self.where, self.required = out, k, where, required
+
+    def __call__(self, var: str, value: Any, shape: tuple, required: bool = True) -> None:
+        if value is None:
+            if required and self.required:
+                raise StoreError(f"{self.where}: {var} is missing")
+            return
+        value = np.asarray(value)
+        if value.shape != shape:
+            raise StoreError(f"{self.where}: {var} has shape {value.shape}, expected {shape}")
+        self.out[var][self.k] = value
+
+
+# --------------------------------------------------------------------------------------------------
+# the store
+# --------------------------------------------------------------------------------------------------
+
+
+class Store:
+    """A trajden output store (see the module docstring for the layout)."""
+
+    def __init__(self, path: Path, group: Any, mode: str):  # use create / open / open_or_create
+        self._path = path
+        self._group = group
+        self._mode = mode
+        self._arrays: dict[str, Any] = {}
+        complete = self._array(names.VAR_COMPLETE)
+        self._n_frames = int(complete.shape[0])
+        self._frames_per_chunk = int(complete.chunks[0])
+        atom_id = self._array(names.COORD_ATOM_ID)
+        self._n_atoms = int(atom_id.shape[0])
+        self._atoms_per_chunk = int(atom_id.chunks[0])
+        present = set(group.array_keys())
+        self._classifiers = tuple(c for c in names.CLASSIFIERS if names.structure_var(c) in present)
+        self._keep_raw = names.VAR_POSITIONS_RAW in present
+        self._history_len = int(group[names.VAR_RMS_HISTORY].shape[1]) if names.VAR_RMS_HISTORY in present else 0
+
+    # ---- construction ------------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike,
+        *,
+        n_frames: int,
+        atom_ids: np.ndarray,
+        types: np.ndarray,
+        times: np.ndarray,
+        steps: np.ndarray,
+        classifiers: Sequence[str] = (names.ACNA, names.PTM),
+        keep_raw: bool = False,
+        attrs: Mapping[str, Any] | None = None,
+        run_config: Mapping[str, Any] | None = None,
+        frames_per_chunk: int = 1,
+        atoms_per_chunk: int | None = None,
+        max_iterations: int | None = None,
+        overwrite: bool = False,
+    ) -> Store:
+        """Create the store: all metadata and coordinates; data arrays hold fill values, nothing is complete.
+
+        An existing path is refused unless ``overwrite`` is set and it is a trajden store that no live run has
+        locked (an empty directory is used as is).  With ``max_iterations`` the store also gets
+        ``rms_history(frame, iteration)`` (float32, NaN after the last iteration).
+        """
+        import zarr
+
+        path = Path(path)
+        n_frames = int(n_frames)
+        atom_ids = np.asarray(atom_ids)
+        types = np.asarray(types)
+        times = np.asarray(times, dtype=np.float64)
+        steps = np.asarray(steps)
+        classifiers = tuple(classifiers)
+        if n_frames < 1:
+            raise StoreError(f"{path}: n_frames must be >= 1, got {n_frames}")
+        if atom_ids.ndim != 1 or atom_ids.size < 1 or not np.issubdtype(atom_ids.dtype, np.integer):
+            raise StoreError(f"{path}: atom_ids must be a non-empty 1-D integer array, got {atom_ids.dtype} "
+                             f"{atom_ids.shape}")
+        n_atoms = int(atom_ids.size)
+        if np.unique(atom_ids).size != n_atoms:
+            raise StoreError(f"{path}: atom_ids are not unique")
+        if types.shape != (n_atoms,):
+            raise StoreError(f"{path}: types has shape {types.shape}, expected ({n_atoms},)")
+        if times.shape != (n_frames,) or steps.shape != (n_frames,):
+            raise StoreError(f"{path}: times {times.shape} and steps {steps.shape} must have shape ({n_frames},)")
+        if not classifiers or any(c not in names.CLASSIFIERS for c in classifiers) or \
+                len(set(classifiers)) != len(classifiers):
+            raise StoreError(f"{path}: classifiers must be a non-empty subset of {names.CLASSIFIERS}, "
+                             f"got {classifiers}")
+        frames_per_chunk = int(frames_per_chunk)
+        if frames_per_chunk < 1:
+            raise StoreError(f"{path}: frames_per_chunk must be >= 1, got {frames_per_chunk}")
+        atoms_per_chunk = min(n_atoms, MAX_ATOMS_PER_CHUNK) if atoms_per_chunk is None else int(atoms_per_chunk)
+        if atoms_per_chunk < 1:
+            raise StoreError(f"{path}: atoms_per_chunk must be >= 1, got {atoms_per_chunk}")
+        if max_iterations is not None and int(max_iterations) < 1:
+            raise StoreError(f"{path}: max_iterations must be >= 1, got {max_iterations}")
+        run_config_json = _canonical_json(_plain(dict(run_config or {})), f"{path}: run_config")
+
+        root_attrs: dict[str, Any] = {}
+        for key, value in (attrs or {}).items():
+            root_attrs[str(key)] = _encode_attr(str(key), value)
+        if names.ATTR_VERSION not in root_attrs:
+            root_attrs[names.ATTR_VERSION] = __version__
+        root_attrs[names.ATTR_CLASSIFIERS] = _canonical_json(list(classifiers), "classifiers")
+        root_attrs[names.ATTR_RUN_CONFIG] = run_config_json
+        root_attrs[names.CF_COORDINATES] = " ".join((names.COORD_TIME, names.COORD_STEP, names.COORD_ATOM_ID))
+        root_attrs[names.ATTR_STORE_FORMAT] = STORE_FORMAT
+
+        cls._prepare_path(path, overwrite)
+
+        group = zarr.open_group(str(path), mode="w", zarr_format=3)
+        F, A, S, C = names.DIM_FRAME, names.DIM_ATOM, names.DIM_SPATIAL, names.DIM_CELL_VECTOR
+        fpc, apc = frames_per_chunk, atoms_per_chunk
+
+        def arr(name: str, shape: tuple, dims: tuple, dtype: Any, fill: Any, chunks: tuple, **attributes: Any):
+            return group.create_array(name, shape=shape, dtype=dtype, chunks=chunks, fill_value=fill,
+                                      dimension_names=dims, attributes=attributes)
+
+        ang = {names.CF_UNITS: _UNITS_ANGSTROM}
+        nan = np.nan
+        # coordinates
+        arr(names.COORD_TIME, (n_frames,), (F,), "float64", nan, (fpc,),
+            **{names.CF_UNITS: "ps", names.CF_LONG_NAME: "time"})[:] = times
+        arr(names.COORD_STEP, (n_frames,), (F,), "int64", INT_FILL, (fpc,),
+            **{names.CF_LONG_NAME: "MD timestep"})[:] = steps.astype(np.int64)
+        arr(names.COORD_ATOM_ID, (n_atoms,), (A,), "int64", INT_FILL, (apc,),
+            **{names.CF_LONG_NAME: "atom id"})[:] = atom_ids.astype(np.int64)
+        arr(names.VAR_TYPE, (n_atoms,), (A,), "int32", INT_FILL, (apc,),
+            **{names.CF_LONG_NAME: "atom type"})[:] = types.astype(np.int32)
+        # per-frame data
+        arr(names.VAR_POSITIONS, (n_frames, n_atoms, 3), (F, A, S), "float32", nan, (fpc, apc, 3),
+            **ang, **{names.CF_LONG_NAME: "denoised atom positions"})
+        if keep_raw:
+            arr(names.VAR_POSITIONS_RAW, (n_frames, n_atoms, 3), (F, A, S), "float32", nan, (fpc, apc, 3),
+                **ang, **{names.CF_LONG_NAME: "atom positions as read"})
+        for clf in classifiers:
+            for raw in (False, True):
+                when = "before" if raw else "after"
+                arr(names.structure_var(clf, raw), (n_frames, n_atoms), (F, A), "int8", LABEL_FILL, (fpc, apc),
+                    **_flag_attrs(_label_codes(clf), f"{clf} structure type {when} denoising"))
+        arr(names.VAR_DISPLACEMENT, (n_frames, n_atoms), (F, A), "float32", nan, (fpc, apc),
+            **ang, **{names.CF_LONG_NAME: "|denoised - raw| position"})
+        arr(names.VAR_CELL, (n_frames, 3, 3), (F, C, S), "float64", nan, (fpc, 3, 3),
+            **ang, **{names.CF_LONG_NAME: "cell vectors (rows)"})
+        arr(names.VAR_ITERATIONS, (n_frames,), (F,), "int16", INT_FILL, (fpc,),
+            **{names.CF_LONG_NAME: "denoising iterations", names.CF_COMMENT: f"{INT_FILL} = not written"})
+        arr(names.VAR_RESIDUAL, (n_frames,), (F,), "float32", nan, (fpc,),
+            **ang, **{names.CF_LONG_NAME: "RMS position update of the last iteration"})
+        arr(names.VAR_SCALE, (n_frames,), (F,), "float32", nan, (fpc,),
+            **{names.CF_UNITS: "1", names.CF_LONG_NAME: "input / model nearest-neighbour distance"})
+        if max_iterations is not None:
+            arr(names.VAR_RMS_HISTORY, (n_frames, int(max_iterations)), (F, names.DIM_ITERATION), "float32", nan,
+                (fpc, int(max_iterations)), **ang, **{names.CF_LONG_NAME: "RMS position update per iteration"})
+        status_codes = sorted(names.FRAME_STATUS_NAMES)
+        arr(names.VAR_STATUS, (n_frames,), (F,), "int8", INT_FILL, (fpc,),
+            **{names.CF_LONG_NAME: "frame status",
+               names.CF_FLAG_VALUES: status_codes,
+               names.CF_FLAG_MEANINGS: " ".join(names.FRAME_STATUS_NAMES[c] for c in status_codes),
+               names.CF_COMMENT: f"{INT_FILL} = not written"})
+        arr(names.VAR_COMPLETE, (n_frames,), (F,), "bool", False, (fpc,),
+            **{names.CF_LONG_NAME: "frame fully written"})
+        # the marker goes last: a half-created directory is not a trajden store
+        group.attrs.update(root_attrs)
+        return cls(path, group, "r+")
+
+    @staticmethod
+    def _prepare_path(path: Path, overwrite: bool) -> None:
+        if not os.path.lexists(path):
+            return
+        if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
+            return  # an empty directory: nothing to lose
+        if not is_trajden_store(path):
+            raise StoreError(f"{path} exists and is not a trajden store; refusing to touch it")
+        if not overwrite:
+            raise StoreError(f"{path} exists; pass overwrite (--overwrite) to replace it, or resume it")
+        holder = _read_lock(path / names.STORE_LOCK)
+        if holder is not None and not (holder and _lock_is_stale(holder)):
+            raise StoreError(_lock_message(path, holder) + "; refusing to overwrite")
+        trash = path.with_name(f"{path.name}.removed-{uuid.uuid4().hex}")
+        os.rename(path, trash)
+        shutil.rmtree(trash)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, mode: str = "r+") -> Store:
+        """Open an existing store (``mode`` "r" or "r+")."""
+        import zarr
+
+        path = Path(path)
+        if mode not in ("r", "r+"):
+            raise StoreError(f"{path}: mode must be 'r' or 'r+', got {mode!r}")
+        if not path.exists():
+            raise StoreError(f"{path} does not exist")
+        if not is_trajden_store(path):
+            raise StoreError(f"{path} is not a trajden store")
+        group = zarr.open_group(str(path), mode=mode, zarr_format=3)
+        fmt = group.attrs.get(names.ATTR_STORE_FORMAT)
+        if not isinstance(fmt, int) or fmt > STORE_FORMAT:
+            raise StoreError(f"{path}: store format {fmt!r} is not supported by this trajden "
+                             f"(supports <= {STORE_FORMAT})")
+        try:
+            return cls(path, group, mode)
+        except KeyError as exc:
+            raise StoreError(f"{path} is an incomplete trajden store (missing {exc.args[0]})") from None
+
+    @classmethod
+    def open_or_create(cls, path: str | os.PathLike, *, overwrite: bool = False, **create_kwargs: Any
+                       ) -> tuple[Store, bool]:
+        """Resume a compatible existing store (``created=False``) or create a new one (``created=True``).
+
+        Compatible means: same ``run_config``, ``n_frames``, ``atom_ids``, ``types``, ``steps``, classifiers,
+        ``keep_raw`` and ``max_iterations`` (rms_history length); chunking is taken from the existing store.
+        An incompatible store raises StoreError naming the differences, unless ``overwrite``.
+        """
+        path = Path(path)
+        if overwrite or not is_trajden_store(path):
+            return cls.create(path, overwrite=overwrite, **create_kwargs), True
+        store = cls.open(path, mode="r+")
+        problems = store._incompatibilities(**create_kwargs)
+        if problems:
+            raise StoreError(f"{path} holds an incompatible run: {'; '.join(problems)} "
+                             f"(use --overwrite to replace it, or another output path)")
+        return store, False
+
+    def _incompatibilities(self, *, n_frames: int, atom_ids: np.ndarray, types: np.ndarray | None = None,
+                           steps: np.ndarray | None = None, classifiers: Sequence[str] = (names.ACNA, names.PTM),
+                           keep_raw: bool = False, run_config: Mapping[str, Any] | None = None,
+                           max_iterations: int | None = None, **_ignored: Any) -> list[str]:
+        problems: list[str] = []
+        wanted = json.loads(_canonical_json(_plain(dict(run_config or {})), f"{self._path}: run_config"))
+        problems += _dict_diff(self.run_config, wanted, "run_config")
+        if int(n_frames) != self.n_frames:
+            problems.append(f"n_frames: stored {self.n_frames}, now {int(n_frames)}")
+        atom_ids = np.asarray(atom_ids)
+        if atom_ids.shape != (self.n_atoms,):
+            problems.append(f"atoms: stored {self.n_atoms}, now {atom_ids.size}")
+        elif not np.array_equal(atom_ids, self._array(names.COORD_ATOM_ID)[:]):
+            problems.append("atom_ids differ")
+        else:
+            if types is not None and not np.array_equal(np.asarray(types), self._array(names.VAR_TYPE)[:]):
+                problems.append("atom types differ")
+        if steps is not None and int(n_frames) == self.n_frames and \
+                not np.array_equal(np.asarray(steps), self._array(names.COORD_STEP)[:]):
+            problems.append("frame steps differ")
+        if tuple(sorted(classifiers)) != tuple(sorted(self._classifiers)):
+            problems.append(f"classifiers: stored {list(self._classifiers)}, now {list(classifiers)}")
+        if bool(keep_raw) != self._keep_raw:
+            problems.append(f"keep_raw: stored {self._keep_raw}, now {bool(keep_raw)}")
+        if (int(max_iterations) if max_iterations is not None else None) != self.max_iterations:
+            problems.append(f"rms_history length (max_iterations): stored {self.max_iterations}, now {max_iterations}")
+        return problems
+
+    def __reduce__(self):  # picklable for Dask tasks: reopens by path
+        return (type(self).open, (str(self._path), self._mode))
+
+    # ---- properties ---------------------------------------------------------------------------
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def n_frames(self) -> int:
+        return self._n_frames
+
+    @property
+    def n_atoms(self) -> int:
+        return self._n_atoms
+
+    @property
+    def frames_per_chunk(self) -> int:
+        return self._frames_per_chunk
+
+    @property
+    def atoms_per_chunk(self) -> int:
+        return self._atoms_per_chunk
+
+    @property
+    def classifiers(self) -> tuple[str, ...]:
+        return self._classifiers
+
+    @property
+    def keep_raw(self) -> bool:
+        return self._keep_raw
+
+    @property
+    def max_iterations(self) -> int | None:
+        """Length of the ``iteration`` dim of ``rms_history``; None if the store has no history."""
+        return self._history_len or None
+
+    @property
+    def label_vars(self) -> tuple[str, ...]:
+        """Names of the label variables (after, then before denoising, per classifier)."""
+        return tuple(names.structure_var(c, raw) for c in self._classifiers for raw in (False, True))
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """The root attributes as stored (JSON-valued ones are strings)."""
+        return dict(self._group.attrs.asdict())
+
+    @property
+    def run_config(self) -> dict[str, Any]:
+        return json.loads(self._group.attrs.get(names.ATTR_RUN_CONFIG, "{}"))
+
+    def _array(self, name: str) -> Any:
+        arr = self._arrays.get(name)
+        if arr is None:
+            arr = self._arrays[name] = self._group[name]
+        return arr
+
+    # ---- progress -----------------------------------------------------------------------------
+
+    def completed(self) -> np.ndarray:
+        """(n_frames,) bool: frames whose write finished."""
+        return np.asarray(self._array(names.VAR_COMPLETE)[:], dtype=bool)
+
+    def frame_chunks(self) -> list[list[int]]:
+        """All frame indices grouped by frame chunk."""
+        fpc, n = self._frames_per_chunk, self._n_frames
+        return [list(range(s, min(s + fpc, n))) for s in range(0, n, fpc)]
+
+    def pending_chunks(self, retry_failed: bool = False) -> list[list[int]]:
+        """Frame chunks (all their frame indices) that hold an incomplete frame.
+
+        With ``retry_failed`` chunks holding a frame whose status is FAILED count as pending too.
+        """
+        todo = ~self.completed()
+        if retry_failed:
+            todo |= self._array(names.VAR_STATUS)[:] == names.FRAME_STATUS_FAILED
+        return [chunk for chunk in self.frame_chunks() if todo[chunk[0]: chunk[-1] + 1].any()]
+
+    # ---- writing ------------------------------------------------------------------------------
+
+    def write_frames(self, results: Sequence[FrameResult]) -> None:
+        """Region-write the frames of ``results`` (whole frame chunks), then mark them complete."""
+        if not results:
+            return
+        if self._mode == "r":
+            raise StoreError(f"{self._path} is open read-only")
+        by_index: dict[int, FrameResult] = {}
+        for res in results:
+            i = int(res.index)
+            if not 0 <= i < self._n_frames:
+                raise StoreError(f"{self._path}: frame index {i} out of range [0, {self._n_frames})")
+            if i in by_index:
+                raise StoreError(f"{self._path}: frame {i} given twice")
+            by_index[i] = res
+        fpc, n = self._frames_per_chunk, self._n_frames
+        chunk_ids = sorted({i // fpc for i in by_index})
+        for c in chunk_ids:
+            start, stop = c * fpc, min((c + 1) * fpc, n)
+            if any(i not in by_index for i in range(start, stop)):
+                have = sorted(i for i in by_index if start <= i < stop)
+                raise StoreError(f"{self._path}: frames {have} do not cover frame chunk {c} (frames {start}.."
+                                 f"{stop - 1}); writers must write whole chunks")
+        runs: list[tuple[int, int]] = []  # contiguous runs of chunks -> frame ranges
+        for c in chunk_ids:
+            start, stop = c * fpc, min((c + 1) * fpc, n)
+            if runs and runs[-1][1] == start:
+                runs[-1] = (runs[-1][0], stop)
+            else:
+                runs.append((start, stop))
+        blocks = [(start, stop, self._blocks([by_index[i] for i in range(start, stop)])) for start, stop in runs]
+        for start, stop, block in blocks:
+            for name, data in block.items():
+                self._array(name)[start:stop] = data
+        # the completion mark goes last
+        for start, stop, _ in blocks:
+            self._mark_complete(start, stop)
+
+    def _mark_complete(self, start: int, stop: int) -> None:
+        self._array(names.VAR_COMPLETE)[start:stop] = np.ones(stop - start, dtype=bool)
+
+    def _blocks(self, results: list[FrameResult]) -> dict[str, np.ndarray]:
+        m, N = len(results), self._n_atoms
+        out: dict[str, np.ndarray] = {
+            names.VAR_POSITIONS: np.full((m, N, 3), np.nan, np.float32),
+            names.VAR_DISPLACEMENT: np.full((m, N), np.nan, np.float32),
+            names.VAR_CELL: np.full((m, 3, 3), np.nan, np.float64),
+            names.VAR_ITERATIONS: np.full(m, INT_FILL, np.int16),
+            names.VAR_RESIDUAL: np.full(m, np.nan, np.float32),
+            names.VAR_SCALE: np.full(m, np.nan, np.float32),
+            names.VAR_STATUS: np.full(m, INT_FILL, np.int8),
+        }
+        if self._keep_raw:
+            out[names.VAR_POSITIONS_RAW] = np.full((m, N, 3), np.nan, np.float32)
+        if self._history_len:
+            out[names.VAR_RMS_HISTORY] = np.full((m, self._history_len), np.nan, np.float32)
+        label_vars = self.label_vars
+        for var in label_vars:
+            out[var] = np.full((m, N), LABEL_FILL, np.int8)
+        for k, res in enumerate(results):
+            where = f"{self._path}: frame {res.index}"
+            status = int(res.status)
+            if status not in names.FRAME_STATUS_NAMES:
+                raise StoreError(f"{where}: unknown status {status}")
+            failed = status == names.FRAME_STATUS_FAILED
+            out[names.VAR_STATUS][k] = status
+
+            put = _BlockPut(out, k, where, required=not failed)
+            put(names.VAR_POSITIONS, res.positions, (N, 3))
+            put(names.VAR_DISPLACEMENT, res.displacement, (N,))
+            put(names.VAR_CELL, res.cell, (3, 3), required=False)
+            if self._keep_raw:
+                put(names.VAR_POSITIONS_RAW, res.positions_raw, (N, 3))
+            labels = res.labels or {}
+            unknown = sorted(set(labels) - set(label_vars))
+            if unknown:
+                raise StoreError(f"{where}: label variables {unknown} are not in the store (has {list(label_vars)})")
+            for var in label_vars:
+                value = labels.get(var)
+                if value is not None:
+                    value = np.asarray(value)
+                    if value.size and (value.min() < LABEL_FILL or value.max() > max(names.STRUCTURE_NAMES)):
+                        raise StoreError(f"{where}: {var} holds codes outside [{LABEL_FILL}, "
+                                         f"{max(names.STRUCTURE_NAMES)}]")
+                put(var, value, (N,))
+            if self._history_len and res.rms_history is not None:
+                hist = np.asarray(res.rms_history, dtype=np.float32).ravel()
+                if hist.size > self._history_len:
+                    raise StoreError(f"{where}: rms_history has {hist.size} entries, the store holds "
+                                     f"{self._history_len}")
+                out[names.VAR_RMS_HISTORY][k, : hist.size] = hist
+            if res.iterations is not None:
+                out[names.VAR_ITERATIONS][k] = int(res.iterations)
+            if res.residual is not None:
+                out[names.VAR_RESIDUAL][k] = float(res.residual)
+            if res.scale is not None:
+                out[names.VAR_SCALE][k] = float(res.scale)
+        return out
+
+    # ---- locking and reading ------------------------------------------------------------------
+
+    def lock(self) -> RunLock:
+        """Exclusive run lock: ``with store.lock(): ...``; raises StoreError if a live process holds it."""
+        return RunLock(self._path)
+
+    def to_xarray(self, **kwargs: Any):
+        """The store as an ``xarray.Dataset`` (lazy, dask-backed)."""
+        import xarray
+
+        return xarray.open_zarr(str(self._path), consolidated=False, **kwargs)
+
+    def __repr__(self) -> str:
+        done = int(self.completed().sum())
+        return (f"Store({str(self._path)!r}, frames={self._n_frames} ({done} complete), atoms={self._n_atoms}, "
+                f"classifiers={list(self._classifiers)}, keep_raw={self._keep_raw})")
