@@ -103,7 +103,8 @@ def freud_system(positions: np.ndarray, cell: np.ndarray):
         raise ValueError("the cell must be right-handed with non-zero volume")
     box = freud.box.Box.from_matrix(cell.T)
     frac = np.asarray(positions, dtype=np.float64) @ np.linalg.inv(cell)
-    frac = frac  # floor rounding at the upper edge
+    frac -= np.floor(frac)
+    frac[frac >= 1.0] = 0.0  # floor rounding at the upper edge
     points = box.make_absolute(frac.astype(np.float32))
     return box, np.ascontiguousarray(points, dtype=np.float32)
 

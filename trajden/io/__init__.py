@@ -1,0 +1,18 @@
+"""Trajectory input: :class:`Trajectory` / :class:`Frame` for any format, a fast LAMMPS dump reader.
+
+Importing this package registers the ``"TRAJDEN_LAMMPSDUMP"`` format with MDAnalysis.
+"""
+
+from trajden.io.lammps_dump import LammpsDump, TrajdenDumpParser, TrajdenDumpReader
+from trajden.io.readers import Frame, Trajectory, TrajectoryError, parse_frames, resolve_format
+
+__all__ = [
+    "Frame",
+    "LammpsDump",
+    "TrajdenDumpParser",
+    "TrajdenDumpReader",
+    "Trajectory",
+    "TrajectoryError",
+    "parse_frames",
+    "resolve_format",
+]

@@ -446,9 +446,7 @@ def _scan(path: str, gz: bool, size: int, s: _Stream) -> DumpIndex:
                         "complete at end of file); dropped"
                     )
                     break
-                errors.setdefault(
-                    frame, f"incomplete frame: {n_lines} complete atom lines, header says {hdr.n_atoms}"
-                )
+                errors.setdefault(frame, f"incomplete frame: {n_lines} complete atom lines, header says {hdr.n_atoms}")
         starts.append(frame_start)
         a_starts.append(atoms_start)
         a_ends.append(atoms_end)
@@ -533,9 +531,7 @@ def _diagnose(block: bytes, columns: tuple[str, ...], wanted: dict[str, pa.DataT
             continue
         rows += 1
         if len(fields) != len(columns):
-            return k, (
-                f"expected {len(columns)} columns ({' '.join(columns)}), found {len(fields)}: {_show(raw)}"
-            )
+            return k, (f"expected {len(columns)} columns ({' '.join(columns)}), found {len(fields)}: {_show(raw)}")
         for name, j in col_ix.items():
             conv = int if pa.types.is_integer(wanted[name]) else float
             try:

@@ -179,7 +179,7 @@ class _LammpsSource:
         self.n_atoms = self.dump.n_atoms
         self.warnings = list(self.state.warnings)
         self.steps = self.state.steps
-        self.times = np.where(np.isnan(self.state.times), np.nan, self.state.times)
+        self.times = self.state.times
 
     def read(self, i: int) -> DumpFrame:
         return self.dump.read(i)
@@ -302,7 +302,7 @@ class _MDASource:
             raise _error(path, "no such file")
         if os.path.getsize(path) == 0:
             raise _error(path, "file is empty")
-        from MDAnalysis.topology.core import _PARSERS  # noqa: F401  (import registers parsers)
+        from MDAnalysis import _PARSERS
 
         if topology is None and (fmt in _COORDINATE_ONLY or fmt not in _PARSERS):
             raise _error(
@@ -338,7 +338,9 @@ class _MDASource:
                         self._u = mda.Universe(self.topology, self.path, format=self.fmt)
             except Exception as exc:  # MDAnalysis raises many types on unreadable input
                 msg = " ".join(str(exc).split())[:200]
-                raise _error(self.path, f"MDAnalysis cannot open it as {self.fmt} ({type(exc).__name__}: {msg})") from None
+                raise _error(
+                    self.path, f"MDAnalysis cannot open it as {self.fmt} ({type(exc).__name__}: {msg})"
+                ) from None
         return self._u
 
     def read(self, i: int) -> DumpFrame:
@@ -491,9 +493,6 @@ class Trajectory:
 
     # --- reading
 
-    def _where(self, i: int, k: int, local: int) -> tuple[str, int]:
-        return self.paths[k], local
-
     def _wrap(self, exc: TrajectoryError, i: int, k: int, local: int) -> TrajectoryError:
         if len(self.paths) == 1:
             return exc
@@ -593,6 +592,17 @@ class Trajectory:
         """(n_frames,) int64 MD timesteps from the index, or None if some file needs reading for them."""
         parts = [s.steps for s in self.sources]
         return None if any(p is None for p in parts) else np.concatenate(parts)
+
+    @property
+    def times(self) -> np.ndarray | None:
+        """(n_frames,) float64 times in ps from the index (as :meth:`frame` computes them), or None."""
+        steps = self.steps
+        parts = [s.times for s in self.sources]
+        if steps is None or any(p is None for p in parts):
+            return None
+        times = np.concatenate(parts)
+        dt = self.timestep_ps if self.timestep_ps is not None else DEFAULT_TIMESTEP_PS
+        return np.where(np.isfinite(times), times, steps * dt)
 
     # --- pickling
 
