@@ -240,6 +240,34 @@ def test_steinhardt_triclinic_bcc():
     s = analysis.steinhardt(ds, 0, l=6, average=False, neighbors=8)
     # bcc with 8 nearest neighbours: q6 = 0.629
     np.testing.assert_allclose(s["q6"].values, 0.6285, atol=2e-3)
+    # the same lattice in a sheared (non-symmetric) supercell: c -> c + a
+    sheared = ds.copy()
+    sheared[names.VAR_CELL] = ds[names.VAR_CELL].dims, (cell + np.array([[0, 0, 0], [0, 0, 0], cell[0]]))[None]
+    s2 = analysis.steinhardt(sheared, 0, l=6, average=False, neighbors=8)
+    np.testing.assert_allclose(s2["q6"].values, 0.6285, atol=2e-3)
+
+
+def test_steinhardt_hcp_primitive_cell():
+    """hcp in its (lower-triangular, non-symmetric) primitive cell: q4 = 0.097, q6 = 0.485."""
+    a = 2.5
+    c = a * np.sqrt(8 / 3)
+    prim = np.array([[a, 0, 0], [a / 2, a * np.sqrt(3) / 2, 0], [0, 0, c]])
+    basis = np.array([[0, 0, 0], [1 / 3, 1 / 3, 0.5]])
+    reps = np.array([5, 5, 3])
+    grid = np.stack(np.meshgrid(*[np.arange(r) for r in reps], indexing="ij"), -1).reshape(-1, 3)
+    pos = ((grid[:, None, :] + basis[None]).reshape(-1, 3)) @ prim
+    cell = prim * reps[:, None]
+    ds = xr.Dataset(
+        {
+            names.VAR_POSITIONS: ((names.DIM_FRAME, names.DIM_ATOM, names.DIM_SPATIAL), pos[None].astype(np.float32)),
+            names.VAR_CELL: ((names.DIM_FRAME, names.DIM_CELL_VECTOR, names.DIM_SPATIAL), cell[None]),
+        }
+    )
+    s = analysis.steinhardt(ds, -1, average=False)
+    np.testing.assert_allclose(s["q4"].values, 0.0972, atol=2e-3)
+    np.testing.assert_allclose(s["q6"].values, 0.4848, atol=2e-3)
+    g = analysis.rdf(ds, 0, r_max=2.0 * a, bins=300)
+    assert float(g.n_r.sel(r=1.2 * a, method="nearest")) == pytest.approx(12, abs=0.01)
 
 
 # --- vibration averaging ------------------------------------------------------------------------
@@ -270,6 +298,10 @@ def test_vibration_average_reduces_rms():
     np.testing.assert_allclose(sym[2], pos[:5].astype(np.float64).mean(0), atol=1e-5)
     np.testing.assert_allclose(sym[30], avg[30], atol=1e-6)
     np.testing.assert_array_equal(analysis.vibration_average(pos, 1), pos)
+    # even window: frame f averages f - 1 ... f + 2
+    even = analysis.vibration_average(pos, window=4)
+    np.testing.assert_allclose(even[10], pos[9:13].astype(np.float64).mean(0), atol=1e-5)
+    np.testing.assert_allclose(even[-1], pos[-2:].astype(np.float64).mean(0), atol=1e-5)
     with pytest.raises(ValueError):
         analysis.vibration_average(pos, 0)
 

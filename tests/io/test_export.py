@@ -83,6 +83,7 @@ def read_dump_numpy(path):
     return frames
 
 
+@pytest.mark.filterwarnings("ignore:Guessed all Masses:UserWarning", "ignore:Reader has no dt:UserWarning")
 def test_dump_roundtrip_mdanalysis(tmp_path):
     mda = pytest.importorskip("MDAnalysis")
     ds = make_store()
@@ -156,6 +157,7 @@ def test_dump_triclinic_lammps_form(tmp_path):
     np.testing.assert_array_equal(data[:, 2:5].astype(np.float32), ds[names.VAR_POSITIONS].values[0])
 
 
+@pytest.mark.filterwarnings("ignore:Guessed all Masses:UserWarning", "ignore:Reader has no dt:UserWarning")
 def test_dump_rotated_triclinic_mdanalysis(tmp_path):
     mda = pytest.importorskip("MDAnalysis")
     rot = lattices.random_rotation(np.random.default_rng(4))

@@ -137,7 +137,7 @@ def export_dump(ds, out, frames=None, raw: bool = False, displacement: bool = Tr
             if xy == 0.0 and xz == 0.0 and yz == 0.0:
                 fh.write(f"ITEM: BOX BOUNDS pp pp pp\n0 {lx:.17g}\n0 {ly:.17g}\n0 {lz:.17g}\n")
             else:
-                xlo_b = 0.0
+                xlo_b = min(0.0, xy, xz, xy + xz)
                 xhi_b = lx + max(0.0, xy, xz, xy + xz)
                 ylo_b = min(0.0, yz)
                 yhi_b = ly + max(0.0, yz)

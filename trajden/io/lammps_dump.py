@@ -46,6 +46,8 @@ __all__ = [
     "TrajdenDumpReader",
     "TrajectoryError",
     "build_index",
+    "cell_to_lammps_bounds",
+    "format_frame",
     "is_lammps_dump",
     "lammps_box_to_cell",
 ]
@@ -229,6 +231,62 @@ def _parse_header(text: str) -> _Header:
     if n_atoms < 0:
         raise ValueError(f"negative atom count {n_atoms}")
     return _Header(step, time, units, n_atoms, box_kind, bounds, columns)
+
+
+def cell_to_lammps_bounds(cell: np.ndarray, origin: np.ndarray) -> tuple[str, np.ndarray]:
+    """Inverse of :func:`lammps_box_to_cell` for a lower-triangular cell: (BOX BOUNDS keywords, (3, n) numbers)."""
+    cell = np.asarray(cell, dtype=np.float64)
+    o = np.asarray(origin, dtype=np.float64)
+    if cell[0, 1] or cell[0, 2] or cell[1, 2]:
+        raise ValueError("a LAMMPS (restricted triclinic) cell must be lower-triangular: a along x, b in the xy plane")
+    xy, xz, yz = cell[1, 0], cell[2, 0], cell[2, 1]
+    hi = o + np.diag(cell)
+    if not (xy or xz or yz):
+        return "pp pp pp", np.array([[o[0], hi[0]], [o[1], hi[1]], [o[2], hi[2]]])
+    return "xy xz yz pp pp pp", np.array(
+        [
+            [o[0] + min(0.0, xy, xz, xy + xz), hi[0] + max(0.0, xy, xz, xy + xz), xy],
+            [o[1] + min(0.0, yz), hi[1] + max(0.0, yz), xz],
+            [o[2], hi[2], yz],
+        ]
+    )
+
+
+def format_frame(
+    positions: np.ndarray,
+    cell: np.ndarray,
+    origin: np.ndarray | None = None,
+    ids: np.ndarray | None = None,
+    types: np.ndarray | None = None,
+    step: int = 0,
+    time: float | None = None,
+    coordinates: str = "unscaled",
+    extra: dict[str, np.ndarray] | None = None,
+    fmt: str = "%.10g",
+) -> str:
+    """Text of one LAMMPS dump frame (``ITEM: ATOMS id type <coordinates> <extra>``), as LAMMPS writes it.
+
+    Scaled conventions write ``(positions - origin) @ inv(cell)``. Atoms are written in the given order.
+    """
+    pos = np.asarray(positions, dtype=np.float64)
+    n = len(pos)
+    origin = np.zeros(3) if origin is None else np.asarray(origin, dtype=np.float64)
+    ids = np.arange(1, n + 1) if ids is None else np.asarray(ids)
+    types = np.ones(n, dtype=int) if types is None else np.asarray(types)
+    if coordinates.startswith("scaled"):
+        pos = (pos - origin) @ np.linalg.inv(cell)
+    kw, bounds = cell_to_lammps_bounds(cell, origin)
+    extra = extra or {}
+    out = [] if time is None else [f"ITEM: TIME\n{time!r}\n"]
+    out.append(f"ITEM: TIMESTEP\n{step}\nITEM: NUMBER OF ATOMS\n{n}\nITEM: BOX BOUNDS {kw}\n")
+    out.extend(" ".join(repr(float(v)) for v in row) + "\n" for row in bounds)
+    names = ["id", "type", *COORDINATE_COLUMNS[coordinates], *extra]
+    out.append("ITEM: ATOMS " + " ".join(names) + "\n")
+    cols = [np.asarray(v) for v in extra.values()]
+    for k in range(n):
+        vals = [str(int(ids[k])), str(int(types[k]))] + [fmt % v for v in pos[k]] + [fmt % c[k] for c in cols]
+        out.append(" ".join(vals) + " \n")  # LAMMPS ends atom lines with a space
+    return "".join(out)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -791,18 +849,16 @@ class LammpsDump:
             msg = found[1] if found else f"atom block has {table.num_rows} atom lines, header says {hdr.n_atoms}"
             raise _error(path, msg, i)
 
-        n_at = table.num_rows
-        pos = np.empty((n_at, 3), dtype=np.float64)
-        for j, c in enumerate(xyz_cols):
-            pos[:, j] = table.column(c).to_numpy()
+        cols = [np.asarray(table.column(c).to_numpy(), dtype=np.float64) for c in xyz_cols]
         ids = table.column("id").to_numpy().astype(np.int64, copy=False) if "id" in wanted else None
         types = table.column("type").to_numpy().astype(np.int32, copy=False) if "type" in wanted else None
         del table
-        return self._finish(i, hdr, conv, pos, ids, types, cell, origin, a0)
+        return self._finish(i, hdr, conv, cols, ids, types, cell, origin, a0)
 
-    def _finish(self, i, hdr, conv, pos, ids, types, cell, origin, a0) -> DumpFrame:
+    def _finish(self, i, hdr, conv, cols, ids, types, cell, origin, a0) -> DumpFrame:
+        """Validate parsed columns (file order), convert to Cartesian, sort by id."""
         path = self.path
-        n_at = len(pos)
+        n_at = len(cols[0])
 
         def line_of(row: int) -> int | None:
             start = self.line_number(a0)
@@ -811,71 +867,135 @@ class LammpsDump:
         def id_of(row: int) -> str:
             return f"atom id {ids[row]}" if ids is not None else f"atom {row + 1}"
 
-        bad = ~np.isfinite(pos)
-        if bad.any():
-            row = int(np.flatnonzero(bad.any(axis=1))[0])
-            raise _error(path, f"{id_of(row)} has a non-finite coordinate {pos[row].tolist()}", i, line_of(row))
+        for c in cols:
+            if not np.isfinite(c).all():
+                row = int(np.flatnonzero(~np.isfinite(c))[0])
+                xyz = [float(cc[row]) for cc in cols]
+                raise _error(path, f"{id_of(row)} has a non-finite coordinate {xyz}", i, line_of(row))
 
+        lower = not (cell[0, 1] or cell[0, 2] or cell[1, 2])
+        diagonal = lower and not (cell[1, 0] or cell[2, 0] or cell[2, 1])
         scaled = conv.startswith("scaled")
-        if scaled:
-            frac = pos
-            pos = origin + frac @ cell
-        elif conv == "unscaled":
-            frac = (pos - origin) @ np.linalg.inv(cell)
+        frac = cols if scaled else None
         if conv in ("unscaled", "scaled"):  # wrapped conventions: atoms must lie (about) in the box
-            far = (frac < -1.0) | (frac > 2.0)
-            if far.any():
-                row = int(np.flatnonzero(far.any(axis=1))[0])
-                f = frac[row]
-                dist = float(np.max(np.maximum(-f, f - 1.0)))
+            if conv == "unscaled" and diagonal:  # no division needed: compare with origin - L, origin + 2 L
+                lengths = np.diag(cell)
+                inside = all(
+                    float(c.min()) >= o - L and float(c.max()) <= o + 2.0 * L for c, o, L in zip(cols, origin, lengths)
+                )
+            else:
+                if frac is None:
+                    frac = _to_fractional(cols, cell, origin, lower)
+                inside = min(float(f.min()) for f in frac) >= -1.0 and max(float(f.max()) for f in frac) <= 2.0
+            if not inside:
+                if frac is None:
+                    frac = _to_fractional(cols, cell, origin, lower)
+                far = np.zeros(n_at, dtype=bool)
+                for f in frac:
+                    far |= (f < -1.0) | (f > 2.0)
+                row = int(np.flatnonzero(far)[0])
+                fr = np.array([float(f[row]) for f in frac])
+                dist = float(np.max(np.maximum(-fr, fr - 1.0)))
+                xyz = [round(float(c[row]), 6) for c in cols]
                 raise _error(
                     path,
-                    f"{id_of(row)} at {np.round(pos[row], 6).tolist()} lies {dist:.3g} box lengths outside the box "
-                    "(more than one box length)",
+                    f"{id_of(row)} at {xyz} lies {dist:.3g} box lengths outside the box (more than one box length)",
                     i,
                     line_of(row),
                 )
+        if scaled:
+            cols = _to_cartesian(cols, cell, origin, lower)
+        pos = np.empty((n_at, 3), dtype=np.float64)
+        for j, c in enumerate(cols):
+            pos[:, j] = c
+        del cols, frac
 
         if ids is None:
             ids = np.arange(1, n_at + 1, dtype=np.int64)
         elif n_at > 1 and not bool(np.all(ids[1:] > ids[:-1])):
-            order = np.argsort(ids, kind="stable")
-            sids = ids[order]
-            same = np.flatnonzero(sids[1:] == sids[:-1])
-            if len(same):
+            got = _id_order(ids)
+            if got is None:
+                sids = np.sort(ids)
+                same = np.flatnonzero(sids[1:] == sids[:-1])
                 dup = int(sids[same[0]])
                 rows = np.flatnonzero(ids == dup)
                 raise _error(
                     path,
                     f"duplicate atom id {dup} (atom lines {rows[0] + 1} and {rows[1] + 1} of the frame; "
-                    f"{len(same)} duplicate(s))",
+                    f"{len(same)} duplicate(s) in all)",
                     i,
                     line_of(rows[1]),
                 )
-            ids = sids
-            pos = pos[order]
+            order, ids = got
+            pos = np.take(pos, order, axis=0)
             if types is not None:
-                types = types[order]
+                types = np.take(types, order)
         if types is None:
             types = np.ones(n_at, dtype=np.int32)
 
         time = hdr.time
         length_f, time_f = UNIT_FACTORS.get(self.index.units or "metal", (1.0, 1.0))
         if length_f != 1.0:
-            pos = pos * length_f
+            pos *= length_f
             cell = cell * length_f
             origin = origin * length_f
         if time is not None:
             time *= time_f
-        return DumpFrame(
-            step=hdr.step,
-            time=time,
-            positions=np.ascontiguousarray(pos),
-            cell=cell,
-            origin=origin,
-            ids=ids,
-            types=types,
-        )
+        return DumpFrame(step=hdr.step, time=time, positions=pos, cell=cell, origin=origin, ids=ids, types=types)
+
+
+def _to_fractional(cols: list[np.ndarray], cell: np.ndarray, origin: np.ndarray, lower: bool) -> list[np.ndarray]:
+    """Fractional coordinates of Cartesian columns x, y, z (cell rows = lattice vectors)."""
+    x, y, z = cols
+    if lower:  # r - o = fx a + fy b + fz c, a = (ax,0,0), b = (bx,by,0), c = (cx,cy,cz): back-substitute
+        fz = z - origin[2]
+        fz /= cell[2, 2]
+        fy = y - origin[1]
+        fy -= fz * cell[2, 1]
+        fy /= cell[1, 1]
+        fx = x - origin[0]
+        fx -= fy * cell[1, 0]
+        fx -= fz * cell[2, 0]
+        fx /= cell[0, 0]
+        return [fx, fy, fz]
+    f = (np.column_stack(cols) - origin) @ np.linalg.inv(cell)
+    return [np.ascontiguousarray(f[:, j]) for j in range(3)]
+
+
+def _to_cartesian(frac: list[np.ndarray], cell: np.ndarray, origin: np.ndarray, lower: bool) -> list[np.ndarray]:
+    """Cartesian columns ``origin + frac @ cell``."""
+    fx, fy, fz = frac
+    if lower:
+        x = origin[0] + fx * cell[0, 0] + fy * cell[1, 0] + fz * cell[2, 0]
+        y = origin[1] + fy * cell[1, 1] + fz * cell[2, 1]
+        z = origin[2] + fz * cell[2, 2]
+        return [x, y, z]
+    r = origin + np.column_stack(frac) @ cell
+    return [np.ascontiguousarray(r[:, j]) for j in range(3)]
+
+
+def _id_order(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(permutation sorting ``ids``, sorted ids); None if an id occurs twice.
+
+    Ids spanning at most 4 N consecutive values (the usual case) are ordered through a dense slot table
+    in O(N + span); others by a sort.
+    """
+    n = len(ids)
+    lo, hi = int(ids.min()), int(ids.max())
+    span = hi - lo + 1
+    if span < n:
+        return None
+    if span <= 4 * n:
+        slot = np.full(span, -1, dtype=np.intp)
+        slot[ids - lo] = np.arange(n, dtype=np.intp)
+        if span == n:
+            return (slot, np.arange(lo, hi + 1, dtype=np.int64)) if bool(slot.min() >= 0) else None
+        filled = slot >= 0
+        order = slot[filled]
+        return (order, np.flatnonzero(filled).astype(np.int64) + lo) if len(order) == n else None
+    order = np.argsort(ids)
+    sids = ids[order]
+    return None if bool(np.any(sids[1:] == sids[:-1])) else (order, sids)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -919,6 +1039,10 @@ class TrajdenDumpReader(ReaderBase):
         self.n_atoms = self._dump.n_atoms
         self.n_frames = self._dump.n_frames
         self.ts = self._Timestep(self.n_atoms, **self._ts_kwargs)
+        if "dt" not in self._ts_kwargs and self.n_frames > 1:
+            idx = self._dump.index
+            t = np.where(np.isnan(idx.times[:2]), idx.steps[:2] * self._timestep_ps, idx.times[:2])
+            self.ts.data["dt"] = float(t[1] - t[0])
         self._read_frame(0)
 
     @classmethod
