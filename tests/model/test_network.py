@@ -81,3 +81,23 @@ def test_triclinic_cell_same_as_orthogonal_description(setup):
 def test_scripted_matches_eager(setup):
     net, pos, cell, types, _ = setup
     np.testing.assert_allclose(_run(script(net), pos, cell, types), _run(net, pos, cell, types), atol=1e-5)
+
+
+def test_smooth_at_cutoff_and_blind_beyond_it(setup):
+    """Edges beyond the cutoff change nothing; an atom crossing the cutoff changes the output continuously."""
+    net, pos, cell, types, _ = setup
+    g = build_graph(pos, cell, net.cutoff)
+    g_skin = build_graph(pos, cell, net.cutoff, skin=0.4)
+    assert len(g_skin.src) > len(g.src)
+    t = torch.as_tensor(types)
+    p = torch.tensor(pos, dtype=torch.float32)
+    with torch.no_grad():
+        a = net(g.edge_vec(p), g.src, g.dst, t)
+        b = net(g_skin.edge_vec(p), g_skin.src, g_skin.dst, t)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    # two atoms alone in a big box, moved across the cutoff: the output tends to zero
+    box = np.eye(3) * 50.0
+    outs = []
+    for r in (net.cutoff - 1e-3, net.cutoff + 1e-3):
+        outs.append(np.abs(_run(net, np.array([[0.0, 0, 0], [r, 0, 0]]), box, np.array([0, 1]))).max())
+    assert outs[1] == 0.0 and outs[0] < 1e-6

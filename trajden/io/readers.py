@@ -15,6 +15,7 @@ import hashlib
 import io
 import os
 import re
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,7 +44,8 @@ class Frame:
     index : global frame index in the trajectory
     step : MD timestep (the frame index where the format has none)
     time : ps; LAMMPS dumps without ITEM: TIME: ``step * timestep_ps``
-    positions : (N, 3) float64, Cartesian, angstrom, atoms sorted by id
+    positions : (N, 3) float64, Cartesian, angstrom, atoms sorted by id, as in the file (not shifted by the
+        origin, not wrapped: LAMMPS ``x`` may lie slightly outside the cell, ``xu`` anywhere)
     cell : (3, 3) float64, lattice vectors as rows (all zeros for a non-periodic frame)
     origin : (3,) float64, corner of the cell
     ids : (N,) int64, ascending
@@ -312,6 +314,7 @@ class _MDASource:
         if topology is not None and not os.path.isfile(topology):
             raise _error(topology, "no such topology file")
         self._u = None
+        self._lock = threading.Lock()  # a Universe is not safe to share between threads
         u = self.universe
         self.n_frames = len(u.trajectory)
         self.n_atoms = len(u.atoms)
@@ -346,13 +349,17 @@ class _MDASource:
     def read(self, i: int) -> DumpFrame:
         from MDAnalysis.lib.mdamath import triclinic_vectors
 
-        u = self.universe
-        try:
-            ts = u.trajectory[i]
-        except Exception as exc:  # noqa: BLE001
-            msg = " ".join(str(exc).split())[:200]
-            raise _error(self.path, f"cannot read frame ({type(exc).__name__}: {msg})", i) from None
-        dims = ts.dimensions
+        with self._lock:
+            u = self.universe
+            try:
+                ts = u.trajectory[i]
+            except Exception as exc:  # MDAnalysis raises many types on unreadable input
+                msg = " ".join(str(exc).split())[:200]
+                raise _error(self.path, f"cannot read frame ({type(exc).__name__}: {msg})", i) from None
+            dims = None if ts.dimensions is None else np.array(ts.dimensions, dtype=np.float64)
+            positions = np.array(ts.positions, dtype=np.float64)
+            step = ts.data.get("step")
+            time = float(ts.time)
         if dims is None or not np.all(np.isfinite(dims)) or np.any(dims[:3] <= 0):
             cell = np.zeros((3, 3))
         else:
@@ -362,11 +369,10 @@ class _MDASource:
         types = getattr(u.atoms, "types", None)
         if types is None:
             types = np.ones(self.n_atoms, dtype=np.int32)
-        step = ts.data.get("step")
         return DumpFrame(
             step=None if step is None else int(step),
-            time=float(ts.time),
-            positions=np.array(ts.positions, dtype=np.float64),
+            time=time,
+            positions=positions,
             cell=cell,
             origin=np.zeros(3),
             ids=ids,
@@ -448,7 +454,6 @@ class Trajectory:
                 raise _error(src.path, f"atom count {src.n_atoms} differs from {n0} in {sources[0].path}", 0)
         self._sources = sources
         self._first = np.concatenate([[0], np.cumsum([s.n_frames for s in sources])]).astype(np.int64)
-        self._type_names: dict[str, int] | None = None
 
     @property
     def sources(self) -> list:
@@ -507,7 +512,10 @@ class Trajectory:
 
     def _reference_info(self) -> dict:
         if self._reference is None:
-            raw, _, _ = self._raw(0)
+            try:
+                raw, _, _ = self._raw(0)
+            except TrajectoryError as exc:
+                raise TrajectoryError(f"cannot check atom ids against frame 0, which is unreadable: {exc}") from None
             self._set_reference(raw)
         return self._reference
 
@@ -586,6 +594,30 @@ class Trajectory:
         return np.array([table[u] for u in uniq], dtype=np.int32)[inv]
 
     # --- steps / times without reading frames (where the format's index has them)
+
+    def frame_time_step(self, i: int) -> tuple[float, int]:
+        """(time in ps, step) of frame ``i``, as :meth:`frame` gives them, without parsing its atoms.
+
+        LAMMPS dumps answer from the offset index; other formats read the frame. A frame whose header is
+        unreadable gives ``(nan, -1)`` here (reading it with :meth:`frame` raises the error).
+        """
+        k, local = self.locate(i)
+        src = self.sources[k]
+        i = int(i) % self.n_frames
+        dt = self.timestep_ps if self.timestep_ps is not None else DEFAULT_TIMESTEP_PS
+        if src.steps is not None:
+            step = int(src.steps[local])
+            if step < 0 and local in src.state.errors:
+                return float("nan"), -1
+            t = float(src.times[local])
+            return (t if np.isfinite(t) else step * dt), step
+        try:
+            raw = src.read(local)
+        except TrajectoryError:
+            return float("nan"), -1
+        step = raw.step if raw.step is not None else i
+        time = float(raw.time) if raw.time is not None and np.isfinite(raw.time) else step * dt
+        return time, int(step)
 
     @property
     def steps(self) -> np.ndarray | None:

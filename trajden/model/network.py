@@ -24,7 +24,11 @@ from torch import nn
 
 
 class BesselBasis(nn.Module):
-    """``n`` Bessel functions ``sqrt(2/rc) sin(n pi r / rc) / r`` times a smooth polynomial envelope (p=6)."""
+    """``n`` Bessel functions ``sqrt(2/rc) sin(n pi r / rc) / r`` times a smooth polynomial envelope (p=6).
+
+    ``forward`` returns ``(basis (E, n), envelope (E,))``; the envelope and its first derivatives vanish at
+    the cutoff, so every edge's contribution goes smoothly to zero there.
+    """
 
     def __init__(self, cutoff: float, n_basis: int = 8, p: int = 6):
         super().__init__()
@@ -33,7 +37,7 @@ class BesselBasis(nn.Module):
         self.register_buffer("freq", torch.arange(1, n_basis + 1, dtype=torch.float32) * math.pi / cutoff)
         self.prefactor = math.sqrt(2.0 / cutoff)
 
-    def forward(self, r: torch.Tensor) -> torch.Tensor:
+    def forward(self, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = r / self.cutoff
         p = self.p
         env = (
@@ -44,7 +48,7 @@ class BesselBasis(nn.Module):
         )
         env = env * (x < 1.0).to(r.dtype)
         rr = r.unsqueeze(-1)
-        return self.prefactor * torch.sin(self.freq * rr) / rr * env.unsqueeze(-1)
+        return self.prefactor * torch.sin(self.freq * rr) / rr * env.unsqueeze(-1), env
 
 
 class RadialMLP(nn.Module):
@@ -104,10 +108,18 @@ class Interaction(nn.Module):
         self.inv_sqrt_nb = 1.0 / math.sqrt(avg_num_neighbors)
 
     def forward(
-        self, x: torch.Tensor, sh: torch.Tensor, basis: torch.Tensor, edge_src: torch.Tensor, edge_dst: torch.Tensor
+        self,
+        x: torch.Tensor,
+        sh: torch.Tensor,
+        basis: torch.Tensor,
+        envelope: torch.Tensor,
+        edge_src: torch.Tensor,
+        edge_dst: torch.Tensor,
     ) -> torch.Tensor:
         h = self.linear_1(x)
-        messages = self.tp(h[edge_src], sh, self.radial(basis))
+        # the radial MLP has biases: multiply by the envelope so messages vanish smoothly at the cutoff
+        weights = self.radial(basis) * envelope.unsqueeze(-1)
+        messages = self.tp(h[edge_src], sh, weights)
         agg = torch.zeros(x.shape[0], messages.shape[1], dtype=x.dtype, device=x.device)
         agg = agg.index_add(0, edge_dst, messages) * self.inv_sqrt_nb
         return self.self_connection(x) + self.gate(self.linear_2(agg))
@@ -166,8 +178,8 @@ class ScoreNet(nn.Module):
     ) -> torch.Tensor:
         lengths = torch.sqrt((edge_vec * edge_vec).sum(-1))
         sh = self.sh(edge_vec)
-        basis = self.basis(lengths)
+        basis, envelope = self.basis(lengths)
         x = self.embedding(types)
         for layer in self.layers:
-            x = layer(x, sh, basis, edge_src, edge_dst)
+            x = layer(x, sh, basis, envelope, edge_src, edge_dst)
         return self.head(x) * self.output_scale
