@@ -73,6 +73,94 @@ def _cmd_process(args) -> int:
     return 0
 
 
+def _open_store(path):
+    from trajden.store import Store, StoreError
+
+    try:
+        return Store.open(path, mode="r").to_xarray()
+    except StoreError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _cmd_fractions(args) -> int:
+    import numpy as np
+
+    from trajden import names
+    from trajden.analysis import phase_fractions
+
+    ds = _open_store(args.store)
+    methods = names.CLASSIFIERS if args.method == "both" else (args.method,)
+    tables = {}
+    for m in methods:
+        if names.structure_var(m, raw=args.raw) not in ds:
+            raise UserError(f"{args.store}: no {names.structure_var(m, raw=args.raw)} in this store")
+        tables[m] = phase_fractions(ds, method=m, raw=args.raw).compute()
+    if args.csv:
+        import csv
+
+        with open(args.csv, "w", newline="") as fh:
+            w = csv.writer(fh)
+            header = ["frame", "step", "time_ps"]
+            for m, t in tables.items():
+                header += [f"{m}_{s}" for s in t["structure"].values]
+            w.writerow(header)
+            for i in range(ds.sizes[names.DIM_FRAME]):
+                row = [i, int(ds[names.COORD_STEP].values[i]), float(ds[names.COORD_TIME].values[i])]
+                for t in tables.values():
+                    row += [f"{v:.6f}" for v in t.values[i]]
+                w.writerow(row)
+        print(f"wrote {args.csv}")
+    kind = "raw" if args.raw else "denoised"
+    for m, t in tables.items():
+        structures = [str(s) for s in t["structure"].values]
+        vals = t.values  # (frame, structure)
+        keep = [k for k in range(len(structures)) if np.nanmax(np.nan_to_num(vals[:, k])) >= 0.0005]
+        print(f"{m} ({kind}) phase fractions, %")
+        if args.all:
+            print("  frame      step    time/ps " + "".join(f"{structures[k]:>8s}" for k in keep))
+            for i in range(vals.shape[0]):
+                step, time_ps = int(ds[names.COORD_STEP].values[i]), float(ds[names.COORD_TIME].values[i])
+                print(f"  {i:5d} {step:9d} {time_ps:10.3f} " + "".join(f"{100 * vals[i, k]:8.2f}" for k in keep))
+        else:
+            print("  " + " " * 8 + "".join(f"{structures[k]:>8s}" for k in keep))
+            written = np.flatnonzero(np.isfinite(vals).all(axis=1))
+            if not len(written):
+                print("  (no complete frames)")
+                continue
+            rows = {"first": vals[written[0]], "last": vals[written[-1]],
+                    "min": np.nanmin(vals, axis=0), "max": np.nanmax(vals, axis=0)}
+            for label, row in rows.items():
+                print(f"  {label:8s}" + "".join(f"{100 * row[k]:8.2f}" for k in keep))
+    return 0
+
+
+def _cmd_plot(args) -> int:
+    from trajden.plotting import plot_convergence, plot_fractions
+
+    ds = _open_store(args.store)
+    if args.convergence:
+        print(plot_convergence(ds, args.out))
+    else:
+        print(plot_fractions(ds, args.out, method=args.method))
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from trajden.io.export import export_dump, export_extxyz, render_frame
+    from trajden.io.readers import parse_frames
+
+    ds = _open_store(args.store)
+    frames = None if args.frames is None else parse_frames(args.frames, ds.sizes["frame"])
+    if args.render:
+        frame = frames[-1] if frames else ds.sizes["frame"] - 1
+        print(render_frame(ds, frame, args.out, method=args.method))
+    elif args.out.endswith((".xyz", ".extxyz", ".xyz.gz", ".extxyz.gz")):
+        print(export_extxyz(ds, args.out, frames=frames, raw=args.raw))
+    else:
+        print(export_dump(ds, args.out, frames=frames, raw=args.raw))
+    return 0
+
+
 def _cmd_models(args) -> int:
     from trajden.model.package import load_model, shipped_models
 
@@ -136,6 +224,30 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--dry-run", action="store_true", help="print the cluster set-up (SLURM job script) and exit")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
     pr.set_defaults(func=_cmd_process)
+
+    f = sub.add_parser("fractions", help="phase fractions over time from a store")
+    f.add_argument("store")
+    f.add_argument("--method", choices=("acna", "ptm", "both"), default="both")
+    f.add_argument("--raw", action="store_true", help="labels of the raw (not denoised) positions")
+    f.add_argument("--all", action="store_true", help="every frame instead of first/last/min/max")
+    f.add_argument("--csv", help="also write every frame to this CSV file")
+    f.set_defaults(func=_cmd_fractions)
+
+    pl = sub.add_parser("plot", help="plot phase fractions (raw dashed, denoised solid) or convergence")
+    pl.add_argument("store")
+    pl.add_argument("--out", required=True, help="image file (png, pdf, svg)")
+    pl.add_argument("--method", choices=("acna", "ptm"), default="ptm")
+    pl.add_argument("--convergence", action="store_true", help="RMS update per iteration instead")
+    pl.set_defaults(func=_cmd_plot)
+
+    ex = sub.add_parser("export", help="export frames as a LAMMPS dump / extxyz with labels, or render a picture")
+    ex.add_argument("store")
+    ex.add_argument("--out", required=True, help=".dump/.lammpstrj[.gz] or .xyz/.extxyz[.gz] or, with --render, .png")
+    ex.add_argument("--frames", help="START:STOP:STEP (default: all complete frames)")
+    ex.add_argument("--raw", action="store_true", help="export the raw positions (needs --keep-raw at process)")
+    ex.add_argument("--render", action="store_true", help="render one frame (the last selected) raw vs denoised")
+    ex.add_argument("--method", choices=("acna", "ptm"), default="acna", help="labels used to colour --render")
+    ex.set_defaults(func=_cmd_export)
 
     m = sub.add_parser("models", help="list the shipped models")
     m.set_defaults(func=_cmd_models)
