@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from trajden import names
+from trajden.model.evaluate import BlockedEvaluator, sort_graph
 from trajden.model.package import LoadedModel
 from trajden.neighbors import build_graph
 from trajden.scale import estimate_nn_distance
@@ -67,28 +68,44 @@ def _min_pair_distance(x: torch.Tensor, graph) -> float:
     return float(torch.sqrt((vec * vec).sum(-1)).min())
 
 
+def _evaluator(model: LoadedModel, block_edges: int) -> BlockedEvaluator:
+    ev = getattr(model, "_evaluator", None)
+    if ev is None or ev.block_edges != block_edges:
+        ev = BlockedEvaluator(model.module, block_edges)
+        model._evaluator = ev
+    return ev
+
+
 @torch.no_grad()
 def _iterate(
-    model: LoadedModel, x0: np.ndarray, cell: np.ndarray, types: torch.Tensor, k: int, tol: float, skin: float
+    model: LoadedModel,
+    x0: np.ndarray,
+    cell: np.ndarray,
+    types: torch.Tensor,
+    k: int,
+    tol: float,
+    skin: float,
+    active_tol: float,
+    block_edges: int,
 ) -> tuple[np.ndarray, list[float], int]:
     """Run Algorithm 1 in model units. Returns (positions, rms per iteration, status)."""
     device = model.device
+    evaluate = _evaluator(model, block_edges)
     x = torch.as_tensor(x0, dtype=torch.float32, device=device)
     ref = x.clone()
-    graph = build_graph(x0, cell, model.cutoff, skin, device=device)
+    graph = sort_graph(build_graph(x0, cell, model.cutoff, skin, device=device))
     history: list[float] = []
-    cutoff_sq = model.cutoff**2
     growing = 0
     status = names.FRAME_STATUS_OK
+    active = None
     for _ in range(k):
         if float((x - ref).abs().max()) > 0.5 * skin / math.sqrt(3.0):
-            graph = build_graph(x.double().cpu().numpy(), cell, model.cutoff, skin, device=device)
+            graph = sort_graph(build_graph(x.double().cpu().numpy(), cell, model.cutoff, skin, device=device))
             ref = x.clone()
-        vec = graph.edge_vec(x)
-        inside = (vec * vec).sum(-1) < cutoff_sq  # skin edges carry no message: skip them
-        delta = model.module(vec[inside], graph.src[inside], graph.dst[inside], types)
+        delta = evaluate(x, graph, types, active)
         x = x - delta
-        rms = float(torch.sqrt((delta * delta).sum(-1).mean()))
+        step = (delta * delta).sum(-1)
+        rms = float(torch.sqrt(step.mean()))
         history.append(rms)
         if not math.isfinite(rms) or rms > 0.5:
             status = names.FRAME_STATUS_DIVERGED
@@ -99,6 +116,11 @@ def _iterate(
             break
         if rms < tol:
             break
+        if active_tol > 0:
+            # atoms that still move, and their neighbours, are recomputed; the rest keep their positions
+            moving = step > active_tol**2
+            active = moving.clone()
+            active[graph.src[moving[graph.dst]]] = True
     if status == names.FRAME_STATUS_OK:
         if _min_pair_distance(x, graph) < 0.5:
             status = names.FRAME_STATUS_DIVERGED
@@ -117,6 +139,8 @@ def denoise(
     scale: float | str = "auto",
     skin: float = 0.2,
     refine_tol: float = 0.02,
+    active_tol: float | None = None,
+    block_edges: int = 262144,
 ) -> DenoiseResult:
     """Denoise one frame.
 
@@ -134,6 +158,9 @@ def denoise(
     skin : neighbour-list skin in model units (nearest-neighbour distances)
     refine_tol : with ``scale="auto"``, relative disagreement between the raw and the denoised estimate
         above which the frame is denoised again with the denoised estimate
+    active_tol : atoms whose last update was below this (model units) and whose neighbours' were too are not
+        recomputed; ``None``: the tolerance itself (0 when ``tol`` is 0: every atom, every iteration)
+    block_edges : edges evaluated at once (bounds memory; results do not depend on it)
 
     Returns
     -------
@@ -158,7 +185,10 @@ def denoise(
     for attempt in range(2):
         factor = nn / model.nn_distance
         tol_model = DEFAULT_TOL_NN if tol is None else float(tol) / factor
-        x, history, status = _iterate(model, positions / factor, cell / factor, t, k, tol_model, skin)
+        act = tol_model if active_tol is None else float(active_tol)
+        x, history, status = _iterate(
+            model, positions / factor, cell / factor, t, k, tol_model, skin, act, block_edges
+        )
         if not auto or attempt == 1 or status == names.FRAME_STATUS_DIVERGED:
             break
         refined = estimate_nn_distance(x * factor, cell)
