@@ -17,7 +17,7 @@ def _cfg(steps):
 
 
 def test_resume_gives_identical_model(tmp_path):
-    full = train(_cfg(8), tmp_path / "full.pt", log=lambda *_: None)
+    assert train(_cfg(8), tmp_path / "full.pt", log=lambda *_: None)["done"]
     part = train(_cfg(8), tmp_path / "part.pt", log=lambda *_: None, max_steps_this_run=3)
     assert not part["done"] and (tmp_path / "part.pt.ckpt").exists()
     resumed = train(_cfg(8), tmp_path / "part.pt", log=lambda *_: None)
