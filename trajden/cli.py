@@ -30,7 +30,10 @@ def _cmd_process(args) -> int:
     from trajden.io.readers import Trajectory, parse_frames
     from trajden.pipeline import ProcessSettings, run, summary_text
 
-    scale = args.scale if args.scale == "auto" else float(args.scale)
+    try:
+        scale = args.scale if args.scale == "auto" else float(args.scale)
+    except ValueError:
+        raise UserError(f"--scale {args.scale!r}: expected 'auto' or a nearest-neighbour distance (angstrom)") from None
     classifiers = tuple(names.CLASSIFIERS) if args.classifier == "both" else (args.classifier,)
     settings = ProcessSettings(
         model=args.model, device=args.device, method=args.method, iterations=args.iterations, tol=args.tol,
@@ -67,8 +70,10 @@ def _cmd_process(args) -> int:
             close_cluster(client, cluster)
     print(summary_text(summary))
     if summary.failures:
-        print(f"trajden: error: {len(summary.failures)} frame(s) failed; re-run the same command to retry them",
-              file=sys.stderr)
+        first, why = min(summary.failures.items())
+        more = f"; {len(summary.failures) - 1} more in the summary" if len(summary.failures) > 1 else ""
+        print(f"trajden: error: {len(summary.failures)} of {summary.frames_total} frame(s) failed (frame {first}: "
+              f"{why}{more}); re-run the same command to retry them", file=sys.stderr)
         return 1
     return 0
 
@@ -161,6 +166,51 @@ def _cmd_export(args) -> int:
     return 0
 
 
+def _cmd_diagnostics(args) -> int:
+    import numpy as np
+
+    from trajden import names
+    from trajden.analysis import positions_var, rdf, steinhardt
+    from trajden.io.export import select_frames
+    from trajden.io.readers import parse_frames
+
+    ds = _open_store(args.store)
+    n = ds.sizes[names.DIM_FRAME]
+    frames = select_frames(ds, None if args.frames is None else parse_frames(args.frames, n))
+    variants = [False]
+    if positions_var(ds, raw=True, required=False) == names.VAR_POSITIONS_RAW:
+        variants = [True, False]
+    else:
+        print("(raw positions not stored: process with --keep-raw to compare raw and denoised)")
+    header = "frame      step" + "".join(
+        f"  {'raw' if r else 'den'}:q4  {'raw' if r else 'den'}:q6 {'raw' if r else 'den'}:g1max" for r in variants)
+    print("Lechner-Dellago averaged q4/q6 (12 neighbours) and the first-peak height of g(r)")
+    print(header)
+    rows = []
+    for i in frames:
+        row = [i, int(ds[names.COORD_STEP].values[i])]
+        for raw in variants:
+            q = steinhardt(ds, i, raw=raw)
+            g = rdf(ds, i, raw=raw)
+            row += [float(q["q4_mean"]), float(q["q6_mean"]), float(np.max(g.values))]
+        rows.append(row)
+        print(f"{row[0]:5d} {row[1]:9d}" + "".join(f"  {v:7.4f}" if k % 3 != 2 else f"  {v:8.3f}"
+                                                  for k, v in enumerate(row[2:])))
+    if args.csv:
+        import csv
+
+        with open(args.csv, "w", newline="") as fh:
+            w = csv.writer(fh)
+            cols = ["frame", "step"]
+            for raw in variants:
+                tag = "raw" if raw else "denoised"
+                cols += [f"q4_{tag}", f"q6_{tag}", f"g_peak_{tag}"]
+            w.writerow(cols)
+            w.writerows(rows)
+        print(f"wrote {args.csv}")
+    return 0
+
+
 def _cmd_models(args) -> int:
     from trajden.model.package import load_model, shipped_models
 
@@ -248,6 +298,12 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--render", action="store_true", help="render one frame (the last selected) raw vs denoised")
     ex.add_argument("--method", choices=("acna", "ptm"), default="acna", help="labels used to colour --render")
     ex.set_defaults(func=_cmd_export)
+
+    dg = sub.add_parser("diagnostics", help="Steinhardt q4/q6 and g(r) per frame, raw vs denoised (freud)")
+    dg.add_argument("store")
+    dg.add_argument("--frames", help="START:STOP:STEP (default: all complete frames)")
+    dg.add_argument("--csv", help="also write the table to this CSV file")
+    dg.set_defaults(func=_cmd_diagnostics)
 
     m = sub.add_parser("models", help="list the shipped models")
     m.set_defaults(func=_cmd_models)

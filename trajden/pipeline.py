@@ -78,6 +78,7 @@ def process_frame(frame: Frame, settings: ProcessSettings, model=None):
         from trajden.cluster import get_model
 
         model = get_model(settings.model, settings.device)
+    check_frame(frame)
     raw_labels = label_frame(frame.positions, frame.cell, frame.origin, settings)
     result = denoise(
         frame.positions, frame.cell, frame.types, model, k=settings.iterations, tol=settings.tol, scale=settings.scale
@@ -120,7 +121,7 @@ def process_average_chunk(traj: Trajectory, pairs: list[tuple[int, int]], settin
     half = settings.window // 2
     tidx = [t for _, t in pairs]
     lo, hi = max(0, min(tidx) - half), min(len(traj), max(tidx) + half + 1)
-    frames = [traj.frame(i) for i in range(lo, hi)]
+    frames = [check_frame(traj.frame(i)) for i in range(lo, hi)]
     unwrapped = unwrap(np.stack([f.positions for f in frames]), np.stack([f.cell for f in frames]))
     averaged = vibration_average(unwrapped, settings.window)
     results = []
@@ -173,6 +174,35 @@ def process_chunk(
     )
 
 
+def check_frame(frame: Frame) -> Frame:
+    """Raise ValueError (one line naming file and frame) unless ``frame`` has a finite, periodic, 3-D cell.
+
+    Denoising and both classifiers assume periodic boundaries; a frame without a cell (all zeros: a
+    non-periodic XYZ/MDAnalysis frame) or with a flat cell would otherwise fail deep inside OVITO.
+    """
+    cell = np.asarray(frame.cell, dtype=np.float64)
+    where = f"{frame.source}: frame {frame.index}"
+    if cell.shape != (3, 3) or not np.all(np.isfinite(cell)):
+        raise ValueError(f"{where}: the cell is not a finite 3x3 matrix")
+    if not np.any(cell):
+        raise ValueError(f"{where}: no periodic cell (non-periodic box); trajden needs periodic boundaries")
+    volume = abs(float(np.linalg.det(cell)))
+    if not volume > 1e-9 * max(1.0, float(np.prod(np.linalg.norm(cell, axis=1)))):
+        raise ValueError(f"{where}: zero-volume box (volume {volume:.3g}); trajden needs a periodic 3-D cell")
+    return frame
+
+
+def _check_types(first: Frame, model) -> None:
+    """A model with several species cannot take more distinct atom types than it knows (one-line error)."""
+    if model.num_types <= 1:
+        return  # single-species models treat every atom alike (see trajden.denoise.map_types)
+    kinds = np.unique(first.types)
+    if len(kinds) > model.num_types:
+        shown = ", ".join(str(k) for k in kinds[:10]) + (", ..." if len(kinds) > 10 else "")
+        raise ValueError(f"{first.source}: {len(kinds)} atom types ({shown}) but model {model.path} knows "
+                         f"{model.num_types} species ({', '.join(map(str, model.metadata['species']))})")
+
+
 def _describe(exc: BaseException) -> str:
     msg = str(exc).splitlines()[0] if str(exc) else ""
     where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
@@ -203,12 +233,16 @@ def prepare_store(traj: Trajectory, frames: list[int], store_path: str, settings
     from trajden.model.package import load_model
     from trajden.store import Store
 
+    m = None
     if settings.method == "average":
         model_meta = ("vibration-average", "")
     else:
         m = load_model(settings.model)
         model_meta = (m.name, m.sha256)
-    first = traj.frame(frames[0])
+    # validate what the store is built from before touching the output path
+    first = check_frame(traj.frame(frames[0]))
+    if m is not None:
+        _check_types(first, m)
     times, steps = [], []
     for i in frames:
         t, s = traj.frame_time_step(i) if hasattr(traj, "frame_time_step") else _time_step(traj, i)

@@ -114,7 +114,7 @@ def test_frenkel_min_matches_frenkel_frames():
     for k in range(hot.trajectory.n_frames):
         hot.trajectory[k]
         cold.trajectory[k]
-        assert hot.trajectory.ts.data.get("step", k) == cold.trajectory.ts.data.get("step", k)
+        assert hot.trajectory.ts.data["step"] == cold.trajectory.ts.data["step"]
         assert np.allclose(hot.dimensions, cold.dimensions)
 
 
