@@ -4,7 +4,7 @@ For frames of about 3e4, 2.5e5 and 1e6 atoms of two synthetic Cu systems (length
 
 * ``hot-fcc``: ideal fcc plus Gaussian noise of 0.08 d_nn per coordinate (synthetic thermal noise, not MD);
 * ``mixture``: the same lattice, atoms with x < L/2 "crystal" (noise 0.08 d_nn), the others "liquid" (noise
-  0.3 d_nn, then pairs closer than 0.8 d_nn pushed apart so the liquid has no unphysical overlaps); same density.
+  0.3 d_nn, then a short soft-sphere relaxation so the liquid has no unphysical overlaps); same density.
 
 it times, each stage in a fresh subprocess (imports, model loading and a small warm-up run happen before the
 clock starts):
@@ -38,6 +38,7 @@ import argparse
 import csv
 import datetime as dt
 import gc
+import hashlib
 import json
 import os
 import platform
@@ -57,7 +58,7 @@ import numpy as np
 D_NN = 2.556  # Cu nearest-neighbour distance, angstrom
 SIGMA_HOT = 0.08  # crystal noise per coordinate, in d_nn
 SIGMA_LIQ = 0.3  # liquid-half noise per coordinate, in d_nn
-R_MIN_LIQ = 0.8  # liquid hard core, in d_nn
+LIQ_R0, LIQ_ALPHA, LIQ_SWEEPS = 1.05, 0.2, 20  # liquid soft-sphere relaxation (see _soft_relax)
 SYSTEMS = ("hot-fcc", "mixture")
 STAGES = ("read", "read-mda", "denoise-k8", "denoise-conv", "acna", "ptm", "write", "e2e")
 DEFAULT_SIZES = (30000, 250000, 1000000)
@@ -151,7 +152,11 @@ def machine_info(threads: int) -> dict:
         commit = commit + ("+dirty" if dirty else "")
     except OSError:
         commit = "?"
+    digest = hashlib.sha256()
+    for f in sorted((ROOT / "trajden").rglob("*.py")):
+        digest.update(f.read_bytes())
     return {
+        "trajden_src_sha256": digest.hexdigest()[:12],
         "host": socket.gethostname(),
         "cpu_model": model,
         "cores": os.cpu_count(),
@@ -170,23 +175,27 @@ def machine_info(threads: int) -> dict:
 # synthetic systems and dumps
 
 
-def _relax_overlaps(pos: np.ndarray, cell: np.ndarray, movable: np.ndarray, r_min: float, sweeps: int = 60):
-    """Push apart pairs closer than ``r_min`` that involve a movable atom (only movable atoms move)."""
+def _soft_relax(pos: np.ndarray, cell: np.ndarray, movable: np.ndarray) -> np.ndarray:
+    """Soft-sphere relaxation of the movable atoms: pairs closer than ``LIQ_R0`` are pushed apart.
+
+    Every sweep moves each pair apart by ``LIQ_ALPHA`` of its overlap (split between movable partners), for
+    ``LIQ_SWEEPS`` sweeps: the 0.3 d_nn noise's overlaps are resolved without piling pair distances up at a
+    hard core, so the liquid's g(r) has a broad first peak near d_nn and no pairs below about 0.7 d_nn.
+    """
     from vesin import NeighborList
 
     n = len(pos)
-    nl = NeighborList(cutoff=float(r_min), full_list=False)
-    for _ in range(sweeps):
+    r0 = LIQ_R0 * D_NN
+    nl = NeighborList(cutoff=float(r0), full_list=False)
+    for _ in range(LIQ_SWEEPS):
         i, j, vec = nl.compute(pos, cell, True, "ijD")  # vec = r_j - r_i (+ shift)
-        d = np.linalg.norm(vec, axis=1)
-        sel = (movable[i] | movable[j]) & (d < 0.98 * r_min)
-        if not sel.any():
-            break
-        i, j, vec, d = i[sel], j[sel], vec[sel], np.maximum(d[sel], 1e-3)
+        sel = movable[i] | movable[j]
+        i, j, vec = i[sel], j[sel], vec[sel]
+        d = np.maximum(np.linalg.norm(vec, axis=1), 1e-3)
         both = movable[i] & movable[j]
         wi = np.where(movable[i], np.where(both, 0.5, 1.0), 0.0)
         wj = np.where(movable[j], np.where(both, 0.5, 1.0), 0.0)
-        push = 0.6 * (r_min - d) / d  # slight under-relaxation: an atom may be pushed by several neighbours
+        push = LIQ_ALPHA * (r0 - d) / d
         disp = np.zeros_like(pos)
         for ax in range(3):
             disp[:, ax] -= np.bincount(i, weights=wi * push * vec[:, ax], minlength=n)
@@ -206,7 +215,7 @@ def make_system(system: str, n_target: int, seed: int) -> tuple[np.ndarray, np.n
     if system == "mixture":
         liquid = c.positions[:, 0] >= 0.5 * c.cell[0, 0]
         pos[liquid] = add_noise(c.positions[liquid], SIGMA_LIQ * D_NN, rng)[0]
-        pos = _relax_overlaps(pos, c.cell, liquid, R_MIN_LIQ * D_NN)
+        pos = _soft_relax(pos, c.cell, liquid)
     elif system != "hot-fcc":
         raise ValueError(f"unknown system {system!r}; expected one of {SYSTEMS}")
     lengths = np.diag(c.cell)
@@ -261,8 +270,9 @@ def prepare_inputs(tmp: Path, system: str, n_target: int, n_e2e_frames: int, nee
     if system == "mixture":
         from vesin import NeighborList
 
-        d = NeighborList(cutoff=R_MIN_LIQ * D_NN, full_list=False).compute(pos, cell, True, "d")[0]
-        out["min_pair_distance_dnn"] = float(d.min() / D_NN) if len(d) else float(R_MIN_LIQ)
+        i, d = NeighborList(cutoff=0.9 * D_NN, full_list=True).compute(pos, cell, True, "id")
+        out["min_pair_distance_dnn"] = round(float(d.min() / D_NN), 3) if len(d) else 0.9
+        out["liquid_pairs_below_0.8dnn_per_atom"] = round(float(np.sum(d[liquid[i]] < 0.8 * D_NN)) / liquid.sum(), 4)
     out["dump_mb"] = os.path.getsize(out["dump"]) / 1e6
     return out
 
@@ -288,22 +298,24 @@ def stage_read(spec):
 
     Trajectory(spec["warm_dump"]).frame(0)  # imports, pyarrow set-up
     ref = _load(spec)[0]
+    split: list[tuple[float, float]] = []
 
     def run():
         t0 = time.perf_counter()
         traj = Trajectory(spec["dump"])
         t1 = time.perf_counter()
         frame = traj.frame(0)
-        t2 = time.perf_counter()
-        return {"frame": frame, "index_s": t1 - t0, "frame_s": t2 - t1}
+        split.append((t1 - t0, time.perf_counter() - t1))
+        return frame
 
-    def post(out):
-        err = float(np.abs(out["frame"].positions - ref).max())
+    def post(frame):
+        err = float(np.abs(frame.positions - ref).max())
+        index_s, frame_s = min(split, key=sum)
         return {
-            "index_s": out["index_s"],
-            "frame_s": out["frame_s"],
+            "index_s": index_s,
+            "frame_s": frame_s,
             "max_abs_err_A": err,
-            "notes": f"index {out['index_s']:.3f} s + frame {out['frame_s']:.3f} s; max |x - x_written| {err:.1e} A",
+            "notes": f"index {index_s:.3f} s + frame {frame_s:.3f} s; max |x - x_written| {err:.1e} A",
         }
 
     return run, post
@@ -327,66 +339,112 @@ def stage_read_mda(spec):
     return run, post
 
 
+class _Proxy:
+    """Times calls of ``target`` into ``timers``; every other attribute is the target's."""
+
+    def __init__(self, target, timers):
+        object.__setattr__(self, "_target", target)
+        object.__setattr__(self, "_timers", timers)
+
+    def __getattr__(self, name):
+        return getattr(self._target, name)
+
+    def __setattr__(self, name, value):
+        setattr(self._target, name, value)
+
+    def __call__(self, *args, **kwargs):
+        return self._timers.time_model(self._target, args, kwargs)
+
+
 class _Timers:
-    """Wall time spent in neighbour lists, edge vectors and the model's forward during one denoise call."""
+    """Where one denoise call spends its time: graph (neighbour list, sorting), model evaluation, edge vectors.
+
+    Works with both ways trajden evaluates the model: ``model.module(edge_vec, src, dst, types)`` called from
+    ``_iterate`` (the undivided forward), or an evaluator object ``_evaluator(model, ...)(x, graph, types,
+    active)`` that builds the edge vectors itself. ``model_s`` is the time inside whichever is used (so with an
+    evaluator it includes its edge vectors and cutoff filter); ``edge_out_s`` is ``Graph.edge_vec`` time spent
+    outside it.
+    """
 
     def __init__(self, label: str, progress: bool):
         self.label, self.progress = label, progress
+        self.in_model = False
         self.reset()
 
     def reset(self):
-        self.nl_s = self.edge_s = self.forward_s = 0.0
-        self.n_nl = self.n_forward = 0
+        self.graph_s = self.edge_out_s = self.edge_in_s = self.model_s = 0.0
+        self.n_graph = self.n_model = 0
         self.edges = []
+        self.graph_edges = []
+
+    def _say(self, msg: str) -> None:
+        if self.progress:
+            print(f"    [{now()}] {self.label}: {msg}", file=sys.stderr, flush=True)
+
+    def time_model(self, fn, args, kwargs):
+        t0 = time.perf_counter()
+        self.in_model = True
+        try:
+            out = fn(*args, **kwargs)
+        finally:
+            self.in_model = False
+        el = time.perf_counter() - t0
+        self.model_s += el
+        self.n_model += 1
+        n = int(out.shape[0])
+        first = args[0]
+        if hasattr(first, "shape") and len(args) == 4 and first.shape[0] != n:  # module(edge_vec, src, dst, types)
+            self.edges.append(int(first.shape[0]))
+        self._say(f"iteration {self.n_model}: model {el:.1f} s")
+        return out
 
     def install(self, model, dn_module, nb_module):
         timers = self
-        build_graph = dn_module.build_graph
-        edge_vec = nb_module.Graph.edge_vec
 
-        def timed_build_graph(*a, **kw):
-            t0 = time.perf_counter()
-            g = build_graph(*a, **kw)
-            timers.nl_s += time.perf_counter() - t0
-            timers.n_nl += 1
-            if timers.progress:
-                print(
-                    f"    {timers.label}: neighbour list {time.perf_counter() - t0:.2f} s "
-                    f"({g.src.numel() / len(a[0]):.1f} edges/atom incl. skin)",
-                    file=sys.stderr,
-                    flush=True,
-                )
-            return g
+        def timed(fn, what):
+            def wrapper(*a, **kw):
+                t0 = time.perf_counter()
+                g = fn(*a, **kw)
+                timers.graph_s += time.perf_counter() - t0
+                if what == "build_graph":
+                    timers.n_graph += 1
+                    n = len(a[0])
+                    timers._say(
+                        f"neighbour list {time.perf_counter() - t0:.2f} s "
+                        f"({g.src.numel() / n:.1f} edges/atom within cutoff + skin)"
+                    )
+                    timers.graph_edges.append(g.src.numel() / n)
+                return g
+
+            return wrapper
+
+        for name in ("build_graph", "sort_graph"):
+            if hasattr(dn_module, name):
+                setattr(dn_module, name, timed(getattr(dn_module, name), name))
+        edge_vec = nb_module.Graph.edge_vec
 
         def timed_edge_vec(self_, positions):
             t0 = time.perf_counter()
             v = edge_vec(self_, positions)
-            timers.edge_s += time.perf_counter() - t0
+            el = time.perf_counter() - t0
+            if timers.in_model:
+                timers.edge_in_s += el
+            else:
+                timers.edge_out_s += el
             return v
 
-        class TimedModule:
-            def __init__(self, mod):
-                self.mod = mod
-
-            def __call__(self, vec, src, dst, types):
-                t0 = time.perf_counter()
-                out = self.mod(vec, src, dst, types)
-                el = time.perf_counter() - t0
-                timers.forward_s += el
-                timers.n_forward += 1
-                timers.edges.append(int(vec.shape[0]))
-                if timers.progress:
-                    print(
-                        f"    {timers.label}: iteration {timers.n_forward} forward {el:.1f} s "
-                        f"({vec.shape[0] / len(types):.1f} edges/atom)",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                return out
-
-        dn_module.build_graph = timed_build_graph
         nb_module.Graph.edge_vec = timed_edge_vec
-        model.module = TimedModule(model.module)
+        if hasattr(dn_module, "_evaluator"):  # blocked evaluator: time its calls, keep the module untouched
+            get = dn_module._evaluator
+
+            def timed_get(*a, **kw):
+                return _Proxy(get(*a, **kw), timers)
+
+            dn_module._evaluator = timed_get
+            self.path = "evaluator"
+        else:
+            model.module = _Proxy(model.module, timers)
+            self.path = "module.forward"
 
 
 def _stage_denoise(spec, k: int, tol):
@@ -412,17 +470,23 @@ def _stage_denoise(spec, k: int, tol):
         res = {
             "iterations": r.iterations,
             "status": names.FRAME_STATUS_NAMES.get(r.status, str(r.status)),
-            "nl_s": timers.nl_s,
-            "edge_s": timers.edge_s,
-            "forward_s": timers.forward_s,
-            "n_neighbour_lists": timers.n_nl,
+            "graph_s": timers.graph_s,
+            "edge_vec_s": timers.edge_out_s,
+            "model_s": timers.model_s,
+            "edge_in_model_s": timers.edge_in_s,
+            "model_path": timers.path,
+            "n_neighbour_lists": timers.n_graph,
             "edges_per_atom": float(np.mean(timers.edges)) / n if timers.edges else None,
+            "graph_edges_per_atom": timers.graph_edges[0] if timers.graph_edges else None,
             "rms_last_A": r.residual,
             "model": f"{model.name} {model.sha256[:12]} ({model.metadata.get('description', '')})",
         }
+        within = f"{res['edges_per_atom']:.1f} edges/atom in cutoff, " if res["edges_per_atom"] else ""
         notes = [
-            f"{r.iterations} it, {timers.n_nl} NL builds, {res['edges_per_atom'] or 0:.1f} edges/atom,"
-            f" last rms {r.residual:.4f} A"
+            f"{r.iterations} it, {timers.n_graph} NL builds (first {res['graph_edges_per_atom'] or 0:.1f} edges/atom "
+            f"with skin), {within}model via {timers.path}"
+            + (f" (edge vectors + filter inside it {timers.edge_in_s:.2f} s)" if timers.edge_in_s else "")
+            + f", last rms {r.residual:.4f} A"
         ]
         if liquid.any():
             disp = np.linalg.norm(r.positions - pos, axis=1)  # denoise does not wrap: no periodic images
@@ -780,6 +844,7 @@ def run_e2e(system: str, inputs: dict, args, tmp: Path) -> dict:
         str(args.threads),
     ]
     w = run_watched(cmd, _child_env(args.threads), args.mem_limit_gb * 1024, capture=True)
+    per_frame = _store_summary(store)
     shutil.rmtree(store, ignore_errors=True)
     res = {
         "stage": "e2e",
@@ -800,12 +865,36 @@ def run_e2e(system: str, inputs: dict, args, tmp: Path) -> dict:
     st = re.search(r"^status\s+(.*)$", w["output"], re.M)
     if st:
         notes.append("frame status: " + st.group(1).strip())
+    if per_frame:
+        res.update(per_frame)
+        notes.append(
+            "iterations "
+            + ",".join(map(str, per_frame["e2e_iterations"]))
+            + ", scale "
+            + ",".join(f"{v:.3f}" for v in per_frame["e2e_scale"])
+            + " A"
+        )
     if not res["ok"]:
         res["status"] = "oom" if w["killed"] else "error"
         tail = " | ".join(w["output"].strip().splitlines()[-3:])
         res["error"] = f"exit {w['rc']}: {tail[-300:]}"
     res["notes"] = "; ".join(notes)
     return res
+
+
+def _store_summary(store: Path) -> dict:
+    """Iterations, scale and status of every frame of an e2e store (empty if it cannot be read)."""
+    try:
+        import zarr
+
+        g = zarr.open_group(str(store), mode="r")
+        return {
+            "e2e_iterations": [int(v) for v in g["iterations"][:]],
+            "e2e_scale": [float(v) for v in g["scale"][:]],
+            "e2e_status": [int(v) for v in g["status"][:]],
+        }
+    except Exception:  # noqa: BLE001 - informational only
+        return {}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -830,14 +919,15 @@ COLUMNS = [
     "frames_per_s",
     "rss_increase_mb",
     "peak_rss_mb",
-    "nl_s",
-    "edge_s",
-    "forward_s",
+    "graph_s",
+    "model_s",
+    "edge_vec_s",
     "other_s",
     "edges_per_atom",
     "torch_threads",
     "ovito_threads",
     "training_running",
+    "loadavg_1m",
     "notes",
     "error",
 ]
@@ -860,7 +950,7 @@ def finish_row(res: dict, system: str, n: int, training: bool) -> dict:
         if stage.startswith("denoise"):
             row["atom_iterations_per_s"] = n * res["iterations"] / wall
             row["rate"], row["rate_unit"] = row["atom_iterations_per_s"], "atom-it/s"
-            row["other_s"] = wall - res["nl_s"] - res["edge_s"] - res["forward_s"]
+            row["other_s"] = wall - res["graph_s"] - res["edge_vec_s"] - res["model_s"]
         elif stage == "e2e":
             row["frames_per_s"] = res["frames"] / wall
             row["atoms_per_s"] = n * res["frames"] / wall
@@ -909,6 +999,7 @@ def table_lines(rows: list[dict]) -> list[str]:
         "stage dRSS MB",
         "peak RSS MB",
         "CPU/wall",
+        "load",
         "notes",
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
@@ -919,7 +1010,7 @@ def table_lines(rows: list[dict]) -> list[str]:
             notes = (notes + "; " if notes else "") + r["error"]
         if r["stage"].startswith("denoise") and r["status"] != "error" and r["wall_s"]:
             notes = (
-                f"NL {r['nl_s']:.2f} s, edges {r['edge_s']:.2f} s, forward {r['forward_s']:.1f} s, "
+                f"graph {r['graph_s']:.2f} s, model {r['model_s']:.1f} s, edge vectors {r['edge_vec_s']:.2f} s, "
                 f"rest {r['other_s']:.2f} s; "
             ) + notes
         cells = [
@@ -933,6 +1024,7 @@ def table_lines(rows: list[dict]) -> list[str]:
             _fmt(r["rss_increase_mb"], 4),
             _fmt(r["peak_rss_mb"], 4),
             _fmt(cpu, 2),
+            _fmt(r["loadavg_1m"], 2),
             notes.replace("|", "/"),
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -981,14 +1073,17 @@ def write_outputs(out: Path, rows: list[dict], machine: dict, args, systems_info
         f"- memory limit per stage {args.mem_limit_gb:.1f} GB",
         "",
         "Inputs are SYNTHETIC: ideal fcc Cu (d_nn 2.556 A) plus Gaussian noise of 0.08 d_nn per coordinate as "
-        "stand-in thermal noise (not MD). `mixture`: atoms with x >= L/2 get 0.3 d_nn noise and are then pushed "
-        "apart to >= 0.8 d_nn (random-ish liquid at the same density). Denoising uses the known scale 2.556 A "
+        "stand-in thermal noise (not MD). `mixture`: atoms with x >= L/2 get 0.3 d_nn noise and then 20 "
+        "sweeps of soft-sphere repulsion within 1.05 d_nn (random-ish liquid, same density, broad first g(r) "
+        "peak). Denoising uses the known scale 2.556 A "
         "(the pipeline's `scale='auto'` adds the g(r) estimates noted under denoise-k8). Dumps are written in "
         "shuffled id order with 4 decimals and read from the page cache. Fast stages are repeated (best of up "
         "to 5); denoising runs once after a warm-up on a small frame.",
         "",
         "stage dRSS = the stage's RSS high-water mark above the process' RSS just before it; peak RSS = the "
-        "process' high-water mark over its life (imports, model, data, warm-up included).",
+        "process' high-water mark over its life (imports, model, data, warm-up included). CPU/wall = CPU seconds "
+        "of the stage over its wall time (about the number of busy threads); load = 1-minute load average when "
+        "the stage started (above the thread count: other processes competed for the cores).",
         "",
         *table_lines(rows),
         "",
@@ -1092,12 +1187,14 @@ def main(argv=None) -> int:
                         continue
                     log(f"{system} {n} {stage} ...")
                     training = bool(training_processes())
+                    load = os.getloadavg()[0]
                     res = (
                         run_e2e(system, inputs, args, tmp)
                         if stage == "e2e"
                         else run_stage(stage, system, inputs, args, tmp)
                     )
                     row = finish_row(res, system, n, training)
+                    row["loadavg_1m"] = load
                     rows.append(row)
                     log(
                         f"{system} {n} {stage}: {row['status']}, {_fmt(row['wall_s'])} s, {_rate(row)}, "

@@ -71,7 +71,7 @@ def _min_pair_distance(x: torch.Tensor, graph) -> float:
 def _evaluator(model: LoadedModel, block_edges: int) -> BlockedEvaluator:
     ev = getattr(model, "_evaluator", None)
     if ev is None or ev.block_edges != block_edges:
-        ev = BlockedEvaluator(model.module, block_edges)
+        ev = BlockedEvaluator(model.module, block_edges, cutoff=model.cutoff)
         model._evaluator = ev
     return ev
 

@@ -337,8 +337,17 @@ def run(
                               key=f"trajden-chunk-{pairs[0][0]}-{time.time_ns()}")
                 for pairs in jobs
             ]
+            chunk_of = {fut.key: pairs for fut, pairs in zip(futures, jobs)}
             for fut in as_completed(futures):
-                collect(fut.result())
+                try:
+                    report = fut.result()
+                except Exception as exc:  # noqa: BLE001 - e.g. KilledWorker, a failed write: report, go on
+                    pairs = chunk_of[fut.key]
+                    why = f"chunk task failed, frames not written: {_describe(exc)}"
+                    report = ChunkReport(frames=[j for j, _ in pairs], n_atoms=traj.n_atoms, seconds=0.0,
+                                         failures={j: why for j, _ in pairs},
+                                         statuses={j: names.FRAME_STATUS_FAILED for j, _ in pairs})
+                collect(report)
         bar.close()
     return RunSummary(
         store=str(store.path), frames_total=len(frames), frames_done=n_pending, frames_skipped=skipped,

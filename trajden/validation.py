@@ -77,3 +77,23 @@ def defect_agreement(denoised: np.ndarray, reference: np.ndarray, crystal_code: 
         "both": int((d & r).sum()),
         "agreement": float(np.mean(d == r)),
     }
+
+
+def defect_clusters(positions: np.ndarray, cell: np.ndarray, mask: np.ndarray, link: float) -> list[np.ndarray]:
+    """Group the atoms selected by ``mask`` into spatial clusters (single linkage within ``link``, periodic).
+
+    Returns the atom indices of each cluster, largest first.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    from trajden.neighbors import build_graph
+
+    idx = np.flatnonzero(mask)
+    if len(idx) == 0:
+        return []
+    g = build_graph(np.asarray(positions)[idx], cell, link)
+    adj = coo_matrix((np.ones(len(g.src)), (g.src.numpy(), g.dst.numpy())), shape=(len(idx), len(idx)))
+    n, lab = connected_components(adj, directed=False)
+    clusters = [idx[lab == c] for c in range(n)]
+    return sorted(clusters, key=len, reverse=True)

@@ -25,9 +25,10 @@ from trajden.neighbors import Graph
 class BlockedEvaluator:
     """Evaluate ``model`` on a neighbour graph in blocks of about ``block_edges`` edges."""
 
-    def __init__(self, module: torch.nn.Module, block_edges: int = 262144):
+    def __init__(self, module: torch.nn.Module, block_edges: int = 262144, cutoff: float | None = None):
         self.module = module
         self.block_edges = int(block_edges)
+        self.cutoff = float(cutoff) if cutoff is not None else float(getattr(module, "cutoff", float("inf")))
         try:
             children = dict(module.named_children())
             layer_dict = dict(children["layers"].named_children())
@@ -36,8 +37,7 @@ class BlockedEvaluator:
                 children["embedding"], children["sh"], children["basis"], children["head"])
             self.inv_sqrt_nb = [float(layer.inv_sqrt_nb) for layer in self.layers]
             self.output_scale = float(module.output_scale)
-            self.cutoff = float(module.cutoff)
-            self.supported = self._probe()
+            self.supported = bool(self.cutoff < float("inf")) and self._probe()
         except (KeyError, AttributeError, RuntimeError):
             self.supported = False
 
