@@ -42,10 +42,12 @@ def test_process_bundled_example(demo_store):
     assert ds.sizes["frame"] == 3 and ds.sizes["atom"] == 5324
     assert ds[names.VAR_COMPLETE].values.all()
     assert (ds[names.VAR_STATUS].values != names.FRAME_STATUS_FAILED).all()
-    # denoising reveals crystal that the raw labels miss, but it does not crystallise the whole melt
+    # denoising reveals crystal that the raw labels miss, but it does not crystallise the melt: frame 0 is a
+    # 586-atom seed (11 %) in 4,738 liquid atoms; by frame 24 the small box has solidified (raw 71 % fcc)
     raw = (ds[names.structure_var("acna", raw=True)].values != names.OTHER).mean(axis=1)
     den = (ds[names.structure_var("acna")].values != names.OTHER).mean(axis=1)
-    assert np.all(den > raw) and np.all(den < 0.95)
+    assert np.all(den > raw)
+    assert den[0] < 0.3
     # the solid grows over the trajectory
     assert den[-1] > den[0]
 

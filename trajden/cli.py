@@ -255,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--window", type=int, default=5, help="frames averaged by --method average")
     pr.add_argument("--iterations", "-k", type=int, default=8, help="maximum denoising iterations (default 8)")
     pr.add_argument("--tol", type=float, help="stop when the RMS update falls below TOL angstrom "
-                    "(default: 0.002 nearest-neighbour distances; 0: always run k iterations)")
+                    "(default: 0.005 nearest-neighbour distances; 0: always run k iterations)")
     pr.add_argument("--scale", default="auto", help="auto, or the input's nearest-neighbour distance in angstrom")
     pr.add_argument("--classifier", choices=("acna", "ptm", "both"), default="both")
     pr.add_argument("--ptm-rmsd-cutoff", type=float, default=0.1, help="PTM RMSD cutoff (OVITO default 0.1)")

@@ -27,7 +27,7 @@ from trajden.scale import estimate_nn_distance
 #: default maximum number of iterations (the paper uses 8)
 DEFAULT_ITERATIONS = 8
 #: default tolerance on the RMS update of one iteration, in nearest-neighbour distances
-DEFAULT_TOL_NN = 0.002
+DEFAULT_TOL_NN = 0.005
 
 
 @dataclass
