@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml requirements-lock.txt
 	touch $@
 
 demo: env
-	$(BIN)/trajden process trajden/data/cu_solidification.dump --out $(DEMO_STORE)
+	$(BIN)/trajden process trajden/data/cu_solidification.dump --timestep 0.002 --out $(DEMO_STORE)
 	$(BIN)/trajden fractions $(DEMO_STORE)
 
 test: env

@@ -41,10 +41,10 @@ def main(argv=None):
     work.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     den, avg = work / "denoised.zarr", work / "averaged.zarr"
-    cli("process", EXAMPLE, "--out", den, "--quiet")
-    cli("process", EXAMPLE, "--out", avg, "--method", "average", "--window", "5", "--quiet")
+    cli("process", EXAMPLE, "--out", den, "--timestep", "0.002", "--quiet")
+    cli("process", EXAMPLE, "--out", avg, "--timestep", "0.002", "--method", "average", "--window", "5", "--quiet")
     cli("plot", den, "--out", out / "demo_fractions.png", "--method", "acna")
-    cli("export", den, "--render", "--out", out / "demo_render.png")
+    cli("export", den, "--render", "--frames", "12:13", "--out", out / "demo_render.png")
     d = xr.open_zarr(den, consolidated=False)
     a = xr.open_zarr(avg, consolidated=False)
     lines = ["Bundled example `trajden/data/cu_solidification.dump` (LAMMPS, Mishin Cu EAM, 5,324 atoms, 0.77 Tm).",
