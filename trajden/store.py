@@ -485,7 +485,10 @@ class Store:
         root_attrs[names.CF_COORDINATES] = " ".join((names.COORD_TIME, names.COORD_STEP, names.COORD_ATOM_ID))
         root_attrs[names.ATTR_STORE_FORMAT] = STORE_FORMAT
 
-        cls._prepare_path(path, overwrite)
+        cls._check_path(path, overwrite)
+        # build the store beside its destination and move it into place when complete, so a run killed
+        # while creating it leaves the destination as it was (at worst a hidden temporary sibling)
+        final_path, path = path, path.with_name(f".{path.name}.creating-{uuid.uuid4().hex[:12]}")
 
         group = zarr.open_group(str(path), mode="w", zarr_format=3)
         F, A, S, C = names.DIM_FRAME, names.DIM_ATOM, names.DIM_SPATIAL, names.DIM_CELL_VECTOR
@@ -540,10 +543,22 @@ class Store:
             **{names.CF_LONG_NAME: "frame fully written"})
         # the marker goes last: a half-created directory is not a trajden store
         group.attrs.update(root_attrs)
-        return cls(path, group, "r+")
+        cls._check_path(final_path, overwrite)  # again: another process may have created it meanwhile
+        trash = None
+        if os.path.lexists(final_path):
+            if is_trajden_store(final_path):
+                trash = final_path.with_name(f".{final_path.name}.removed-{uuid.uuid4().hex[:12]}")
+                os.rename(final_path, trash)
+            else:
+                os.rmdir(final_path)  # the empty directory _check_path accepted
+        os.rename(path, final_path)
+        if trash is not None:
+            shutil.rmtree(trash, ignore_errors=True)
+        return cls(final_path, zarr.open_group(str(final_path), mode="r+", zarr_format=3), "r+")
 
     @staticmethod
-    def _prepare_path(path: Path, overwrite: bool) -> None:
+    def _check_path(path: Path, overwrite: bool) -> None:
+        """Refuse a destination that is not ours to replace (nothing is changed here)."""
         if not os.path.lexists(path):
             return
         if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
@@ -555,9 +570,6 @@ class Store:
         holder = _read_lock(path / names.STORE_LOCK)
         if holder is not None and not (holder and _lock_is_stale(holder)):
             raise StoreError(_lock_message(path, holder) + "; refusing to overwrite")
-        trash = path.with_name(f"{path.name}.removed-{uuid.uuid4().hex}")
-        os.rename(path, trash)
-        shutil.rmtree(trash)
 
     @classmethod
     def open(cls, path: str | os.PathLike, mode: str = "r+") -> Store:

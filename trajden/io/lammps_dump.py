@@ -203,6 +203,7 @@ def _parse_header(text: str) -> _Header:
                 n_atoms = int(body[0].split()[0])
             else:
                 words = item.split()[2:]
+                flags = [w for w in words if len(w) == 2 and set(w) <= set("pfsm")]
                 if "abc" in words:
                     box_kind, width = "general", 4
                 elif "xy" in words:
@@ -216,6 +217,9 @@ def _parse_header(text: str) -> _Header:
         except (ValueError, IndexError):
             shown = " / ".join(ln.strip() for ln in body)
             raise ValueError(f"malformed 'ITEM: {key}' data: {_show(shown)}") from None
+        if key == "BOX BOUNDS" and any(f != "pp" for f in flags):
+            raise ValueError(f"non-periodic box (boundary flags {' '.join(flags)}); trajden needs periodic "
+                             "boundaries in x, y and z")
     missing = [
         name
         for name, value in (
