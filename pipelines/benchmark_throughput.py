@@ -754,20 +754,26 @@ def run_watched(cmd: list[str], env: dict, limit_mb: float, capture: bool = Fals
         ps = psutil.Process(proc.pid)
     except psutil.Error:
         ps = None
-    while True:
-        pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            break
-        if ps is not None:
-            try:
-                rss = ps.memory_info().rss + sum(c.memory_info().rss for c in ps.children(recursive=True))
-                peak_seen = max(peak_seen, rss / 2**20)
-                if rss / 2**20 > limit_mb and not killed:
-                    os.kill(proc.pid, signal.SIGKILL)
-                    killed = True
-            except psutil.Error:
-                pass
-        time.sleep(0.1)
+    try:
+        while True:
+            pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if ps is not None:
+                try:
+                    rss = ps.memory_info().rss + sum(c.memory_info().rss for c in ps.children(recursive=True))
+                    peak_seen = max(peak_seen, rss / 2**20)
+                    if rss / 2**20 > limit_mb and not killed:
+                        os.kill(proc.pid, signal.SIGKILL)
+                        killed = True
+                except psutil.Error:
+                    pass
+            time.sleep(0.1)
+    except BaseException:  # interrupted (Ctrl-C, SIGTERM): do not leave the stage running
+        os.kill(proc.pid, signal.SIGKILL)
+        os.wait4(proc.pid, 0)
+        proc.returncode = -signal.SIGKILL
+        raise
     wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
     if capture:
@@ -1141,8 +1147,13 @@ def parse_args(argv=None):
     return args
 
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)  # clean up the running stage and the temporary files
     out = Path(args.out)
     if out.suffix in (".csv", ".md", ".json"):
         out = out.with_suffix("")
@@ -1228,4 +1239,8 @@ def main(argv=None) -> int:
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--child":
         sys.exit(child_main(sys.argv[2]))
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt as exc:
+        print(f"interrupted ({exc or 'Ctrl-C'}); partial results are in the output files", file=sys.stderr)
+        sys.exit(130)
