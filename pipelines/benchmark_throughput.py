@@ -106,6 +106,39 @@ def _mem_available_mb() -> float:
     return info.get("MemAvailable", info["MemTotal"]) / 1024.0
 
 
+def _busy_jiffies() -> tuple[int, int]:
+    """(busy, total) CPU jiffies of the whole machine since boot, from /proc/stat."""
+    with open("/proc/stat") as fh:
+        vals = [int(v) for v in fh.readline().split()[1:]]
+    idle = vals[3] + (vals[4] if len(vals) > 4 else 0)  # idle + iowait
+    total = sum(vals[:8])  # guest time is already counted in user
+    return total - idle, total
+
+
+def busy_cores(seconds: float = 2.0) -> float:
+    """Cores kept busy by all processes over the next ``seconds``."""
+    b0, t0 = _busy_jiffies()
+    time.sleep(seconds)
+    b1, t1 = _busy_jiffies()
+    return (b1 - b0) / max(t1 - t0, 1) * (os.cpu_count() or 1)
+
+
+def wait_idle(max_s: float, threshold: float = 0.3) -> tuple[float, float]:
+    """Wait (at most ``max_s``) until other processes keep fewer than ``threshold`` cores busy.
+
+    Returns (seconds waited, busy cores in the last check).
+    """
+    t0 = time.perf_counter()
+    busy = busy_cores(1.0)
+    said = False
+    while busy > threshold and time.perf_counter() - t0 < max_s:
+        if not said:
+            log(f"waiting up to {max_s:.0f} s for other processes to go idle ({busy:.1f} cores busy)")
+            said = True
+        busy = busy_cores(5.0)
+    return time.perf_counter() - t0, busy
+
+
 def training_processes() -> list[int]:
     """Pids of running ``trajden train`` processes (the benchmark shares the machine with them)."""
     out = []
@@ -731,6 +764,7 @@ def run_watched(cmd: list[str], env: dict, limit_mb: float, capture: bool = Fals
     import psutil
 
     t0 = time.perf_counter()
+    jb0, jt0 = _busy_jiffies()
     proc = subprocess.Popen(
         cmd,
         env=env,
@@ -775,6 +809,9 @@ def run_watched(cmd: list[str], env: dict, limit_mb: float, capture: bool = Fals
         proc.returncode = -signal.SIGKILL
         raise
     wall = time.perf_counter() - t0
+    jb1, jt1 = _busy_jiffies()
+    machine_cpu_s = (jb1 - jb0) / max(jt1 - jt0, 1) * (os.cpu_count() or 1) * wall
+    child_cpu_s = ru.ru_utime + ru.ru_stime
     proc.returncode = os.waitstatus_to_exitcode(status)
     if capture:
         th.join(timeout=5)
@@ -784,6 +821,8 @@ def run_watched(cmd: list[str], env: dict, limit_mb: float, capture: bool = Fals
         "maxrss_mb": ru.ru_maxrss / 1024,
         "killed": killed,
         "output": "".join(chunks),
+        # cores other processes kept busy while the stage's process ran (0 on an otherwise idle machine)
+        "others_cores": max(machine_cpu_s - child_cpu_s, 0.0) / max(wall, 1e-9),
     }
 
 
@@ -822,6 +861,7 @@ def run_stage(stage: str, system: str, inputs: dict, args, tmp: Path) -> dict:
             res["notes"] = f"killed at RSS > {args.mem_limit_gb:.1f} GB"
     res["peak_rss_mb"] = w["maxrss_mb"]
     res["process_wall_s"] = w["wall_s"]
+    res["others_cores"] = w["others_cores"]
     return res
 
 
@@ -863,6 +903,7 @@ def run_e2e(system: str, inputs: dict, args, tmp: Path) -> dict:
         "torch_threads": args.threads,
         "ovito_threads": str(args.threads),
         "command": " ".join(["trajden", *cmd[cmd.index("process") :]]),
+        "others_cores": w["others_cores"],
     }
     m = re.search(r"time\s+([\d.]+) s \(([\d.]+) frames/s", w["output"])
     notes = [f"{args.frames} frames; whole command {args.frames / w['wall_s']:.3g} frames/s incl. start-up"]
@@ -936,6 +977,8 @@ COLUMNS = [
     "ovito_threads",
     "training_running",
     "loadavg_1m",
+    "others_cores",
+    "waited_s",
     "notes",
     "error",
 ]
@@ -1007,7 +1050,7 @@ def table_lines(rows: list[dict]) -> list[str]:
         "stage dRSS MB",
         "peak RSS MB",
         "CPU/wall",
-        "load",
+        "others",
         "notes",
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
@@ -1032,7 +1075,7 @@ def table_lines(rows: list[dict]) -> list[str]:
             _fmt(r["rss_increase_mb"], 4),
             _fmt(r["peak_rss_mb"], 4),
             _fmt(cpu, 2),
-            _fmt(r["loadavg_1m"], 2),
+            _fmt(r["others_cores"], 2),
             notes.replace("|", "/"),
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -1091,8 +1134,9 @@ def write_outputs(out: Path, rows: list[dict], machine: dict, args, systems_info
         "",
         "stage dRSS = the stage's RSS high-water mark above the process' RSS just before it; peak RSS = the "
         "process' high-water mark over its life (imports, model, data, warm-up included). CPU/wall = CPU seconds "
-        "of the stage over its wall time (about the number of busy threads); load = 1-minute load average when "
-        "the stage started (above the thread count: other processes competed for the cores).",
+        "of the stage over its wall time (about the number of busy threads); others = cores kept busy by OTHER "
+        "processes while the stage ran (from /proc/stat; above ~0.2 the timing is contended and not comparable: "
+        "oversubscribed OpenMP threads slow torch down several-fold).",
         "",
         *table_lines(rows),
         "",
@@ -1139,6 +1183,13 @@ def parse_args(argv=None):
     )
     p.add_argument("--tmpdir", default=None, help="where the dumps go (default: system temp)")
     p.add_argument("--keep-tmp", action="store_true")
+    p.add_argument(
+        "--wait-idle",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="before each stage wait up to S seconds until other processes keep < 0.3 cores busy",
+    )
     args = p.parse_args(argv)
     if args.threads < 1 or args.frames < 1 or args.max_iterations < 1:
         p.error("--threads, --frames and --max-iterations must be >= 1")
@@ -1200,6 +1251,7 @@ def main(argv=None) -> int:
                     if stage == "e2e" and not want_e2e:
                         continue
                     log(f"{system} {n} {stage} ...")
+                    waited, _ = wait_idle(args.wait_idle) if args.wait_idle > 0 else (0.0, 0.0)
                     training = bool(training_processes())
                     load = os.getloadavg()[0]
                     res = (
@@ -1209,6 +1261,9 @@ def main(argv=None) -> int:
                     )
                     row = finish_row(res, system, n, training)
                     row["loadavg_1m"] = load
+                    row["waited_s"] = waited
+                    if (row["others_cores"] or 0) > 0.25:
+                        log(f"WARNING: other processes kept {row['others_cores']:.1f} cores busy during this stage")
                     rows.append(row)
                     log(
                         f"{system} {n} {stage}: {row['status']}, {_fmt(row['wall_s'])} s, {_rate(row)}, "

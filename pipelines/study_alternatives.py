@@ -78,7 +78,7 @@ def compare(name: str, raw: sc.Snapshot, dump: Path, frame: int, windows, args, 
     for label, kw in ((f"SD {args.sd_short} steps", {"ftol": 0.0, "maxiter": args.sd_short}),
                       (f"SD <= {args.sd_long} steps", {"ftol": 1e-6, "maxiter": args.sd_long})):
         t0 = time.time()
-        m = sc.minimise(raw, sc.CU, style="sd", threads=args.threads, **kw)
+        m = sc.minimise(raw, sc.CU, style="sd", threads=args.md_threads, **kw)
         results[label] = (m.positions, sc.labels(m), {"seconds": round(time.time() - t0, 1),
                                                       "iterations": m.info["min_iterations"],
                                                       "fnorm": m.info["min_fnorm"], "pe": m.info["min_pe"]})
@@ -145,7 +145,8 @@ def main(argv=None) -> int:
     ap.add_argument("--burst", type=int, help="frames 20 fs apart around the compared frame (default 41, quick 11)")
     ap.add_argument("--sd-short", type=int, default=100)
     ap.add_argument("--sd-long", type=int, default=3000)
-    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=None, help="OVITO threads (default: cores)")
+    ap.add_argument("--md-threads", type=int, default=1, help="LAMMPS OpenMP threads")
     ap.add_argument("--out", type=Path, default=sc.OUT_ROOT / "alternatives")
     args = ap.parse_args(argv)
     q = args.quick
@@ -178,7 +179,7 @@ def main(argv=None) -> int:
         cells, r_seed = (7, 7.0) if q else (12, 12.0)
         why = "--quick" if q else f"{src} not found"
         print(f"making a solidification run here ({why}): {4 * cells ** 3} atoms", flush=True)
-        run = sol.run(cells, r_seed, frames=4 if q else 8, every_ps=1.0 if q else 2.0, threads=args.threads,
+        run = sol.run(cells, r_seed, frames=4 if q else 8, every_ps=1.0 if q else 2.0, threads=args.md_threads,
                       seed=SEED, melt_ps=1.0 if q else 2.0, cool_ps=0.5 if q else 2.0, hold_ps=0.5 if q else 1.0,
                       data_file=out / "solidification_source.data")
         src = out / "solidification_source.data"
@@ -186,7 +187,7 @@ def main(argv=None) -> int:
     else:
         notes.append(f"Solidification frame: continued from `{src.relative_to(ROOT)}` (final state of "
                      "study_solidification.py).")
-    burst = sol.continue_burst(src, T, burst_n, spacing_fs=20.0, threads=args.threads)
+    burst = sol.continue_burst(src, T, burst_n, spacing_fs=20.0, threads=args.md_threads)
     dump = sc.write_dump(out / "solidification_burst.dump", burst)
     c = burst_n // 2
     args.frame_dt["solidification"] = 0.02

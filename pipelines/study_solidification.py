@@ -1,6 +1,6 @@
 """Study: a crystal nucleus growing in an undercooled Cu melt, through the real CLI (issue 6, study 3).
 
-    python pipelines/study_solidification.py [--quick] [--cells 16] [--frames 10] [--out pipelines/out/solidification]
+    python pipelines/study_solidification.py [--quick] [--cells 13] [--frames 8] [--out pipelines/out/solidification]
 
 1. MD (pipelines/md/solidification.py, Mishin Cu EAM, Tm = 1327 K): an fcc seed of radius --seed-radius in a melt
    of 4 x cells^3 atoms at 0.77 Tm, NPT P = 0, a frame every --every ps; around every frame a burst of
@@ -74,7 +74,7 @@ def analyse_frame(i: int, raw: sc.Snapshot, den_pos: np.ndarray, labs: dict, bur
     from trajden.analysis import unwrap, vibration_average
 
     t0 = time.time()
-    m = sc.minimise(raw, sc.CU, style="cg", ftol=1e-4, maxiter=args.min_steps, threads=args.threads)
+    m = sc.minimise(raw, sc.CU, style="cg", ftol=1e-4, maxiter=args.min_steps, threads=args.md_threads)
     lm = sc.labels(m)
     pos = {"raw": raw.positions, "denoised": den_pos, "minimised": m.positions}
     labs = dict(labs)
@@ -187,22 +187,25 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--quick", action="store_true", help="tiny smoke run (2048 atoms, 2 frames)")
-    ap.add_argument("--cells", type=int, help="fcc cells per axis (atoms = 4 cells^3; default 16, quick 8)")
-    ap.add_argument("--seed-radius", type=float, help="initial nucleus radius, A (default 15, quick 8)")
-    ap.add_argument("--frames", type=int, help="frames (default 10, quick 2)")
+    ap.add_argument("--cells", type=int, help="fcc cells per axis (atoms = 4 cells^3; default 13: 8788 atoms, "
+                    "to stay near 8 min on 2 cores; quick 8)")
+    ap.add_argument("--seed-radius", type=float, help="initial nucleus radius, A (default 12, quick 8)")
+    ap.add_argument("--frames", type=int, help="frames (default 8, quick 2)")
     ap.add_argument("--every", type=float, help="ps between frames (default 2, quick 1)")
     ap.add_argument("--burst-half", type=int, help="vibration average over 2 h + 1 configurations 20 fs apart "
                     "(default h = 10: 0.4 ps; quick 2)")
     ap.add_argument("--min-steps", type=int, default=500, help="CG iterations of the short minimisation")
-    ap.add_argument("--threads", type=int, default=None, help="LAMMPS/OVITO threads in this process (default: cores)")
+    ap.add_argument("--threads", type=int, default=None, help="OVITO threads in this process (default: cores)")
+    ap.add_argument("--md-threads", type=int, default=1, help="LAMMPS OpenMP threads (default 1: with another "
+                    "busy process on the machine, OpenMP threads slow LAMMPS down several-fold)")
     ap.add_argument("--out", type=Path, default=sc.OUT_ROOT / "solidification")
     args = ap.parse_args(argv)
     q = args.quick
     args.threads = args.threads or (1 if q else sc.default_workers())
     sc.set_threads(args.threads)
-    cells = args.cells or (8 if q else 16)
-    r_seed = args.seed_radius or (8.0 if q else 15.0)
-    frames = args.frames or (2 if q else 10)
+    cells = args.cells or (8 if q else 13)
+    r_seed = args.seed_radius or (8.0 if q else 12.0)
+    frames = args.frames or (2 if q else 8)
     every = args.every or (1.0 if q else 2.0)
     half = args.burst_half if args.burst_half is not None else (2 if q else 10)
     out = args.out.resolve()
@@ -211,7 +214,7 @@ def main(argv=None) -> int:
 
     # 1. MD
     print(f"MD: {4 * cells ** 3} atoms, {frames} frames ...", flush=True)
-    run = sol.run(cells, r_seed, frames=frames, every_ps=every, half=half, threads=args.threads, seed=SEED,
+    run = sol.run(cells, r_seed, frames=frames, every_ps=every, half=half, threads=args.md_threads, seed=SEED,
                   melt_ps=1.0 if q else 1.5, cool_ps=0.5 if q else 1.5, hold_ps=0.5 if q else 1.0,
                   data_file=out / "final.data")
     dump = sc.write_dump(out / "solidification.dump", run.frames)
