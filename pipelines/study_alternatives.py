@@ -58,7 +58,7 @@ def store_frame(path: Path, i: int = 0) -> tuple[np.ndarray, dict]:
 def compare(name: str, raw: sc.Snapshot, dump: Path, frame: int, windows, args, log, out: Path,
             host: int | None, nucleus: bool) -> list[dict]:
     """All methods on one frame of ``dump``; one row per method."""
-    work = out / name
+    work = out / name.replace(" ", "_")
     work.mkdir(parents=True, exist_ok=True)
     results = {}  # method -> (positions, labels, info)
     results["raw"] = (raw.positions, sc.labels(raw), {})

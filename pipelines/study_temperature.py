@@ -152,7 +152,8 @@ def plot(summary: list[dict], path: Path, title: str) -> None:
     colors = {"fcc Cu": "tab:blue", "hcp Cu": "tab:orange", "bcc Fe": "tab:green",
               "liquid Cu": "tab:purple", "liquid Fe": "tab:brown"}
     markers = {"fcc Cu": "o", "hcp Cu": "^", "bcc Fe": "D", "liquid Cu": "s", "liquid Fe": "v"}
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.3), sharey=True)
+    widths = {"fcc Cu": 5.0, "hcp Cu": 3.5, "bcc Fe": 2.0, "liquid Cu": 5.0, "liquid Fe": 2.0}  # coinciding lines
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8), sharey=True)
     for ax, clf, label in zip(axes, ("acna", "ptm"), ("a-CNA", "PTM")):
         for name in SYSTEMS:
             rs = [r for r in summary if r["system"] == name]
@@ -164,7 +165,8 @@ def plot(summary: list[dict], path: Path, title: str) -> None:
             c = colors[name]
             marker = markers[name]
             ax.plot(x, [r[f"{clf}_raw"] for r in good], ls="--", marker=marker, mfc="white", color=c, lw=1.3)
-            ax.plot(x, [r[f"{clf}_denoised"] for r in good], ls="-", marker=marker, color=c, lw=2, label=name)
+            ax.plot(x, [r[f"{clf}_denoised"] for r in good], ls="-", marker=marker, color=c, lw=widths[name],
+                    ms=3 + widths[name], label=name, zorder=3)
             if bad:
                 ax.plot([r["T_over_Tm"] for r in bad], [r[f"{clf}_denoised"] for r in bad], "x", color=c, ms=8)
         ax.axvline(1.0, color="0.6", lw=0.8, ls=":")
@@ -176,11 +178,12 @@ def plot(summary: list[dict], path: Path, title: str) -> None:
     h, lab = axes[0].get_legend_handles_labels()
     from matplotlib.lines import Line2D
 
-    h += [Line2D([], [], color="k", ls="-", lw=2), Line2D([], [], color="k", ls="--", mfc="white", marker="o")]
-    lab += ["denoised", "raw"]
-    axes[1].legend(h, lab, loc="lower left", fontsize=8, ncol=2)
+    h += [Line2D([], [], color="k", ls="-", lw=2), Line2D([], [], color="k", ls="--", mfc="white", marker="o"),
+          Line2D([], [], color="k", ls="", marker="x")]
+    lab += ["denoised", "raw", "denoised, crystal melted in the run"]
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.legend(h, lab, loc="lower center", fontsize=8, ncol=4, frameon=False)
     fig.savefig(path, dpi=130)
     plt.close(fig)
 
@@ -207,7 +210,17 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, help="snapshots per temperature (default 3; quick 2)")
     ap.add_argument("--workers", type=int, default=None, help="processes (default: cores; quick: 1)")
     ap.add_argument("--out", type=Path, default=sc.OUT_ROOT / "temperature")
+    ap.add_argument("--plot-only", action="store_true", help="redraw temperature.png from temperature.csv")
     args = ap.parse_args(argv)
+    if args.plot_only:
+        import csv
+
+        with open(args.out / "temperature.csv") as fh:
+            rows = [{k: (float(v) if v and k.startswith(("acna", "ptm", "T_over")) else v) for k, v in r.items()}
+                    for r in csv.DictReader(fh)]
+        plot(rows, args.out / "temperature.png", f"trajden {args.model}: accuracy vs temperature "
+             "(raw dashed, denoised solid)")
+        return 0
     q = args.quick
     workers = args.workers or (1 if q else sc.default_workers())
     frames = args.frames or (2 if q else 3)
