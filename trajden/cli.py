@@ -24,6 +24,21 @@ def _cmd_train(args) -> int:
     return 0 if result["done"] else 3
 
 
+def _blocks_arg(values):
+    """``--blocks``: nothing, ``auto``, or three positive integers."""
+    if not values:
+        return None
+    if values == ["auto"]:
+        return "auto"
+    try:
+        counts = tuple(int(v) for v in values)
+    except ValueError:
+        counts = ()
+    if len(counts) != 3 or min(counts) < 1:
+        raise UserError(f"--blocks {' '.join(values)}: expected 'auto' or three positive integers NX NY NZ")
+    return counts
+
+
 def _cmd_process(args) -> int:
     from trajden import names
     from trajden.cluster import close_cluster, configure_process_threads, start_cluster
@@ -39,6 +54,7 @@ def _cmd_process(args) -> int:
         model=args.model, device=args.device, method=args.method, iterations=args.iterations, tol=args.tol,
         scale=scale, classifiers=classifiers, ptm_rmsd_cutoff=args.ptm_rmsd_cutoff, keep_raw=args.keep_raw,
         window=args.window, torch_threads=args.torch_threads, ovito_threads=args.ovito_threads,
+        blocks=_blocks_arg(args.blocks),
     )
     kind = "serial" if args.serial else args.cluster
     if args.dry_run:
@@ -263,6 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--overwrite", action="store_true", help="replace an existing store instead of resuming it")
     pr.add_argument("--frames-per-chunk", type=int, default=1, help="frames per store chunk and per task")
     pr.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    pr.add_argument("--blocks", nargs="+", metavar="N",
+                    help="split each frame into NX NY NZ spatial blocks with halos (or 'auto': about 250k atoms "
+                    "per block), evaluated as separate Dask tasks; same result, bounded memory per task")
     pr.add_argument("--serial", action="store_true", help="no Dask: process frames in this process")
     pr.add_argument("--cluster", choices=("local", "slurm"), default="local",
                     help="local (distributed.LocalCluster, default) or slurm (dask-jobqueue)")

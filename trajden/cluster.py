@@ -73,7 +73,30 @@ _SLURM_CLUSTER_ONLY = frozenset(
 )
 
 
+def _import_jobqueue() -> None:
+    """Import dask-jobqueue without letting it replace the SIGINT handler.
+
+    ``dask_jobqueue.runner`` calls ``signal.signal(SIGINT, ...)`` at import time, which turns Ctrl-C into
+    ``sys.exit`` in the importing process and fails outright when the import happens in a worker thread.
+    """
+    import signal
+
+    main = threading.current_thread() is threading.main_thread()
+    saved = signal.getsignal(signal.SIGINT) if main else None
+    real = signal.signal
+    if not main:
+        signal.signal = lambda *args, **kwargs: None  # the import would raise ValueError off the main thread
+    try:
+        import dask_jobqueue.core  # noqa: F401
+        import dask_jobqueue.slurm  # noqa: F401
+    finally:
+        signal.signal = real
+        if main and saved is not None:
+            real(signal.SIGINT, saved)
+
+
 def _slurm_accepted_keys() -> frozenset:
+    _import_jobqueue()
     from dask_jobqueue.core import Job, JobQueueCluster
     from dask_jobqueue.slurm import SLURMJob
 

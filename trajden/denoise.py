@@ -13,13 +13,15 @@ flagged as diverged (:data:`trajden.names.FRAME_STATUS_DIVERGED`) and its raw po
 from __future__ import annotations
 
 import math
+import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from trajden import names
-from trajden.model.evaluate import BlockedEvaluator, sort_graph
+from trajden import decompose, names
+from trajden.decompose import evaluator
+from trajden.model.evaluate import sort_graph
 from trajden.model.package import LoadedModel
 from trajden.neighbors import build_graph
 from trajden.scale import estimate_nn_distance
@@ -28,6 +30,8 @@ from trajden.scale import estimate_nn_distance
 DEFAULT_ITERATIONS = 8
 #: default tolerance on the RMS update of one iteration, in nearest-neighbour distances
 DEFAULT_TOL_NN = 0.005
+#: with ``blocks="auto"``, frames are split into blocks of at most about this many owned atoms
+AUTO_BLOCK_ATOMS = 250_000
 
 
 @dataclass
@@ -61,48 +65,112 @@ def map_types(types: np.ndarray, num_types: int) -> np.ndarray:
     return inv.astype(np.int64)
 
 
-def _min_pair_distance(x: torch.Tensor, graph) -> float:
-    if graph.src.numel() == 0:
-        return math.inf
-    vec = graph.edge_vec(x)
-    return float(torch.sqrt((vec * vec).sum(-1)).min())
+class _Whole:
+    """Evaluate the whole frame at once (memory bounded by :class:`BlockedEvaluator`'s edge blocks)."""
+
+    def __init__(self, model: LoadedModel, cell: np.ndarray, types: torch.Tensor, skin: float, block_edges: int):
+        self.model, self.cell, self.types, self.skin = model, cell, types, skin
+        self.evaluate = evaluator(model, block_edges)
+        self.graph = None
+
+    def rebuild(self, ref: torch.Tensor) -> None:
+        self.graph = sort_graph(
+            build_graph(ref.double().cpu().numpy(), self.cell, self.model.cutoff, self.skin, device=self.model.device)
+        )
+
+    def step(self, x: torch.Tensor, moving: torch.Tensor | None) -> torch.Tensor:
+        active = None
+        if moving is not None:
+            # atoms that moved, and their neighbours, are recomputed; the rest keep their positions
+            active = moving.clone()
+            active[self.graph.src[moving[self.graph.dst]]] = True
+        return self.evaluate(x, self.graph, self.types, active)
+
+    def min_pair_distance(self, x: torch.Tensor) -> float:
+        graph = self.graph
+        if graph.src.numel() == 0:
+            return math.inf
+        vec = graph.edge_vec(x)
+        return float(torch.sqrt((vec * vec).sum(-1)).min())
 
 
-def _evaluator(model: LoadedModel, block_edges: int) -> BlockedEvaluator:
-    ev = getattr(model, "_evaluator", None)
-    if ev is None or ev.block_edges != block_edges:
-        ev = BlockedEvaluator(model.module, block_edges, cutoff=model.cutoff)
-        model._evaluator = ev
-    return ev
+class _Blocks:
+    """Evaluate the frame as spatial blocks with halos (:mod:`trajden.decompose`), serially or on a Dask
+    client; the owned atoms' updates equal :class:`_Whole`'s."""
+
+    def __init__(self, model: LoadedModel, cell: np.ndarray, types: torch.Tensor, skin: float, block_edges: int,
+                 counts, client=None):
+        self.model, self.cell, self.skin, self.block_edges, self.client = model, cell, skin, block_edges, client
+        self.types = types.cpu().numpy()
+        self.halo = decompose.halo_width(model, skin)
+        self.counts = decompose.check_counts(counts, cell, self.halo)
+        self.plan = None
+        self.ref = None
+        self.token = uuid.uuid4().hex
+        self.spec = (model.path, str(model.device) if client is None else "auto")
+
+    def rebuild(self, ref: torch.Tensor) -> None:
+        self.ref = ref.double().cpu().numpy()
+        version = 0 if self.plan is None else self.plan.version + 1
+        self.plan = decompose.plan(self.ref, self.cell, self.counts, self.halo, version)
+
+    def step(self, x: torch.Tensor, moving: torch.Tensor | None) -> torch.Tensor:
+        xs = x.cpu().numpy()
+        mv = None if moving is None else moving.cpu().numpy()
+        jobs = []
+        for b in self.plan.blocks:
+            jobs.append((
+                (xs[b.atoms] + b.shift).astype(np.float32),
+                self.ref[b.atoms] + b.shift,
+                self.types[b.atoms],
+                b.cell,
+                b.n_owned,
+                None if mv is None else mv[b.atoms],
+                self.skin,
+                self.block_edges,
+                (self.token, self.plan.version, b.index),
+            ))
+        if self.client is None:
+            results = [decompose.block_update(self.model, *job) for job in jobs]
+        else:
+            futures = [self.client.submit(decompose.block_update, self.spec, *job, pure=False) for job in jobs]
+            results = self.client.gather(futures)
+        delta = np.zeros_like(xs)
+        for b, r in zip(self.plan.blocks, results):
+            delta[b.atoms[: b.n_owned]] = r
+        return torch.as_tensor(delta, device=x.device)
+
+    def min_pair_distance(self, x: torch.Tensor) -> float:
+        close = build_graph(x.double().cpu().numpy(), self.cell, 0.5)
+        if close.src.numel() == 0:
+            return math.inf
+        vec = close.edge_vec(x.cpu())
+        return float(torch.sqrt((vec * vec).sum(-1)).min())
 
 
 @torch.no_grad()
 def _iterate(
-    model: LoadedModel,
+    backend,
     x0: np.ndarray,
-    cell: np.ndarray,
-    types: torch.Tensor,
     k: int,
     tol: float,
     skin: float,
     active_tol: float,
-    block_edges: int,
+    device,
 ) -> tuple[np.ndarray, list[float], int]:
     """Run Algorithm 1 in model units. Returns (positions, rms per iteration, status)."""
-    device = model.device
-    evaluate = _evaluator(model, block_edges)
     x = torch.as_tensor(x0, dtype=torch.float32, device=device)
     ref = x.clone()
-    graph = sort_graph(build_graph(x0, cell, model.cutoff, skin, device=device))
+    backend.rebuild(ref)
     history: list[float] = []
     growing = 0
     status = names.FRAME_STATUS_OK
-    active = None
+    moving = None
     for _ in range(k):
         if float((x - ref).abs().max()) > 0.5 * skin / math.sqrt(3.0):
-            graph = sort_graph(build_graph(x.double().cpu().numpy(), cell, model.cutoff, skin, device=device))
             ref = x.clone()
-        delta = evaluate(x, graph, types, active)
+            backend.rebuild(ref)
+        delta = backend.step(x, moving)
         x = x - delta
         step = (delta * delta).sum(-1)
         rms = float(torch.sqrt(step.mean()))
@@ -117,12 +185,9 @@ def _iterate(
         if rms < tol:
             break
         if active_tol > 0:
-            # atoms that still move, and their neighbours, are recomputed; the rest keep their positions
             moving = step > active_tol**2
-            active = moving.clone()
-            active[graph.src[moving[graph.dst]]] = True
     if status == names.FRAME_STATUS_OK:
-        if _min_pair_distance(x, graph) < 0.5:
+        if backend.min_pair_distance(x) < 0.5:
             status = names.FRAME_STATUS_DIVERGED
         elif history and history[-1] >= tol and len(history) == k and tol > 0:
             status = names.FRAME_STATUS_NOT_CONVERGED
@@ -141,6 +206,8 @@ def denoise(
     refine_tol: float = 0.02,
     active_tol: float | None = None,
     block_edges: int = 262144,
+    blocks=None,
+    client=None,
 ) -> DenoiseResult:
     """Denoise one frame.
 
@@ -161,6 +228,11 @@ def denoise(
     active_tol : atoms whose last update was below this (model units) and whose neighbours' were too are not
         recomputed; ``None``: the tolerance itself (0 when ``tol`` is 0: every atom, every iteration)
     block_edges : edges evaluated at once (bounds memory; results do not depend on it)
+    blocks : ``None`` (the whole frame at once), ``(nx, ny, nz)`` spatial blocks with halos
+        (:mod:`trajden.decompose`; same result to float32 rounding), or ``"auto"``
+        (:data:`AUTO_BLOCK_ATOMS` owned atoms per block at most)
+    client : a ``distributed.Client`` to evaluate the blocks as parallel tasks (``None``: one after another
+        in this process)
 
     Returns
     -------
@@ -186,9 +258,16 @@ def denoise(
         factor = nn / model.nn_distance
         tol_model = DEFAULT_TOL_NN if tol is None else float(tol) / factor
         act = tol_model if active_tol is None else float(active_tol)
-        x, history, status = _iterate(
-            model, positions / factor, cell / factor, t, k, tol_model, skin, act, block_edges
-        )
+        cell_m = cell / factor
+        if blocks is None:
+            backend = _Whole(model, cell_m, t, skin, block_edges)
+        else:
+            halo = decompose.halo_width(model, skin)
+            counts = (decompose.auto_counts(len(positions), cell_m, halo, AUTO_BLOCK_ATOMS)
+                      if isinstance(blocks, str) else blocks)
+            backend = (_Whole(model, cell_m, t, skin, block_edges) if tuple(counts) == (1, 1, 1) and client is None
+                       else _Blocks(model, cell_m, t, skin, block_edges, counts, client))
+        x, history, status = _iterate(backend, positions / factor, k, tol_model, skin, act, model.device)
         if not auto or attempt == 1 or status == names.FRAME_STATUS_DIVERGED:
             break
         refined = estimate_nn_distance(x * factor, cell)

@@ -45,11 +45,15 @@ class ProcessSettings:
     window: int = 5
     torch_threads: int | None = None
     ovito_threads: int | None = None
+    #: spatial blocks per frame: None (whole frame), "auto" or (nx, ny, nz); on a Dask worker the blocks of
+    #: a frame run as separate tasks (:mod:`trajden.decompose`); results equal the undivided run
+    blocks: tuple[int, int, int] | str | None = None
 
     def run_config(self) -> dict:
-        """The settings that must match for a store to be resumed (device and threads excluded)."""
+        """The settings that must match for a store to be resumed (device, threads and blocks excluded:
+        they do not change the result)."""
         d = asdict(self)
-        for k in ("device", "torch_threads", "ovito_threads"):
+        for k in ("device", "torch_threads", "ovito_threads", "blocks"):
             d.pop(k)
         d["classifiers"] = list(self.classifiers)
         return d
@@ -80,13 +84,28 @@ def process_frame(frame: Frame, settings: ProcessSettings, model=None):
         model = get_model(settings.model, settings.device)
     check_frame(frame)
     raw_labels = label_frame(frame.positions, frame.cell, frame.origin, settings)
-    result = denoise(
-        frame.positions, frame.cell, frame.types, model, k=settings.iterations, tol=settings.tol, scale=settings.scale
-    )
+    result = _denoise(frame, settings, model)
     out = _frame_result(frame, result.positions, raw_labels, settings, result.iterations, result.residual,
                         result.scale, result.status, FrameResult)
     out.rms_history = np.asarray(result.rms_history, dtype=np.float32)
     return out
+
+
+def _denoise(frame: Frame, settings: ProcessSettings, model):
+    kw = dict(k=settings.iterations, tol=settings.tol, scale=settings.scale)
+    blocks = settings.blocks
+    if blocks is not None and not isinstance(blocks, str):
+        blocks = tuple(blocks)
+    if blocks is None or blocks == (1, 1, 1):
+        return denoise(frame.positions, frame.cell, frame.types, model, **kw)
+    from trajden.cluster import _current_worker
+
+    if _current_worker() is None:
+        return denoise(frame.positions, frame.cell, frame.types, model, blocks=blocks, **kw)
+    from distributed import worker_client
+
+    with worker_client() as client:  # this task leaves the worker's thread pool while its blocks run
+        return denoise(frame.positions, frame.cell, frame.types, model, blocks=blocks, client=client, **kw)
 
 
 def _frame_result(frame, positions, raw_labels, settings, iterations, residual, scale, status, FrameResult):

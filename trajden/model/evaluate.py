@@ -83,6 +83,8 @@ class BlockedEvaluator:
         if not self.supported:
             out = self.module(vec, src, dst, types)
             return out if active is None else out * active.unsqueeze(-1)
+        if active is not None and not bool(active.any()):
+            return torch.zeros_like(positions)
         n_layers = len(self.layers)
         # needed[l]: atoms whose layer-l output is used (needed[L-1] = active)
         needed: list[torch.Tensor | None] = [None] * n_layers

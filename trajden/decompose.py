@@ -1,0 +1,225 @@
+"""Spatial decomposition of one frame: blocks with halos, evaluated serially or as Dask tasks.
+
+A frame too large for one worker (or one GPU's memory) is split into ``nx x ny x nz`` blocks of its periodic
+cell (in fractional coordinates). Each block *owns* the atoms whose reference positions fall inside it and
+carries a *halo*: every atom within ``halo`` of the block, as the periodic image nearest the block. The model's
+output for an atom depends only on atoms within ``n_layers`` hops of ``cutoff`` (its receptive field), so with
+
+    halo >= n_layers * cutoff + skin
+
+the owned atoms' updates computed on the block alone equal those of the whole frame, for as long as no atom
+has moved more than ``skin / 2`` from the reference positions (the same rule that keeps the neighbour list
+valid). Halos are refreshed every iteration: the driver holds the frame's positions, sends each block its
+owned and halo atoms' current positions and receives the owned atoms' updates (a few MB per 10^6 atoms).
+
+Along a split axis the block and its two halos must fit in one period (``1/n + 2 halo/h <= 1``, ``h`` the
+cell's height along that axis): a block's atoms then appear once each, and the split axis is made
+non-periodic by stretching that cell vector (x3) for the block's neighbour list. Unsplit axes stay periodic.
+
+Results equal the undivided evaluation to float32 rounding (per-atom sums run over the same neighbours in a
+different order); :func:`trajden.denoise.denoise` uses the same convergence, active-set and divergence rules
+either way.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from trajden.model.evaluate import BlockedEvaluator, sort_graph
+from trajden.neighbors import build_graph
+
+#: a split axis' cell vector is stretched by this factor so the block sees no periodic image along it
+_STRETCH = 3.0
+
+
+@dataclass
+class Block:
+    """One block of a :class:`Plan`: global indices of its atoms (owned first), their image shifts."""
+
+    index: tuple[int, int, int]
+    atoms: np.ndarray  # (n_local,) global atom indices; the first n_owned are owned
+    n_owned: int
+    shift: np.ndarray  # (n_local, 3) Cartesian image shift added to the global positions
+    cell: np.ndarray  # (3, 3) the block's neighbour-list cell (split axes stretched)
+
+
+@dataclass
+class Plan:
+    """The blocks of one frame for one set of reference positions."""
+
+    counts: tuple[int, int, int]
+    halo: float
+    blocks: list[Block]
+    version: int = 0
+
+    @property
+    def n_local(self) -> int:
+        """Atoms summed over all blocks (owned + halo): the work relative to the frame's atom count."""
+        return int(sum(len(b.atoms) for b in self.blocks))
+
+
+def heights(cell: np.ndarray) -> np.ndarray:
+    """Distances between opposite faces of the cell (rows are lattice vectors)."""
+    cell = np.asarray(cell, dtype=np.float64)
+    vol = abs(float(np.linalg.det(cell)))
+    return np.array([vol / np.linalg.norm(np.cross(cell[(a + 1) % 3], cell[(a + 2) % 3])) for a in range(3)])
+
+
+def check_counts(counts, cell: np.ndarray, halo: float) -> tuple[int, int, int]:
+    """Validate block counts for ``cell`` and ``halo``; raise ``ValueError`` naming the axis that is too thin."""
+    counts = tuple(int(c) for c in counts)
+    if len(counts) != 3 or min(counts) < 1:
+        raise ValueError(f"blocks must be three positive integers, not {counts}")
+    h = heights(cell)
+    for a, n in enumerate(counts):
+        if n > 1 and 1.0 / n + 2.0 * halo / h[a] > 1.0:
+            need = 2.0 * halo / (1.0 - 1.0 / n)
+            raise ValueError(
+                f"{n} blocks along axis {'xyz'[a]}: the cell is {h[a]:.3g} thick there, a block plus two halos of "
+                f"{halo:.3g} needs at least {need:.3g}; use fewer blocks along that axis"
+            )
+    return counts
+
+
+def auto_counts(n_atoms: int, cell: np.ndarray, halo: float, atoms_per_block: int) -> tuple[int, int, int]:
+    """Block counts giving at most about ``atoms_per_block`` owned atoms per block (fewest blocks, then
+    least halo), or ``(1, 1, 1)`` when the frame is small enough or too thin to split."""
+    want = max(1, math.ceil(n_atoms / max(int(atoms_per_block), 1)))
+    if want == 1:
+        return (1, 1, 1)
+    h = heights(cell)
+    best = None
+    top = [1 + int(max(0, h[a] - 2 * halo) // max(halo, 1e-9)) for a in range(3)]  # rough upper bounds
+    for nx in range(1, max(top[0], 1) + 1):
+        for ny in range(1, max(top[1], 1) + 1):
+            for nz in range(1, max(top[2], 1) + 1):
+                c = (nx, ny, nz)
+                try:
+                    check_counts(c, cell, halo)
+                except ValueError:
+                    continue
+                nb = nx * ny * nz
+                # local volume (owned + halo) relative to the owned volume, summed over blocks
+                overhead = np.prod([1.0 + (2.0 * halo * n / h[a] if n > 1 else 0.0) for a, n in enumerate(c)])
+                key = (nb < want, nb, overhead)
+                if best is None or key < best[0]:
+                    best = (key, c)
+    return best[1] if best is not None else (1, 1, 1)
+
+
+def plan(ref: np.ndarray, cell: np.ndarray, counts, halo: float, version: int = 0) -> Plan:
+    """Split atoms at reference positions ``ref`` into ``counts`` blocks with halos of width ``halo``."""
+    cell = np.asarray(cell, dtype=np.float64)
+    counts = check_counts(counts, cell, halo)
+    frac = np.asarray(ref, dtype=np.float64) @ np.linalg.inv(cell)
+    wrap = np.floor(frac)  # positions need not be wrapped into the cell: images are relative to them
+    frac -= wrap
+    wrap[frac >= 1.0] += 1.0
+    frac[frac >= 1.0] = 0.0
+    margin = halo / heights(cell)
+    cells = [np.minimum((frac[:, a] * counts[a]).astype(np.int64), counts[a] - 1) for a in range(3)]
+    local_cell = cell.copy()
+    for a in range(3):
+        if counts[a] > 1:
+            local_cell[a] *= _STRETCH
+    blocks = []
+    for bx in range(counts[0]):
+        for by in range(counts[1]):
+            for bz in range(counts[2]):
+                b = (bx, by, bz)
+                inside = np.ones(len(frac), dtype=bool)
+                img = np.zeros((len(frac), 3), dtype=np.float64)
+                for a in range(3):
+                    if counts[a] == 1:
+                        continue
+                    lo = b[a] / counts[a] - margin[a]
+                    hi = (b[a] + 1) / counts[a] + margin[a]
+                    t = np.ceil(lo - frac[:, a])  # smallest image with frac + t >= lo
+                    inside &= frac[:, a] + t < hi
+                    img[:, a] = t - wrap[:, a]
+                owned = (cells[0] == bx) & (cells[1] == by) & (cells[2] == bz)
+                halo_atoms = np.flatnonzero(inside & ~owned)
+                own_atoms = np.flatnonzero(owned)
+                atoms = np.concatenate([own_atoms, halo_atoms])
+                blocks.append(Block(b, atoms, len(own_atoms), img[atoms] @ cell, local_cell))
+    return Plan(counts, float(halo), blocks, version)
+
+
+_GRAPHS: OrderedDict[tuple, object] = OrderedDict()
+#: neighbour graphs kept per process (a block's graph is reused while its plan is unchanged)
+GRAPH_CACHE_SIZE = 2
+
+
+def _graph(key: tuple | None, ref: np.ndarray, cell: np.ndarray, cutoff: float, skin: float, device):
+    if key and key in _GRAPHS:
+        _GRAPHS.move_to_end(key)
+        return _GRAPHS[key]
+    graph = sort_graph(build_graph(ref, cell, cutoff, skin, device=device))
+    if key:
+        _GRAPHS[key] = graph
+        while len(_GRAPHS) > GRAPH_CACHE_SIZE:
+            _GRAPHS.popitem(last=False)
+    return graph
+
+
+def block_update(
+    model,
+    x_local: np.ndarray,
+    ref_local: np.ndarray,
+    types_local: np.ndarray,
+    cell: np.ndarray,
+    n_owned: int,
+    moving_local: np.ndarray | None,
+    skin: float,
+    block_edges: int,
+    key: tuple = (),
+) -> np.ndarray:
+    """Updates ``Delta`` (n_owned, 3) of one block's owned atoms (model units).
+
+    ``model``: a :class:`~trajden.model.package.LoadedModel`, or ``(name_or_path, device)`` to get it on a
+    Dask worker (:func:`trajden.cluster.get_model`). ``moving_local``: which local atoms moved more than the
+    active-set tolerance in the previous iteration (``None``: all owned atoms are recomputed); an owned atom is
+    recomputed when it or a neighbour moved, as in the undivided run.
+    """
+    if isinstance(model, tuple):
+        from trajden.cluster import get_model
+
+        model = get_model(*model)
+    device = model.device
+    ref_local = np.ascontiguousarray(ref_local, dtype=np.float64)
+    cell = np.ascontiguousarray(cell, dtype=np.float64)
+    graph = _graph(key or None, ref_local, cell, model.cutoff, skin, device)
+    with torch.no_grad():
+        x = torch.as_tensor(x_local, dtype=torch.float32, device=device)
+        types = torch.as_tensor(types_local, dtype=torch.long, device=device)
+        owned = torch.zeros(len(x_local), dtype=torch.bool, device=device)
+        owned[:n_owned] = True
+        if moving_local is None:
+            active = owned
+        else:
+            moving = torch.as_tensor(moving_local, dtype=torch.bool, device=device)
+            active = moving.clone()
+            active[graph.src[moving[graph.dst]]] = True
+            active &= owned
+        evaluate = evaluator(model, block_edges)
+        delta = evaluate(x, graph, types, active)
+    return delta[:n_owned].cpu().numpy()
+
+
+def evaluator(model, block_edges: int) -> BlockedEvaluator:
+    """The model's cached :class:`BlockedEvaluator` for ``block_edges``."""
+    ev = getattr(model, "_evaluator", None)
+    if ev is None or ev.block_edges != block_edges:
+        ev = BlockedEvaluator(model.module, block_edges, cutoff=model.cutoff)
+        model._evaluator = ev
+    return ev
+
+
+def halo_width(model, skin: float) -> float:
+    """Halo (model units) that makes a block's owned updates exact: receptive field plus the skin."""
+    return float(model.receptive_field) + float(skin) + 1e-6
