@@ -351,3 +351,65 @@ def test_unwrap_fluctuating_cell_has_no_jumps():
     step_diff = np.diff(un, axis=0) - np.diff(wrapped, axis=0)
     shift = np.einsum("fni,fij->fnj", step_diff, np.linalg.inv(cells[1:]))
     np.testing.assert_allclose(shift, np.rint(shift), atol=1e-9)
+
+
+# --- nuclei on real MD ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def solidification_store(tmp_path_factory):
+    """Three frames of the bundled LAMMPS run (fcc nucleus growing in undercooled Cu at 0.77 Tm), denoised."""
+    from pathlib import Path
+
+    import trajden
+    from trajden.io.readers import Trajectory
+    from trajden.pipeline import ProcessSettings, run
+
+    dump = Path(trajden.__file__).parent / "data" / "cu_solidification.dump"
+    out = tmp_path_factory.mktemp("nuc") / "s.zarr"
+    run(Trajectory(str(dump)), [4, 8, 12], str(out), ProcessSettings(keep_raw=True, classifiers=("acna",)),
+        progress=False)
+    return out
+
+
+def test_solid_like_finds_a_crystal_and_not_a_liquid():
+    c = lattices.make_crystal("fcc", reps=(6, 6, 6), d_nn=2.55)
+    rng = np.random.default_rng(0)
+    hot = c.positions + 0.08 * 2.55 * rng.standard_normal(c.positions.shape)
+    solid, largest = analysis.solid_like(hot, c.cell)
+    assert solid.mean() > 0.95 and largest.sum() == solid.sum()
+    gas = rng.random(c.positions.shape) @ c.cell
+    assert analysis.solid_like(gas, c.cell)[0].mean() < 0.05
+
+
+def test_denoising_does_not_grow_the_nucleus(solidification_store):
+    """The denoised a-CNA nucleus matches the ten Wolde-Frenkel nucleus of the raw frame (the denoising-free
+    nucleation measure) and is never larger by more than 3%; the raw a-CNA nucleus is much smaller."""
+    sizes = analysis.nucleus_sizes(solidification_store, method="acna")
+    den, raw, ref = (sizes[k].values.astype(float) for k in ("denoised", "raw", "solid_like"))
+    ratio = den / ref
+    assert np.all(ratio <= 1.03), ratio
+    assert np.all(ratio >= 0.90), ratio
+    assert np.all(raw < 0.8 * den)
+    assert np.all(np.diff(den) > 0)  # it grows with time, as in the MD
+
+
+def test_liquid_far_from_the_nucleus_stays_liquid(solidification_store):
+    ds = xr.open_zarr(solidification_store, consolidated=False)
+    checked = 0
+    for i in range(ds.sizes[names.DIM_FRAME]):
+        pos, cell = analysis.frame_arrays(ds, i)
+        lab = ds[names.structure_var("acna")].values[i]
+        nuc = analysis.largest_cluster(pos, cell, np.isin(lab, (names.FCC, names.HCP, names.BCC)), 1.2 * 2.56)
+        L = np.diag(cell)  # orthogonal box: periodic (circular) mean for the centre, minimum-image distances
+        theta = 2 * np.pi * pos[nuc] / L
+        centre = L * (np.arctan2(np.sin(theta).mean(0), np.cos(theta).mean(0)) % (2 * np.pi)) / (2 * np.pi)
+        dx = pos - centre
+        dx -= L * np.round(dx / L)
+        radius = (3 * nuc.sum() * 11.8 / (4 * np.pi)) ** (1 / 3)  # equivalent sphere, 11.8 A^3 per atom
+        far = np.linalg.norm(dx, axis=1) > radius + 8.0
+        if far.sum() < 200:
+            continue
+        checked += 1
+        assert (lab[far] == names.OTHER).mean() > 0.9
+    assert checked >= 2
