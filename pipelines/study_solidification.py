@@ -110,6 +110,10 @@ def analyse_frame(i: int, raw: sc.Snapshot, den_pos: np.ndarray, labs: dict, bur
             d = sc.displacement(raw.positions, pos[meth], raw.cell)
             row[f"mean_disp_{meth}"] = float(d.mean())
             row[f"max_disp_{meth}"] = float(d.max())
+    # the denoising-free reference: ten Wolde-Frenkel solid-like nucleus (q6 bond order) of the raw frame
+    from trajden.analysis import solid_like
+
+    row["cluster_twf"] = int(solid_like(raw.positions, raw.cell)[1].sum())
     # the liquid far from the (denoised) nucleus
     vol_atom = float(np.prod(np.diag(raw.cell))) / raw.n
     size_den = clusters["denoised"][0]
@@ -149,6 +153,9 @@ def plot_nucleus(rows: list[dict], path: Path, title: str) -> None:
         axes[0].plot(t, [r[f"acna_cryst_{meth}"] for r in rows], ls=ls, color=c, marker="o", ms=3, label=meth)
         axes[1].plot(t, [r[f"cluster_{meth}"] for r in rows], ls=ls, color=c, marker="o", ms=3, label=meth)
     axes[0].set_ylabel("crystalline atoms (a-CNA fcc+hcp+bcc)")
+    if "cluster_twf" in rows[0]:
+        axes[1].plot(t, [r["cluster_twf"] for r in rows], ls="-", color="k", lw=0.8, label="TWF solid-like (raw)")
+        axes[1].legend(fontsize=8)
     axes[1].set_ylabel("largest crystalline cluster (atoms)")
     for ax in axes:
         ax.set_xlabel("time (ps)")
@@ -165,7 +172,8 @@ FRAME_COLUMNS = [
     ("acna_cryst_raw", "cryst. raw", "d"), ("acna_cryst_denoised", "den.", "d"),
     ("acna_cryst_minimised", "min.", "d"), ("acna_cryst_averaged", "avg.", "d"),
     ("cluster_raw", "nucleus raw", "d"), ("cluster_denoised", "den.", "d"), ("cluster_minimised", "min.", "d"),
-    ("cluster_averaged", "avg.", "d"), ("ptm_cryst_raw", "PTM cryst. raw", "d"), ("ptm_cryst_denoised", "den.", "d"),
+    ("cluster_averaged", "avg.", "d"), ("cluster_twf", "TWF raw", "d"), ("ptm_cryst_raw", "PTM cryst. raw", "d"),
+    ("ptm_cryst_denoised", "den.", "d"),
     ("nucleus_radius_A", "R den. (A)", ".1f"), ("far_atoms", "far atoms", "d"),
     ("far_other_raw", "far other raw", ".3f"), ("far_other_denoised", "den.", ".3f"),
     ("far_other_minimised", "min.", ".3f"), ("far_other_averaged", "avg.", ".3f"),
@@ -187,10 +195,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--quick", action="store_true", help="tiny smoke run (2048 atoms, 2 frames)")
-    ap.add_argument("--cells", type=int, help="fcc cells per axis (atoms = 4 cells^3; default 13: 8788 atoms, "
-                    "to stay near 8 min on 2 cores; quick 8)")
-    ap.add_argument("--seed-radius", type=float, help="initial nucleus radius, A (default 12, quick 8)")
-    ap.add_argument("--frames", type=int, help="frames (default 8, quick 2)")
+    ap.add_argument("--cells", type=int, help="fcc cells per axis (atoms = 4 cells^3; default 18: 23,328 atoms; "
+                    "quick 8)")
+    ap.add_argument("--seed-radius", type=float, help="initial nucleus radius, A (default 15, quick 8)")
+    ap.add_argument("--frames", type=int, help="frames (default 12, quick 2)")
     ap.add_argument("--every", type=float, help="ps between frames (default 2, quick 1)")
     ap.add_argument("--burst-half", type=int, help="vibration average over 2 h + 1 configurations 20 fs apart "
                     "(default h = 10: 0.4 ps; quick 2)")
@@ -203,9 +211,9 @@ def main(argv=None) -> int:
     q = args.quick
     args.threads = args.threads or (1 if q else sc.default_workers())
     sc.set_threads(args.threads)
-    cells = args.cells or (8 if q else 13)
-    r_seed = args.seed_radius or (8.0 if q else 12.0)
-    frames = args.frames or (2 if q else 8)
+    cells = args.cells or (8 if q else 18)
+    r_seed = args.seed_radius or (8.0 if q else 15.0)
+    frames = args.frames or (2 if q else 12)
     every = args.every or (1.0 if q else 2.0)
     half = args.burst_half if args.burst_half is not None else (2 if q else 10)
     out = args.out.resolve()
@@ -274,7 +282,7 @@ def main(argv=None) -> int:
     ratios = {m: [r["acna_cryst_denoised"] / max(r[f"acna_cryst_{m}"], 1) for r in rows]
               for m in ("raw", "minimised", "averaged") if f"acna_cryst_{m}" in rows[0]}
     cratios = {m: [r["cluster_denoised"] / max(r[f"cluster_{m}"], 1) for r in rows]
-               for m in ("raw", "minimised", "averaged") if f"cluster_{m}" in rows[0]}
+               for m in ("raw", "minimised", "averaged", "twf") if f"cluster_{m}" in rows[0]}
     summary = {
         "atoms": run.info["atoms"], "frames": frames, "md": run.info, "process_seconds": round(t_process, 1),
         "total_seconds": round(elapsed, 1),
@@ -289,6 +297,8 @@ def main(argv=None) -> int:
             f"for {frames} frames x {run.info['atoms']} atoms (LocalCluster default).")
     ratio_lines = [f"* denoised / {m} crystalline atoms (a-CNA): {min(v):.3f} - {max(v):.3f} over frames; "
                    f"largest cluster: {min(cratios[m]):.3f} - {max(cratios[m]):.3f}" for m, v in ratios.items()]
+    ratio_lines.append(f"* denoised nucleus / ten Wolde-Frenkel solid-like nucleus of the raw frame (q6 bonds > 0.7, "
+                       f">= 7 solid bonds; no denoising): {min(cratios['twf']):.3f} - {max(cratios['twf']):.3f}")
     md = ["# Nucleus growing in an undercooled Cu melt (study 3)", "", head, "",
           f"MD: {run.info['protocol']}. Burst for the vibration average: {run.info['burst']}.", "",
           "Commands (run in this directory):", "", "```", *log, "```", "",
