@@ -62,6 +62,7 @@ SIGMA_HOT = 0.08  # crystal noise per coordinate, in d_nn
 SIGMA_LIQ = 0.3  # liquid-half noise per coordinate, in d_nn
 LIQ_R0, LIQ_ALPHA, LIQ_SWEEPS = 1.05, 0.2, 20  # liquid soft-sphere relaxation (see _soft_relax)
 SYSTEMS = ("hot-fcc", "mixture")
+BASELINE_BLOCK_EDGES = 262144  # the evaluator's block size before the fused fast path
 STAGES = ("read", "read-mda", "denoise-k8", "denoise-conv", "acna", "ptm", "write", "e2e")
 DEFAULT_SIZES = (30000, 250000, 1000000)
 FAST_STAGES = ("read", "read-mda", "acna", "ptm", "write")  # repeated (min taken) while short
@@ -470,13 +471,13 @@ class _Timers:
             return v
 
         nb_module.Graph.edge_vec = timed_edge_vec
-        if hasattr(dn_module, "_evaluator"):  # blocked evaluator: time its calls, keep the module untouched
-            get = dn_module._evaluator
+        if hasattr(dn_module, "evaluator"):  # blocked evaluator: time its calls, keep the module untouched
+            get = dn_module.evaluator
 
             def timed_get(*a, **kw):
                 return _Proxy(get(*a, **kw), timers)
 
-            dn_module._evaluator = timed_get
+            dn_module.evaluator = timed_get
             self.path = "evaluator"
         else:
             model.module = _Proxy(model.module, timers)
@@ -497,9 +498,11 @@ def _stage_denoise(spec, k: int, tol):
     timers = _Timers(spec["stage"], progress=len(pos) >= 100_000)
     timers.install(model, dn, nb)
 
+    kw = {"block_edges": BASELINE_BLOCK_EDGES} if spec.get("baseline") else {}
+
     def run():
         timers.reset()
-        return dn.denoise(pos, cell, types, model, k=k, tol=tol, scale=D_NN)
+        return dn.denoise(pos, cell, types, model, k=k, tol=tol, scale=D_NN, **kw)
 
     def post(r):
         n = len(pos)
@@ -516,6 +519,8 @@ def _stage_denoise(spec, k: int, tol):
             "graph_edges_per_atom": timers.graph_edges[0] if timers.graph_edges else None,
             "rms_last_A": r.residual,
             "model": f"{model.name} {model.sha256[:12]} ({model.metadata.get('description', '')})",
+            "evaluator": "baseline (e3nn tensor products, exact radial MLPs, 262144-edge blocks)"
+            if spec.get("baseline") else "fast (fused tensor products, tabulated radial MLPs, 4096-edge blocks)",
         }
         within = f"{res['edges_per_atom']:.1f} edges/atom in cutoff, " if res["edges_per_atom"] else ""
         notes = [
@@ -748,8 +753,10 @@ def child_main(spec_path: str) -> int:
 # parent: subprocesses with a memory watchdog
 
 
-def _child_env(threads: int) -> dict:
+def _child_env(threads: int, baseline: bool = False) -> dict:
     env = dict(os.environ)
+    if baseline:
+        env["TRAJDEN_FUSED"] = "0"
     env.update(
         OVITO_THREAD_COUNT=str(threads),
         OMP_NUM_THREADS=str(threads),
@@ -837,6 +844,7 @@ def run_stage(stage: str, system: str, inputs: dict, args, tmp: Path) -> dict:
         "model": args.model,
         "threads": args.threads,
         "max_iterations": args.max_iterations,
+        "baseline": bool(args.baseline),
         "mem_limit_mb": args.mem_limit_gb * 1024,
         "tmp": str(tmp),
         "result": str(tmp / f"result-{stage}-{system}-{inputs['n_atoms']}.json"),
@@ -846,7 +854,7 @@ def run_stage(stage: str, system: str, inputs: dict, args, tmp: Path) -> dict:
     Path(spec["result"]).unlink(missing_ok=True)
     w = run_watched(
         [sys.executable, os.path.abspath(__file__), "--child", str(spec_path)],
-        _child_env(args.threads),
+        _child_env(args.threads, args.baseline),
         args.mem_limit_gb * 1024 * 1.05,
     )
     try:
@@ -1177,6 +1185,9 @@ def parse_args(argv=None):
     p.add_argument("--mda-all", action="store_true", help="MDAnalysis reader at every size (default: smallest)")
     p.add_argument("--max-iterations", type=int, default=16, help="cap of the 'until converged' run")
     p.add_argument("--model", default="fcc-bcc-hcp")
+    p.add_argument("--baseline", action="store_true",
+                   help="denoise with the evaluator before the CPU optimisations (e3nn tensor products, exact radial "
+                   "MLPs, 262144-edge blocks: TRAJDEN_FUSED=0) for before/after tables")
     p.add_argument(
         "--mem-limit-gb",
         type=float,
@@ -1227,6 +1238,8 @@ def main(argv=None) -> int:
     machine["training_at_start"] = len(training_processes())
     m = load_model(args.model)
     machine["model"] = f"{m.name} sha256 {m.sha256[:12]} ({m.metadata.get('description', '')})"
+    machine["evaluator"] = ("baseline: e3nn tensor products, exact radial MLPs, 262144-edge blocks" if args.baseline
+                            else "fast: fused tensor products, tabulated radial MLPs, 4096-edge blocks")
     del m
     log(
         f"trajden throughput benchmark: {machine['cpu_model']}, {machine['cores']} cores, threads {args.threads}, "

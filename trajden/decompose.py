@@ -24,6 +24,8 @@ either way.
 from __future__ import annotations
 
 import math
+import os
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -212,10 +214,29 @@ def block_update(
 
 
 def evaluator(model, block_edges: int) -> BlockedEvaluator:
-    """The model's cached :class:`BlockedEvaluator` for ``block_edges``."""
+    """The model's cached :class:`BlockedEvaluator` for ``block_edges``, with fused tensor products
+    (:mod:`trajden.model.fused`) unless the environment sets ``TRAJDEN_FUSED=0``."""
+    fused = os.environ.get("TRAJDEN_FUSED", "1") != "0"
+    with _EVALUATOR_LOCK:  # e3nn builds modules with torch.fx tracing, which is not thread-safe
+        return _evaluator(model, block_edges, fused)
+
+
+_EVALUATOR_LOCK = threading.Lock()
+
+
+def _evaluator(model, block_edges: int, fused: bool) -> BlockedEvaluator:
     ev = getattr(model, "_evaluator", None)
-    if ev is None or ev.block_edges != block_edges:
-        ev = BlockedEvaluator(model.module, block_edges, cutoff=model.cutoff)
+    if ev is None or ev.block_edges != block_edges or bool(ev.tensor_products) != fused:
+        tps = None
+        if fused:
+            if not hasattr(model, "_fused"):
+                from trajden.model.fused import fused_tensor_products
+
+                model._fused = fused_tensor_products(model.module, model.metadata)
+            tps = model._fused
+            if tps is not None:
+                tps = [t.to(model.device) for t in tps]
+        ev = BlockedEvaluator(model.module, block_edges, cutoff=model.cutoff, tensor_products=tps)
         model._evaluator = ev
     return ev
 

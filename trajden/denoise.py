@@ -205,7 +205,7 @@ def denoise(
     skin: float = 0.2,
     refine_tol: float = 0.02,
     active_tol: float | None = None,
-    block_edges: int = 262144,
+    block_edges: int = 4096,
     blocks=None,
     client=None,
 ) -> DenoiseResult:

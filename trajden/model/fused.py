@@ -1,0 +1,150 @@
+"""A fused CPU/GPU evaluation of the network's 'uvu' tensor products (one GEMM per input irrep).
+
+e3nn's generated code evaluates each path of :class:`e3nn.o3.TensorProduct` separately (an einsum per path plus
+concatenations): for the edge messages of :class:`~trajden.model.network.ScoreNet` that is most of the run time.
+All paths that start from the same input irrep (``l1``, multiplicity ``u``) share the outer product of the input
+with the edge's spherical harmonics, so
+
+    Z[e, u, (i, j)] = x1[e, u, i] * Y[e, j]            (outer product, all paths of this input irrep)
+    P[e, u, :]      = Z[e, u, :] @ C                    (one GEMM: Clebsch-Gordan x path normalisation)
+    out[e, slot_p]  = P[e, u, cols_p] * w[e, path_p, u]  (per-edge radial weights)
+
+``C`` is read off the tensor product itself (one-hot probes in float64), so normalisation conventions are the
+tensor product's own; :func:`fused_tensor_products` checks the fused products against the model file's scripted
+ones on random inputs and returns ``None`` (use the scripted ones) when they disagree or the structure is not
+the one described here.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class FusedTP(torch.nn.Module):
+    """``out = TP(x1, x2, w)`` for a 'uvu' tensor product with per-edge weights (``shared_weights=False``)."""
+
+    def __init__(self, tp):
+        super().__init__()
+        ins = list(tp.instructions)
+        if not ins or any(i.connection_mode != "uvu" or not i.has_weight for i in ins):
+            raise ValueError("only 'uvu' tensor products with weights are fused")
+        self.dim_in1, self.dim_in2, self.dim_out = tp.irreps_in1.dim, tp.irreps_in2.dim, tp.irreps_out.dim
+        in1_slices = tp.irreps_in1.slices()
+        out_slices = tp.irreps_out.slices()
+        # weight offsets in instruction order ('uvu': path_shape = (u,))
+        w_off, offsets = 0, []
+        for i in ins:
+            offsets.append(w_off)
+            w_off += i.path_shape[0]
+        if w_off != tp.weight_numel:
+            raise ValueError("unexpected weight layout")
+        self.groups = []
+        widx: list[int] = []
+        std: list[int] = []
+        d2 = self.dim_in2
+        for b, (mul, ir) in enumerate(tp.irreps_in1):
+            paths = [(k, i) for k, i in enumerate(ins) if i.i_in1 == b]
+            if not paths:
+                continue
+            d1 = ir.dim
+            cols, blocks = 0, []
+            mats = []
+            for k, i in paths:
+                d3 = tp.irreps_out[i.i_out].ir.dim
+                mats.append(_probe_path(tp, k, offsets[k], b, in1_slices[b].start, mul, d1, i, out_slices[i.i_out]))
+                blocks.append((cols, d3, offsets[k], out_slices[i.i_out].start))
+                cols += d3
+            C = torch.cat(mats, dim=1)  # (d1 * d2, cols)
+            Ct = C.view(d1, d2, cols).transpose(0, 1).reshape(d2, d1 * cols)  # M = Y @ Ct -> (E, d1, cols)
+            self.register_buffer(f"ct{len(self.groups)}", Ct.float().contiguous())
+            self.groups.append((in1_slices[b].start, mul, d1, cols))
+            # fused column order: group-major, then channel u, then the group's columns
+            for u in range(mul):
+                for _c0, d3, w0, o0 in blocks:
+                    for m in range(d3):
+                        widx.append(w0 + u)
+                        std.append(o0 + u * d3 + m)
+        self._d2 = d2
+        self.register_buffer("widx", torch.tensor(widx, dtype=torch.long))
+        order = torch.tensor(std, dtype=torch.long)
+        if sorted(std) != list(range(self.dim_out)):
+            raise ValueError("the paths do not cover the output irreps once each")
+        self.register_buffer("to_standard_index", torch.argsort(order))  # standard column k = fused column idx[k]
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """Messages (E, dim_out) in the *fused* column order; :meth:`standard` maps (summed) messages back."""
+        E = x1.shape[0]
+        parts = []
+        for g, (start, mul, d1, cols) in enumerate(self.groups):
+            X = x1[:, start : start + mul * d1].reshape(E, mul, d1)
+            M = (x2 @ getattr(self, f"ct{g}")).view(E, d1, cols)
+            P = X[:, :, 0:1] * M[:, None, 0, :]  # (E, mul, cols)
+            for i in range(1, d1):
+                P.addcmul_(X[:, :, i : i + 1], M[:, None, i, :])
+            parts.append(P.view(E, mul * cols))
+        return torch.cat(parts, dim=1) * w.index_select(1, self.widx)
+
+    def standard(self, messages: torch.Tensor) -> torch.Tensor:
+        """Columns of fused-order messages (or their per-atom sums) in the tensor product's own order."""
+        return messages.index_select(1, self.to_standard_index)
+
+    def reference_order(self, x1: torch.Tensor, x2: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """The tensor product's output in its own column order."""
+        return self.standard(self.forward(x1, x2, w))
+
+
+def _probe_path(tp, k, w0, b, in_start, mul, d1, ins, out_slice) -> torch.Tensor:
+    """The (d1 * d2, d3) bilinear map of path ``k`` for channel 0 (the same for every channel in 'uvu')."""
+    d2 = tp.irreps_in2.dim
+    n = d1 * d2
+    x1 = torch.zeros(n, tp.irreps_in1.dim, dtype=torch.float64)
+    x2 = torch.zeros(n, d2, dtype=torch.float64)
+    for i in range(d1):
+        for j in range(d2):
+            x1[i * d2 + j, in_start + i] = 1.0  # channel 0 of input irrep b ('mul_ir' layout: u-major)
+            x2[i * d2 + j, j] = 1.0
+    w = torch.zeros(n, tp.weight_numel, dtype=torch.float64)
+    w[:, w0] = 1.0
+    tp64 = tp.double() if next(iter(tp.buffers()), torch.zeros(0)).dtype != torch.float64 else tp
+    with torch.no_grad():
+        out = tp64(x1, x2, w)
+    d3 = ins and tp.irreps_out[ins.i_out].ir.dim
+    return out[:, out_slice.start : out_slice.start + d3].clone()  # channel 0 of the output slot
+
+
+def fused_tensor_products(module, metadata: dict, atol: float = 1e-5) -> list | None:
+    """Fused replacements for the tensor products of ``module``'s layers, or ``None`` when not applicable.
+
+    The Python network is rebuilt from ``metadata["training_config"]`` with the file's weights; each fused
+    product is checked against the scripted one on random inputs.
+    """
+    import copy
+
+    cfg = (metadata or {}).get("training_config")
+    if not cfg:
+        return None
+    try:
+        from trajden.model.network import ScoreNet
+
+        net = ScoreNet(num_types=len(cfg["species"]), cutoff=cfg["cutoff"], hidden=cfg["hidden"],
+                       n_layers=cfg["n_layers"], lmax=cfg["lmax"], n_basis=cfg["n_basis"],
+                       radial_hidden=cfg["radial_hidden"])
+        net.load_state_dict(module.state_dict(), strict=True)
+        layers = dict(module.named_children())["layers"]
+        scripted = [dict(layers.named_children())[str(i)] for i in range(len(net.layers))]
+        fused = []
+        gen = torch.Generator().manual_seed(1)
+        for py_layer, sc_layer in zip(net.layers, scripted):
+            f = FusedTP(copy.deepcopy(py_layer.tp))
+            x1 = torch.randn(64, f.dim_in1, generator=gen)
+            x2 = torch.randn(64, f.dim_in2, generator=gen)
+            w = torch.randn(64, py_layer.tp.weight_numel, generator=gen)
+            with torch.no_grad():
+                ref = sc_layer.tp(x1, x2, w)
+                got = f.reference_order(x1, x2, w)
+            if ref.shape != got.shape or not torch.allclose(got, ref, atol=atol, rtol=1e-4):
+                return None
+            fused.append(f)
+        return fused
+    except (KeyError, ValueError, RuntimeError, TypeError, AttributeError):
+        return None
