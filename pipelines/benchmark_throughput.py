@@ -503,10 +503,7 @@ def _stage_denoise(spec, k: int, tol, blocks=None):
     kw = {"block_edges": BASELINE_BLOCK_EDGES} if spec.get("baseline") else {}
     # per-worker set-up, like loading the model: the fast path's fused tensor products and radial tables
     t_setup = time.perf_counter()
-    import torch
-
-    default_block = dn.CPU_BLOCK_EDGES if torch.get_num_threads() == 1 else 4 * dn.CPU_BLOCK_EDGES
-    dn.evaluator(model, kw.get("block_edges", default_block))
+    dn.evaluator(model, kw.get("block_edges", dn.CPU_BLOCK_EDGES))
     t_setup = time.perf_counter() - t_setup
     if blocks is not None:
         kw["blocks"] = blocks
@@ -531,7 +528,7 @@ def _stage_denoise(spec, k: int, tol, blocks=None):
             "rms_last_A": r.residual,
             "model": f"{model.name} {model.sha256[:12]} ({model.metadata.get('description', '')})",
             "evaluator": "baseline (e3nn tensor products, exact radial MLPs, 262144-edge blocks)"
-            if spec.get("baseline") else "fast (fused tensor products, tabulated radial MLPs, 4096/16384-edge blocks)",
+            if spec.get("baseline") else "fast (fused tensor products, tabulated radial MLPs, 4096-edge blocks)",
         }
         within = f"{res['edges_per_atom']:.1f} edges/atom in cutoff, " if res["edges_per_atom"] else ""
         res["evaluator_setup_s"] = t_setup
@@ -1259,8 +1256,7 @@ def main(argv=None) -> int:
     m = load_model(args.model)
     machine["model"] = f"{m.name} sha256 {m.sha256[:12]} ({m.metadata.get('description', '')})"
     machine["evaluator"] = ("baseline: e3nn tensor products, exact radial MLPs, 262144-edge blocks" if args.baseline
-                            else "fast: fused tensor products, tabulated radial MLPs, 4096/16384-edge blocks "
-                            "(1 / more threads)")
+                            else "fast: fused tensor products, tabulated radial MLPs, 4096-edge blocks")
     del m
     log(
         f"trajden throughput benchmark: {machine['cpu_model']}, {machine['cores']} cores, threads {args.threads}, "
