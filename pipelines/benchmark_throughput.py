@@ -32,6 +32,11 @@ Usage::
 
     .venv/bin/python pipelines/benchmark_throughput.py [--sizes 30000 250000 1000000] [--systems hot-fcc mixture]
         [--out pipelines/out/benchmark] [--threads N] [--frames 3] [--e2e-all] [--stages read denoise-k8 ...]
+        [--baseline] [--device cuda]
+
+``--baseline`` times the evaluator as it was before the CPU fast path (e3nn tensor products, exact radial MLPs,
+262144-edge blocks) for before/after tables; ``--device cuda`` runs the denoise stages on a GPU (peak GPU memory
+in ``gpu_peak_mb``), e.g. ``--sizes 1000000 --systems hot-fcc --stages denoise-k8 ptm --device cuda``.
 
 Writes ``OUT.csv`` (one row per system, size and stage), ``OUT.md`` (machine, tables) and ``OUT.json``.
 """
@@ -492,7 +497,7 @@ def _stage_denoise(spec, k: int, tol, blocks=None):
     from trajden import neighbors as nb
     from trajden.model.package import load_model
 
-    model = load_model(spec["model"])
+    model = load_model(spec["model"], device=spec.get("device", "cpu"))
     pos, cell, types, liquid = _load(spec)
     # No warm-up on a smaller frame: TorchScript's profiling executor specialises the scripted submodules to
     # the first shapes it sees, and later calls with other shapes then ran 4-6x slower (measured at 32k atoms).
@@ -515,6 +520,7 @@ def _stage_denoise(spec, k: int, tol, blocks=None):
     def post(r):
         n = len(pos)
         res = {
+            "device": str(model.device),
             "iterations": r.iterations,
             "status": names.FRAME_STATUS_NAMES.get(r.status, str(r.status)),
             "graph_s": timers.graph_s,
@@ -532,6 +538,10 @@ def _stage_denoise(spec, k: int, tol, blocks=None):
         }
         within = f"{res['edges_per_atom']:.1f} edges/atom in cutoff, " if res["edges_per_atom"] else ""
         res["evaluator_setup_s"] = t_setup
+        if model.device.type == "cuda":
+            import torch
+
+            res["gpu_peak_mb"] = torch.cuda.max_memory_allocated(model.device) / 2**20
         notes = [
             f"evaluator set-up {t_setup:.1f} s (before the clock, once per worker); "
             f"{r.iterations} it, {timers.n_graph} NL builds (first {res['graph_edges_per_atom'] or 0:.1f} edges/atom "
@@ -862,6 +872,7 @@ def run_stage(stage: str, system: str, inputs: dict, args, tmp: Path) -> dict:
         "threads": args.threads,
         "max_iterations": args.max_iterations,
         "baseline": bool(args.baseline),
+        "device": args.device,
         "mem_limit_mb": args.mem_limit_gb * 1024,
         "tmp": str(tmp),
         "result": str(tmp / f"result-{stage}-{system}-{inputs['n_atoms']}.json"),
@@ -1202,6 +1213,7 @@ def parse_args(argv=None):
     p.add_argument("--mda-all", action="store_true", help="MDAnalysis reader at every size (default: smallest)")
     p.add_argument("--max-iterations", type=int, default=16, help="cap of the 'until converged' run")
     p.add_argument("--model", default="fcc-bcc-hcp")
+    p.add_argument("--device", default="cpu", help="device of the denoise stages (cpu, cuda, cuda:N)")
     p.add_argument("--baseline", action="store_true",
                    help="denoise with the evaluator before the CPU optimisations (e3nn tensor products, exact radial "
                    "MLPs, 262144-edge blocks: TRAJDEN_FUSED=0) for before/after tables")
