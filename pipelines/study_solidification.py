@@ -1,6 +1,6 @@
 """Study: a crystal nucleus growing in an undercooled Cu melt, through the real CLI (issue 6, study 3).
 
-    python pipelines/study_solidification.py [--quick] [--cells 13] [--frames 8] [--out pipelines/out/solidification]
+    python pipelines/study_solidification.py [--quick] [--cells 18] [--frames 12] [--out pipelines/out/solidification]
 
 1. MD (pipelines/md/solidification.py, Mishin Cu EAM, Tm = 1327 K): an fcc seed of radius --seed-radius in a melt
    of 4 x cells^3 atoms at 0.77 Tm, NPT P = 0, a frame every --every ps; around every frame a burst of
