@@ -186,28 +186,34 @@ def read_averages(lmp) -> dict[str, float]:
     return {"T_mean_K": round(t, 1), "P_mean_GPa": round(p / BAR_PER_GPA, 3), "volume_per_atom_A3": round(v, 4)}
 
 
-def minimise_frames(frames: list[Frame]) -> list[Frame]:
-    """Energy-minimise each frame at fixed box (0 K reference), atoms keep their ids."""
-    out = []
-    for f in frames:
-        lmp = new_lammps()
-        lmp.commands_string(
-            f"""
+def lammps_with_atoms(lo, hi, ids, types, x):
+    """A LAMMPS instance (Mishin Cu, periodic box ``lo``..``hi``) holding these atoms, wrapped into the box."""
+    lo, hi = np.asarray(lo, dtype=float), np.asarray(hi, dtype=float)
+    lmp = new_lammps()
+    lmp.commands_string(
+        f"""
 units metal
 atom_style atomic
 atom_modify map array
 boundary p p p
-region box block {f.lo[0]} {f.hi[0]} {f.lo[1]} {f.hi[1]} {f.lo[2]} {f.hi[2]} units box
+region box block {lo[0]} {hi[0]} {lo[1]} {hi[1]} {lo[2]} {hi[2]} units box
 create_box 1 box
 mass 1 63.546
 pair_style eam/alloy
 pair_coeff * * {cu_potential_path()} Cu
 """
-        )
-        length = f.hi - f.lo
-        x = f.lo + np.mod(f.x - f.lo, length)
-        lmp.create_atoms(len(f.ids), f.ids.tolist(), f.types.tolist(), x.ravel().tolist())
-        assert lmp.get_natoms() == len(f.ids)
+    )
+    x = lo + np.mod(np.asarray(x) - lo, hi - lo)
+    lmp.create_atoms(len(ids), np.asarray(ids).tolist(), np.asarray(types).tolist(), x.ravel().tolist())
+    assert lmp.get_natoms() == len(ids)
+    return lmp
+
+
+def minimise_frames(frames: list[Frame]) -> list[Frame]:
+    """Energy-minimise each frame at fixed box (0 K reference), atoms keep their ids."""
+    out = []
+    for f in frames:
+        lmp = lammps_with_atoms(f.lo, f.hi, f.ids, f.types, f.x)
         lmp.commands_string("min_style cg\nminimize 0 1e-6 5000 50000")
         nlocal = int(lmp.extract_global("nlocal"))
         assert nlocal == len(f.ids)
@@ -607,24 +613,8 @@ def make_cu_gb_liquid(out: Path) -> dict:
     dt = 0.001
     every = 1000
     nframes = 2
-    lmp = new_lammps()
-    lmp.commands_string(
-        f"""
-units metal
-atom_style atomic
-atom_modify map array
-boundary p p p
-region box block 0 {L[0]} 0 {L[1]} 0 {L[2]} units box
-create_box 1 box
-mass 1 63.546
-pair_style eam/alloy
-pair_coeff * * {cu_potential_path()} Cu
-neighbor 1.0 bin
-neigh_modify every 1 delay 0 check yes
-thermo 1000
-"""
-    )
-    lmp.create_atoms(len(snap.ids), snap.ids.tolist(), snap.types.tolist(), snap.positions.ravel().tolist())
+    lmp = lammps_with_atoms(np.zeros(3), L, snap.ids, snap.types, snap.positions)
+    lmp.commands_string("neighbor 1.0 bin\nneigh_modify every 1 delay 0 check yes\nthermo 1000")
     lmp.commands_string(
         f"""
 min_style cg
