@@ -350,12 +350,12 @@ def nucleus_sizes(ds, method: str = "acna", frames=None, link: float = 1.2) -> x
     rows = {"denoised": [], "raw": [], "solid_like": []} if has_raw else {"denoised": []}
     for i in sel:
         pos, cell = frame_arrays(ds, i)
-        nn = float(ds[names.VAR_SCALE].values[i]) if names.VAR_SCALE in ds else 2.556
-        lab = np.asarray(ds[names.structure_var(method)].values[i])
+        nn = float(ds[names.VAR_SCALE][i]) if names.VAR_SCALE in ds else 2.556
+        lab = np.asarray(ds[names.structure_var(method)][i].values)
         rows["denoised"].append(int(largest_cluster(pos, cell, np.isin(lab, codes), link * nn).sum()))
         if has_raw:
             raw_pos, _ = frame_arrays(ds, i, raw=True)
-            lab_raw = np.asarray(ds[names.structure_var(method, raw=True)].values[i])
+            lab_raw = np.asarray(ds[names.structure_var(method, raw=True)][i].values)
             rows["raw"].append(int(largest_cluster(raw_pos, cell, np.isin(lab_raw, codes), link * nn).sum()))
             rows["solid_like"].append(int(solid_like(raw_pos, cell)[1].sum()))
     frame_coord = np.asarray(ds[names.DIM_FRAME].values)[list(sel)]

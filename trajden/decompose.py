@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from trajden.model.evaluate import BlockedEvaluator, sort_graph
+from trajden.model.evaluate import BlockedEvaluator, sort_graph, with_neighbours
 from trajden.neighbors import build_graph
 
 #: a split axis' cell vector is stretched by this factor so the block sees no periodic image along it
@@ -205,9 +205,7 @@ def block_update(
             active = owned
         else:
             moving = torch.as_tensor(moving_local, dtype=torch.bool, device=device)
-            active = moving.clone()
-            active[graph.src[moving[graph.dst]]] = True
-            active &= owned
+            active = with_neighbours(moving, graph.src, graph.dst) & owned
         evaluate = evaluator(model, block_edges)
         delta = evaluate(x, graph, types, active)
     return delta[:n_owned].cpu().numpy()

@@ -21,7 +21,7 @@ import torch
 
 from trajden import decompose, names
 from trajden.decompose import evaluator
-from trajden.model.evaluate import sort_graph
+from trajden.model.evaluate import min_edge_length, sort_graph, with_neighbours
 from trajden.model.package import LoadedModel
 from trajden.neighbors import build_graph
 from trajden.scale import estimate_nn_distance
@@ -82,19 +82,12 @@ class _Whole:
         )
 
     def step(self, x: torch.Tensor, moving: torch.Tensor | None) -> torch.Tensor:
-        active = None
-        if moving is not None:
-            # atoms that moved, and their neighbours, are recomputed; the rest keep their positions
-            active = moving.clone()
-            active[self.graph.src[moving[self.graph.dst]]] = True
+        # atoms that moved, and their neighbours, are recomputed; the rest keep their positions
+        active = None if moving is None else with_neighbours(moving, self.graph.src, self.graph.dst)
         return self.evaluate(x, self.graph, self.types, active)
 
     def min_pair_distance(self, x: torch.Tensor) -> float:
-        graph = self.graph
-        if graph.src.numel() == 0:
-            return math.inf
-        vec = graph.edge_vec(x)
-        return float(torch.sqrt((vec * vec).sum(-1)).min())
+        return min_edge_length(self.graph, x)
 
 
 class _Blocks:
@@ -110,7 +103,7 @@ class _Blocks:
         self.plan = None
         self.ref = None
         self.token = uuid.uuid4().hex
-        self.spec = (model.path, str(model.device) if client is None else "auto")
+        self.spec = (model.path, "auto")  # how a Dask worker gets the model (its own device)
 
     def rebuild(self, ref: torch.Tensor) -> None:
         self.ref = ref.double().cpu().numpy()
@@ -144,11 +137,7 @@ class _Blocks:
         return torch.as_tensor(delta, device=x.device)
 
     def min_pair_distance(self, x: torch.Tensor) -> float:
-        close = build_graph(x.double().cpu().numpy(), self.cell, 0.5)
-        if close.src.numel() == 0:
-            return math.inf
-        vec = close.edge_vec(x.cpu())
-        return float(torch.sqrt((vec * vec).sum(-1)).min())
+        return min_edge_length(build_graph(x.double().cpu().numpy(), self.cell, 0.5), x.cpu())
 
 
 @torch.no_grad()

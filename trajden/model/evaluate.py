@@ -51,10 +51,6 @@ class RadialTable:
         f = (t - i).unsqueeze(-1)
         return torch.addcmul(self.table[i], self.delta[i], f)
 
-    def to(self, device):
-        self.table, self.delta = self.table.to(device), self.delta.to(device)
-        return self
-
     def max_error(self, samples: int = 20000) -> float:
         gen = torch.Generator().manual_seed(2)
         r = self.r_min + 0.45 + (self.cutoff - self.r_min - 0.45) * torch.rand(samples, generator=gen)
@@ -142,10 +138,8 @@ class BlockedEvaluator:
             mask = active.clone()
             needed[n_layers - 1] = mask
             for li in range(n_layers - 2, -1, -1):
-                grown = mask.clone()
-                grown[src[mask[dst]]] = True
-                needed[li] = grown
-                mask = grown
+                mask = with_neighbours(mask, src, dst)
+                needed[li] = mask
         x = self.embedding(types)
         for li, layer in enumerate(self.layers):
             tp = self.tensor_products[li] if self.tensor_products else None
@@ -190,6 +184,21 @@ class BlockedEvaluator:
             new[n0:n1] = upd
             n0 = n1
         return new
+
+
+def with_neighbours(mask: torch.Tensor, src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+    """``mask`` plus every atom with an edge into a masked atom (a new tensor)."""
+    grown = mask.clone()
+    grown[src[mask[dst]]] = True
+    return grown
+
+
+def min_edge_length(graph: Graph, positions: torch.Tensor) -> float:
+    """Shortest edge of ``graph`` at ``positions`` (inf without edges)."""
+    if graph.src.numel() == 0:
+        return float("inf")
+    vec = graph.edge_vec(positions)
+    return float(torch.sqrt((vec * vec).sum(-1)).min())
 
 
 def _bisect_right(cum: list[int], value: int, lo: int, hi: int) -> int:

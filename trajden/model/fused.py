@@ -17,6 +17,8 @@ the one described here.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 
@@ -38,6 +40,7 @@ class FusedTP(torch.nn.Module):
             w_off += i.path_shape[0]
         if w_off != tp.weight_numel:
             raise ValueError("unexpected weight layout")
+        tp64 = copy.deepcopy(tp).double()  # probed in float64; the caller's module is left as it is
         self.groups = []
         widx: list[int] = []
         std: list[int] = []
@@ -51,7 +54,7 @@ class FusedTP(torch.nn.Module):
             mats = []
             for k, i in paths:
                 d3 = tp.irreps_out[i.i_out].ir.dim
-                mats.append(_probe_path(tp, k, offsets[k], b, in1_slices[b].start, mul, d1, i, out_slices[i.i_out]))
+                mats.append(_probe_path(tp64, offsets[k], in1_slices[b].start, d1, out_slices[i.i_out].start, d3))
                 blocks.append((cols, d3, offsets[k], out_slices[i.i_out].start))
                 cols += d3
             C = torch.cat(mats, dim=1)  # (d1 * d2, cols)
@@ -93,23 +96,22 @@ class FusedTP(torch.nn.Module):
         return self.standard(self.forward(x1, x2, w))
 
 
-def _probe_path(tp, k, w0, b, in_start, mul, d1, ins, out_slice) -> torch.Tensor:
-    """The (d1 * d2, d3) bilinear map of path ``k`` for channel 0 (the same for every channel in 'uvu')."""
-    d2 = tp.irreps_in2.dim
+def _probe_path(tp64, w0: int, in_start: int, d1: int, out_start: int, d3: int) -> torch.Tensor:
+    """The (d1 * d2, d3) bilinear map of the path whose weights start at ``w0``, for channel 0 (the same for
+    every channel in 'uvu'); ``tp64``: the tensor product in float64."""
+    d2 = tp64.irreps_in2.dim
     n = d1 * d2
-    x1 = torch.zeros(n, tp.irreps_in1.dim, dtype=torch.float64)
+    x1 = torch.zeros(n, tp64.irreps_in1.dim, dtype=torch.float64)
     x2 = torch.zeros(n, d2, dtype=torch.float64)
     for i in range(d1):
         for j in range(d2):
-            x1[i * d2 + j, in_start + i] = 1.0  # channel 0 of input irrep b ('mul_ir' layout: u-major)
+            x1[i * d2 + j, in_start + i] = 1.0  # channel 0 of the input irrep ('mul_ir' layout: u-major)
             x2[i * d2 + j, j] = 1.0
-    w = torch.zeros(n, tp.weight_numel, dtype=torch.float64)
+    w = torch.zeros(n, tp64.weight_numel, dtype=torch.float64)
     w[:, w0] = 1.0
-    tp64 = tp.double() if next(iter(tp.buffers()), torch.zeros(0)).dtype != torch.float64 else tp
     with torch.no_grad():
         out = tp64(x1, x2, w)
-    d3 = ins and tp.irreps_out[ins.i_out].ir.dim
-    return out[:, out_slice.start : out_slice.start + d3].clone()  # channel 0 of the output slot
+    return out[:, out_start : out_start + d3].clone()  # channel 0 of the output slot
 
 
 def fused_tensor_products(module, metadata: dict, atol: float = 1e-5) -> list | None:
@@ -118,8 +120,6 @@ def fused_tensor_products(module, metadata: dict, atol: float = 1e-5) -> list | 
     The Python network is rebuilt from ``metadata["training_config"]`` with the file's weights; each fused
     product is checked against the scripted one on random inputs.
     """
-    import copy
-
     cfg = (metadata or {}).get("training_config")
     if not cfg:
         return None
@@ -135,7 +135,7 @@ def fused_tensor_products(module, metadata: dict, atol: float = 1e-5) -> list | 
         fused = []
         gen = torch.Generator().manual_seed(1)
         for py_layer, sc_layer in zip(net.layers, scripted):
-            f = FusedTP(copy.deepcopy(py_layer.tp))
+            f = FusedTP(py_layer.tp)
             x1 = torch.randn(64, f.dim_in1, generator=gen)
             x2 = torch.randn(64, f.dim_in2, generator=gen)
             w = torch.randn(64, py_layer.tp.weight_numel, generator=gen)
