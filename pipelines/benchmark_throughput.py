@@ -21,7 +21,11 @@ the wrong shapes and slows the run 4-6x):
 * ``acna``, ``ptm``: OVITO a-CNA and PTM (six structures, as :mod:`trajden.classify`) on the raw frame;
 * ``write``: ``Store.create`` + ``write_frames`` of one frame (both classifiers, raw and denoised labels);
 * ``e2e``: ``trajden process DUMP --serial --quiet`` on a ``--frames``-frame dump (smallest size, or every
-  size with ``--e2e-all``), frames/s over the whole command and as trajden reports it.
+  size with ``--e2e-all``), frames/s over the whole command and as trajden reports it;
+  ``e2e-cluster``: the same with trajden's default LocalCluster (``--workers`` workers, default one per core
+  group), where frames overlap: one worker reads, labels or writes while another denoises. The report
+  compares its time per frame (trajden's own clock, cluster start excluded) with the slowest stage of one
+  frame (read, denoise "until converged", the four labellings, write) measured in this run.
 
 Peak memory: each stage's subprocess resets its RSS high-water mark (``/proc/self/clear_refs``) just before
 the stage, so "stage dRSS" is the stage's own peak above what the process held before (data, model, libs);
@@ -70,7 +74,9 @@ SIGMA_LIQ = 0.3  # liquid-half noise per coordinate, in d_nn
 LIQ_R0, LIQ_ALPHA, LIQ_SWEEPS = 1.05, 0.2, 20  # liquid soft-sphere relaxation (see _soft_relax)
 SYSTEMS = ("hot-fcc", "mixture")
 BASELINE_BLOCK_EDGES = 262144  # the evaluator's block size before the fused fast path
-STAGES = ("read", "read-mda", "denoise-k8", "denoise-conv", "denoise-k8-blocks", "acna", "ptm", "write", "e2e")
+STAGES = ("read", "read-mda", "denoise-k8", "denoise-conv", "denoise-k8-blocks", "acna", "ptm", "write", "e2e",
+          "e2e-cluster")
+E2E_STAGES = ("e2e", "e2e-cluster")
 DEFAULT_SIZES = (30000, 250000, 1000000)
 FAST_STAGES = ("read", "read-mda", "acna", "ptm", "write")  # repeated (min taken) while short
 REPEAT_BUDGET_S = 3.0
@@ -902,7 +908,7 @@ def run_stage(stage: str, system: str, inputs: dict, args, tmp: Path) -> dict:
     return res
 
 
-def run_e2e(system: str, inputs: dict, args, tmp: Path) -> dict:
+def run_e2e(system: str, inputs: dict, args, tmp: Path, cluster: bool = False) -> dict:
     exe = Path(sys.executable).parent / "trajden"
     cmd = (
         [str(exe)]
@@ -916,23 +922,22 @@ def run_e2e(system: str, inputs: dict, args, tmp: Path) -> dict:
         inputs["dump_e2e"],
         "--out",
         str(store),
-        "--serial",
         "--quiet",
         "--overwrite",
         "--model",
         args.model,
         "--device",
         "cpu",
-        "--torch-threads",
-        str(args.threads),
-        "--ovito-threads",
-        str(args.threads),
     ]
+    if cluster:  # the default LocalCluster: workers and threads from trajden's own defaults
+        cmd += ["--workers", str(args.workers)] if args.workers else []
+    else:
+        cmd += ["--serial", "--torch-threads", str(args.threads), "--ovito-threads", str(args.threads)]
     w = run_watched(cmd, _child_env(args.threads), args.mem_limit_gb * 1024, capture=True)
     per_frame = _store_summary(store)
     shutil.rmtree(store, ignore_errors=True)
     res = {
-        "stage": "e2e",
+        "stage": "e2e-cluster" if cluster else "e2e",
         "ok": w["rc"] == 0,
         "wall_s": w["wall_s"],
         "peak_rss_mb": w["maxrss_mb"],
@@ -1003,6 +1008,8 @@ COLUMNS = [
     "atom_iterations_per_s",
     "atoms_per_s",
     "frames_per_s",
+    "frames",
+    "trajden_s",
     "rss_increase_mb",
     "peak_rss_mb",
     "graph_s",
@@ -1040,7 +1047,7 @@ def finish_row(res: dict, system: str, n: int, training: bool) -> dict:
             row["atom_iterations_per_s"] = n * res["iterations"] / wall
             row["rate"], row["rate_unit"] = row["atom_iterations_per_s"], "atom-it/s"
             row["other_s"] = wall - res["graph_s"] - res["edge_vec_s"] - res["model_s"]
-        elif stage == "e2e":
+        elif stage in E2E_STAGES:
             row["frames_per_s"] = res["frames"] / wall
             row["atoms_per_s"] = n * res["frames"] / wall
             row["rate"], row["rate_unit"] = row["frames_per_s"], "frames/s"
@@ -1139,6 +1146,37 @@ def ratio_lines(rows: list[dict]) -> list[str]:
     return lines
 
 
+def overlap_lines(rows: list[dict]) -> list[str]:
+    """End-to-end time per frame against the slowest stage of one frame (issue 7's overlap criterion: <= 1.3)."""
+    lines = [
+        "| system | atoms | read s | denoise (conv) s | 2 x (a-CNA + PTM) s | write s | slowest | "
+        "e2e serial s/frame | e2e cluster s/frame | cluster / slowest | serial / sum of stages |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    keys = sorted({(r["system"], r["n_atoms"]) for r in rows}, key=lambda k: (SYSTEMS.index(k[0]), k[1]))
+    for system, n in keys:
+        get = {r["stage"]: r for r in rows if r["system"] == system and r["n_atoms"] == n
+               and r.get("status") not in (None, "error", "oom")}
+        if not any(s in get for s in E2E_STAGES):
+            continue
+        wall = {s: get[s]["wall_s"] for s in ("read", "denoise-conv", "acna", "ptm", "write") if s in get}
+        stages = {"read": wall.get("read"), "denoise": wall.get("denoise-conv"),
+                  "label": 2 * (wall["acna"] + wall["ptm"]) if "acna" in wall and "ptm" in wall else None,
+                  "write": wall.get("write")}
+        known = {k: v for k, v in stages.items() if v}
+        slowest = max(known.items(), key=lambda kv: kv[1]) if known else None
+        total = sum(known.values()) if len(known) == len(stages) else None
+
+        ser, clu = ((get[s].get("trajden_s") or get[s]["wall_s"]) / get[s]["frames"] if s in get else None
+                    for s in E2E_STAGES)
+        lines.append(
+            f"| {system} | {n} | {_fmt(stages['read'])} | {_fmt(stages['denoise'])} | {_fmt(stages['label'])} | "
+            f"{_fmt(stages['write'])} | {slowest[0] if slowest else '-'} | {_fmt(ser)} | {_fmt(clu)} | "
+            f"{_fmt(clu / slowest[1] if clu and slowest else None)} | {_fmt(ser / total if ser and total else None)} |"
+        )
+    return lines
+
+
 def write_outputs(out: Path, rows: list[dict], machine: dict, args, systems_info: dict, finished: bool) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(f"{out}.csv", "w", newline="") as fh:
@@ -1182,6 +1220,14 @@ def write_outputs(out: Path, rows: list[dict], machine: dict, args, systems_info
         "",
         *ratio_lines(rows),
         "",
+        "## overlap: end-to-end time per frame vs the slowest stage",
+        "",
+        "Stage times are this run's single-frame stages with all cores (denoise: default tol, known scale; the "
+        "pipeline's automatic scale estimate is extra). End-to-end times are trajden's own clock (cluster start "
+        "excluded) over the frames of the e2e dump.",
+        "",
+        *overlap_lines(rows),
+        "",
     ]
     for name, info in systems_info.items():
         md.append(f"- {name}: {json.dumps(info)}")
@@ -1210,6 +1256,8 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch and OVITO threads (default all cores)")
     p.add_argument("--frames", type=int, default=3, help="frames in the end-to-end dump")
     p.add_argument("--e2e-all", action="store_true", help="end-to-end at every size (default: smallest only)")
+    p.add_argument("--workers", type=int, default=None, help="LocalCluster workers of e2e-cluster (default: "
+                   "trajden's)")
     p.add_argument("--mda-all", action="store_true", help="MDAnalysis reader at every size (default: smallest)")
     p.add_argument("--max-iterations", type=int, default=16, help="cap of the 'until converged' run")
     p.add_argument("--model", default="fcc-bcc-hcp")
@@ -1287,7 +1335,7 @@ def main(argv=None) -> int:
         for size in sizes:
             for system in args.systems:
                 smallest = size == sizes[0]
-                want_e2e = "e2e" in args.stages and (smallest or args.e2e_all)
+                want_e2e = bool(set(E2E_STAGES) & set(args.stages)) and (smallest or args.e2e_all)
                 t0 = time.perf_counter()
                 inputs = prepare_inputs(tmp, system, size, args.frames, want_e2e)
                 n = inputs["n_atoms"]
@@ -1301,7 +1349,7 @@ def main(argv=None) -> int:
                 for stage in args.stages:
                     if stage == "read-mda" and not (smallest or args.mda_all):
                         continue
-                    if stage == "e2e" and not want_e2e:
+                    if stage in E2E_STAGES and not want_e2e:
                         continue
                     log(f"{system} {n} {stage} ...")
                     row = None
@@ -1310,8 +1358,8 @@ def main(argv=None) -> int:
                         training = bool(training_processes())
                         load = os.getloadavg()[0]
                         res = (
-                            run_e2e(system, inputs, args, tmp)
-                            if stage == "e2e"
+                            run_e2e(system, inputs, args, tmp, cluster=stage == "e2e-cluster")
+                            if stage in E2E_STAGES
                             else run_stage(stage, system, inputs, args, tmp)
                         )
                         new = finish_row(res, system, n, training)

@@ -50,6 +50,13 @@ def main(argv=None) -> int:
     cpu = load_model("fcc-bcc-hcp")
     dev = load_model("fcc-bcc-hcp", device=args.device)
 
+    from trajden.decompose import evaluator
+    from trajden.denoise import CPU_BLOCK_EDGES, GPU_BLOCK_EDGES
+
+    # which evaluation path each model takes ("fast" expected on both; "forward" means a silent fallback)
+    out["evaluator_cpu"] = evaluator(cpu, CPU_BLOCK_EDGES).mode
+    gpu_edges = GPU_BLOCK_EDGES if args.device.startswith("cuda") else CPU_BLOCK_EDGES
+    out["evaluator_device"] = evaluator(dev, gpu_edges).mode
     f = Trajectory(str(ROOT / "tests" / "data" / "md" / "cu_gb_liquid.dump")).frame(0)
     a = denoise(f.positions, f.cell, f.types, cpu)
     b = denoise(f.positions, f.cell, f.types, dev)

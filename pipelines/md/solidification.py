@@ -145,30 +145,20 @@ def _wrapped(positions: np.ndarray, cell: np.ndarray, origin: np.ndarray) -> tup
 
 def largest_cluster(positions: np.ndarray, cell: np.ndarray, origin: np.ndarray, mask: np.ndarray,
                     cutoff: float) -> tuple[int, np.ndarray, np.ndarray | None]:
-    """Largest cluster of the atoms in ``mask`` (neighbours closer than ``cutoff``, periodic orthogonal box).
+    """Largest cluster of the atoms in ``mask`` (:func:`trajden.analysis.largest_cluster`) and its centre.
 
-    Returns (size, boolean member mask over all atoms, centre (3,) in box coordinates incl. origin or None).
+    Returns (size, boolean member mask over all atoms, centre (3,) in box coordinates incl. origin or None;
+    periodic orthogonal box, circular mean per axis).
     """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-    from scipy.spatial import cKDTree
+    from trajden.analysis import largest_cluster as members_of_largest
 
-    idx = np.flatnonzero(mask)
-    members = np.zeros(len(positions), dtype=bool)
-    if len(idx) == 0:
+    members = members_of_largest(positions, cell, mask, cutoff)
+    if not members.any():
         return 0, members, None
-    x, L = _wrapped(positions[idx], cell, origin)
-    pairs = cKDTree(x, boxsize=L).query_pairs(cutoff, output_type="ndarray")
-    n = len(idx)
-    g = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n)) if len(pairs) else \
-        coo_matrix((n, n))
-    _, comp = connected_components(g, directed=False)
-    big = np.argmax(np.bincount(comp))
-    sel = comp == big
-    members[idx[sel]] = True
-    theta = 2 * np.pi * x[sel] / L
+    x, L = _wrapped(positions[members], cell, origin)
+    theta = 2 * np.pi * x / L
     centre = L * (np.arctan2(np.sin(theta).mean(0), np.cos(theta).mean(0)) % (2 * np.pi)) / (2 * np.pi)
-    return int(sel.sum()), members, centre + origin
+    return int(members.sum()), members, centre + origin
 
 
 def distance_from(positions: np.ndarray, cell: np.ndarray, point: np.ndarray) -> np.ndarray:

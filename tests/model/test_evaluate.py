@@ -83,4 +83,4 @@ def test_unsupported_module_falls_back():
             return torch.zeros(types.shape[0], 3).index_add(0, edge_dst, edge_vec)
 
     ev = BlockedEvaluator(torch.jit.script(Plain()))
-    assert not ev.supported
+    assert not ev.supported and ev.mode == "forward"

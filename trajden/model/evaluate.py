@@ -17,6 +17,9 @@ tp, linear_2, gate, self_connection}``, ``head``); a model without them falls ba
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import torch
 
 from trajden.neighbors import Graph
@@ -31,10 +34,12 @@ class RadialTable:
     float32 network itself rounds at about 1e-5).
     """
 
-    def __init__(self, basis, radial, cutoff: float, points: int = 8192, r_min: float = 0.05):
+    def __init__(self, basis, radial, cutoff: float, points: int = 8192, r_min: float = 0.05,
+                 device: torch.device | str = "cpu"):
         self.cutoff, self.r_min = float(cutoff), float(r_min)
         self.step = (self.cutoff - self.r_min) / (points - 1)
-        r = torch.linspace(self.r_min, self.cutoff, points, dtype=torch.float64)
+        self.device = torch.device(device)
+        r = torch.linspace(self.r_min, self.cutoff, points, dtype=torch.float64, device=self.device)
         with torch.no_grad():
             self.table = self._exact(basis, radial, r).float().contiguous()
             self.delta = torch.diff(self.table, dim=0, append=self.table[-1:]).contiguous()
@@ -54,6 +59,7 @@ class RadialTable:
     def max_error(self, samples: int = 20000) -> float:
         gen = torch.Generator().manual_seed(2)
         r = self.r_min + 0.45 + (self.cutoff - self.r_min - 0.45) * torch.rand(samples, generator=gen)
+        r = r.to(self.device)
         with torch.no_grad():
             exact = self._exact(self._basis, self._radial, r.double()).float()
             return float((self(r) - exact).abs().max() / exact.abs().max().clamp_min(1e-12))
@@ -63,14 +69,19 @@ class BlockedEvaluator:
     """Evaluate ``model`` on a neighbour graph in blocks of about ``block_edges`` edges."""
 
     def __init__(self, module: torch.nn.Module, block_edges: int = 4096, cutoff: float | None = None,
-                 tensor_products: list | None = None):
+                 tensor_products: list | None = None, threads: int | None = None):
         self.module = module
         self.block_edges = int(block_edges)
+        #: CPU threads over blocks (each block single-threaded, so results do not depend on it); ``None``:
+        #: the calling thread's ``torch.get_num_threads()``
+        self.threads = threads
         #: per layer, a replacement for ``layer.tp`` with ``forward`` (messages in its own column order) and
         #: ``standard`` (summed messages back to the tensor product's order), e.g. :class:`trajden.model.fused.FusedTP`
         self.tensor_products = tensor_products
         self.radial_tables = None
         self.cutoff = float(cutoff) if cutoff is not None else float(getattr(module, "cutoff", float("inf")))
+        #: where the module's weights live; the probe, the radial tables and every block run there
+        self.device = module_device(module)
         try:
             children = dict(module.named_children())
             layer_dict = dict(children["layers"].named_children())
@@ -81,11 +92,20 @@ class BlockedEvaluator:
             self.output_scale = float(module.output_scale)
             self.supported = bool(self.cutoff < float("inf")) and self._probe()
             if self.supported and tensor_products is not None:  # the fast path: tabulated radial networks too
-                tables = [RadialTable(self.basis, layer.radial, self.cutoff) for layer in self.layers]
+                tables = [RadialTable(self.basis, layer.radial, self.cutoff, device=self.device)
+                          for layer in self.layers]
                 if max(t.max_error() for t in tables) < 1e-4:  # float32 rounding of the MLP itself ~1e-5
                     self.radial_tables = tables
         except (KeyError, AttributeError, RuntimeError):
             self.supported = False
+
+    @property
+    def mode(self) -> str:
+        """``"fast"`` (fused tensor products, tabulated radial networks), ``"blocked"`` (the model's own
+        submodules, block by block) or ``"forward"`` (the monolithic forward: no memory bound)."""
+        if not self.supported:
+            return "forward"
+        return "fast" if self.tensor_products is not None and self.radial_tables is not None else "blocked"
 
     def _probe(self) -> bool:
         """Check on a small random cluster that the blocked evaluation reproduces ``forward``."""
@@ -93,9 +113,9 @@ class BlockedEvaluator:
 
         gen = torch.Generator().manual_seed(0)
         pos = (torch.rand(24, 3, generator=gen) * 2.5).double().numpy()
-        graph = sort_graph(build_graph(pos, 20.0 * torch.eye(3).double().numpy(), self.cutoff))
-        x = torch.as_tensor(pos, dtype=torch.float32)
-        types = torch.zeros(24, dtype=torch.long)
+        graph = sort_graph(build_graph(pos, 20.0 * torch.eye(3).double().numpy(), self.cutoff, device=self.device))
+        x = torch.as_tensor(pos, dtype=torch.float32, device=self.device)
+        types = torch.zeros(24, dtype=torch.long, device=self.device)
         try:
             with torch.no_grad():
                 ref = self.module(graph.edge_vec(x), graph.src, graph.dst, types)
@@ -156,16 +176,18 @@ class BlockedEvaluator:
             emask = needed[dst]
             src, dst, vec = src[emask], dst[emask], vec[emask]
         cum = torch.cumsum(torch.bincount(dst, minlength=n), 0).tolist()  # edges of atoms < i+1
-        new = None
+        spans = []  # (first atom, end atom, first edge, end edge) of each block with work to do
         n0 = 0
         while n0 < n:
             e0 = cum[n0 - 1] if n0 > 0 else 0
             # the atoms whose edges fit in one block (at least one atom)
             n1 = max(n0 + 1, _bisect_right(cum, e0 + self.block_edges, n0, n))
-            e1 = cum[n1 - 1]
-            if needed is not None and not bool(needed[n0:n1].any()):
-                n0 = n1
-                continue
+            if needed is None or bool(needed[n0:n1].any()):
+                spans.append((n0, n1, e0, cum[n1 - 1]))
+            n0 = n1
+
+        def block(span):
+            n0, n1, e0, e1 = span
             v = vec[e0:e1]
             lengths = torch.sqrt((v * v).sum(-1))
             if table is not None:
@@ -178,12 +200,55 @@ class BlockedEvaluator:
             agg.index_add_(0, dst[e0:e1] - n0, msg)
             if tp is not None:
                 agg = tp.standard(agg)
-            upd = layer.self_connection(x[n0:n1]) + layer.gate(layer.linear_2(agg * inv_sqrt_nb))
-            if new is None:
-                new = torch.zeros(n, upd.shape[1], dtype=upd.dtype, device=upd.device)
-            new[n0:n1] = upd
-            n0 = n1
+            return layer.self_connection(x[n0:n1]) + layer.gate(layer.linear_2(agg * inv_sqrt_nb))
+
+        first = block(spans[0] if spans else (0, 0, 0, 0))  # (an empty span gives the output width)
+        new = torch.zeros(n, first.shape[1], dtype=first.dtype, device=first.device)
+        if spans:
+            new[spans[0][0] : spans[0][1]] = first
+
+        def write(span):
+            new[span[0] : span[1]] = block(span)
+
+        pool = _block_pool(self.threads, self.device, len(spans) - 1)
+        if pool is None:
+            for span in spans[1:]:
+                write(span)
+        else:  # each block is the same single-threaded computation whichever thread runs it
+            for _ in pool.map(write, spans[1:]):
+                pass
         return new
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _one_intra_op_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def _block_pool(threads: int | None, device: torch.device, n_blocks: int) -> ThreadPoolExecutor | None:
+    """A pool of ``threads`` threads (default: this thread's torch intra-op threads) that run one block each,
+    with one intra-op thread apiece; ``None`` where that does not apply (GPU, one thread, one block)."""
+    threads = torch.get_num_threads() if threads is None else int(threads)
+    if device.type != "cpu" or threads <= 1 or n_blocks < 2:
+        return None
+    with _POOLS_LOCK:
+        pool = _POOLS.get(threads)
+        if pool is None:
+            pool = ThreadPoolExecutor(threads, thread_name_prefix="trajden-blocks", initializer=_one_intra_op_thread)
+            _POOLS[threads] = pool
+        return pool
+
+
+def module_device(module: torch.nn.Module) -> torch.device:
+    """The device of ``module``'s first parameter or buffer (CPU for a module without tensors)."""
+    for t in module.parameters():
+        return t.device
+    for t in module.buffers():
+        return t.device
+    return torch.device("cpu")
 
 
 def with_neighbours(mask: torch.Tensor, src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:

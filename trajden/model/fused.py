@@ -132,6 +132,9 @@ def fused_tensor_products(module, metadata: dict, atol: float = 1e-5) -> list | 
         net.load_state_dict(module.state_dict(), strict=True)
         layers = dict(module.named_children())["layers"]
         scripted = [dict(layers.named_children())[str(i)] for i in range(len(net.layers))]
+        from trajden.model.evaluate import module_device
+
+        device = module_device(module)  # the check runs the scripted products where they live
         fused = []
         gen = torch.Generator().manual_seed(1)
         for py_layer, sc_layer in zip(net.layers, scripted):
@@ -140,7 +143,7 @@ def fused_tensor_products(module, metadata: dict, atol: float = 1e-5) -> list | 
             x2 = torch.randn(64, f.dim_in2, generator=gen)
             w = torch.randn(64, py_layer.tp.weight_numel, generator=gen)
             with torch.no_grad():
-                ref = sc_layer.tp(x1, x2, w)
+                ref = sc_layer.tp(x1.to(device), x2.to(device), w.to(device)).cpu()
                 got = f.reference_order(x1, x2, w)
             if ref.shape != got.shape or not torch.allclose(got, ref, atol=atol, rtol=1e-4):
                 return None
