@@ -18,6 +18,8 @@ the wrong shapes and slows the run 4-6x):
   iterations, atom-iterations/s and the split into neighbour list / edge vectors / model forward / rest;
 * ``denoise-k8-blocks``: k = 8 with ``blocks="auto"`` (spatial blocks of <= 250k atoms with halos, evaluated one
   after another): the peak memory of one block task;
+* ``denoise-k8-blocks-cluster``: the same with the blocks as Dask tasks on trajden's default LocalCluster (one
+  worker per core): wall time and the largest worker's peak RSS (the issue's per-worker memory bound);
 * ``acna``, ``ptm``: OVITO a-CNA and PTM (six structures, as :mod:`trajden.classify`) on the raw frame;
 * ``write``: ``Store.create`` + ``write_frames`` of one frame (both classifiers, raw and denoised labels);
 * ``e2e``: ``trajden process DUMP --serial --quiet`` on a ``--frames``-frame dump (smallest size, or every
@@ -74,8 +76,8 @@ SIGMA_LIQ = 0.3  # liquid-half noise per coordinate, in d_nn
 LIQ_R0, LIQ_ALPHA, LIQ_SWEEPS = 1.05, 0.2, 20  # liquid soft-sphere relaxation (see _soft_relax)
 SYSTEMS = ("hot-fcc", "mixture")
 BASELINE_BLOCK_EDGES = 262144  # the evaluator's block size before the fused fast path
-STAGES = ("read", "read-mda", "denoise-k8", "denoise-conv", "denoise-k8-blocks", "acna", "ptm", "write", "e2e",
-          "e2e-cluster")
+STAGES = ("read", "read-mda", "denoise-k8", "denoise-conv", "denoise-k8-blocks", "denoise-k8-blocks-cluster", "acna",
+          "ptm", "write", "e2e", "e2e-cluster")
 E2E_STAGES = ("e2e", "e2e-cluster")
 DEFAULT_SIZES = (30000, 250000, 1000000)
 FAST_STAGES = ("read", "read-mda", "acna", "ptm", "write")  # repeated (min taken) while short
@@ -598,6 +600,63 @@ def stage_denoise_k8_blocks(spec):
     return _stage_denoise(spec, 8, 0.0, blocks="auto")
 
 
+def _worker_memory(reset: bool) -> dict:
+    """On a Dask worker: its current and peak RSS (MB); ``reset`` clears the peak first."""
+    if reset:
+        _reset_hwm()
+    return {"rss_mb": _status_kb("VmRSS") / 1024, "hwm_mb": _status_kb("VmHWM") / 1024}
+
+
+def _worker_setup(model_name: str) -> float:
+    """On a Dask worker: the evaluator's one-off set-up (fused products, radial tables), as a pipeline worker
+    does on its first frame; returns its seconds."""
+    from trajden.cluster import get_model
+    from trajden.decompose import evaluator
+    from trajden.denoise import CPU_BLOCK_EDGES
+
+    t0 = time.perf_counter()
+    evaluator(get_model(model_name, "auto"), CPU_BLOCK_EDGES)
+    return time.perf_counter() - t0
+
+
+def stage_denoise_k8_blocks_cluster(spec):
+    """k = 8 with ``blocks="auto"``, the blocks as Dask tasks on trajden's default LocalCluster (one worker per
+    core, one thread each, as ``trajden process --blocks auto``): wall time and every worker's peak RSS."""
+    from trajden import denoise as dn
+    from trajden import names
+    from trajden.cluster import close_cluster, start_cluster
+    from trajden.model.package import load_model
+
+    model = load_model(spec["model"])
+    pos, cell, types, _ = _load(spec)
+    client, cluster = start_cluster("local", model=spec["model"], device="cpu")
+    setup = client.run(_worker_setup, spec["model"])
+
+    def run():
+        client.run(_worker_memory, True)
+        return dn.denoise(pos, cell, types, model, k=8, tol=0.0, scale=D_NN, blocks="auto", client=client)
+
+    def post(r):
+        mem = client.run(_worker_memory, False)
+        n_workers = len(mem)
+        close_cluster(client, cluster)
+        peak = max(m["hwm_mb"] for m in mem.values())
+        before = max(m["rss_mb"] for m in mem.values())
+        return {
+            "device": "cpu",
+            "iterations": r.iterations,
+            "status": names.FRAME_STATUS_NAMES.get(r.status, str(r.status)),
+            "graph_s": 0.0, "edge_vec_s": 0.0, "model_s": 0.0,
+            "worker_peak_rss_mb": peak,
+            "notes": f"{n_workers} workers x 1 thread; largest worker peak RSS {peak:.0f} MB "
+                     f"(now {before:.0f} MB; model and libraries included); evaluator set-up "
+                     f"{max(setup.values()):.1f} s per worker before the clock; the driver (this process) holds "
+                     f"the frame and assembles the halos",
+        }
+
+    return run, post
+
+
 def stage_denoise_conv(spec):
     return _stage_denoise(spec, int(spec["max_iterations"]), None)
 
@@ -712,6 +771,7 @@ STAGE_FUNCS = {
     "denoise-k8": stage_denoise_k8,
     "denoise-conv": stage_denoise_conv,
     "denoise-k8-blocks": stage_denoise_k8_blocks,
+    "denoise-k8-blocks-cluster": stage_denoise_k8_blocks_cluster,
     "acna": stage_acna,
     "ptm": stage_ptm,
     "write": stage_write,
@@ -1012,6 +1072,7 @@ COLUMNS = [
     "trajden_s",
     "rss_increase_mb",
     "peak_rss_mb",
+    "worker_peak_rss_mb",
     "graph_s",
     "model_s",
     "edge_vec_s",
@@ -1104,7 +1165,8 @@ def table_lines(rows: list[dict]) -> list[str]:
         notes = r["notes"] or ""
         if r["error"]:
             notes = (notes + "; " if notes else "") + r["error"]
-        if r["stage"].startswith("denoise") and r["status"] != "error" and r["wall_s"]:
+        if (r["stage"].startswith("denoise") and r["stage"] != "denoise-k8-blocks-cluster" and r["status"] != "error"
+                and r["wall_s"]):
             notes = (
                 f"graph {r['graph_s']:.2f} s, model {r['model_s']:.1f} s, edge vectors {r['edge_vec_s']:.2f} s, "
                 f"rest {r['other_s']:.2f} s; "

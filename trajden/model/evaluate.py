@@ -186,6 +186,7 @@ class BlockedEvaluator:
                 spans.append((n0, n1, e0, cum[n1 - 1]))
             n0 = n1
 
+        @torch.no_grad()  # grad mode is per thread: the pool's threads need it too
         def block(span):
             n0, n1, e0, e1 = span
             v = vec[e0:e1]

@@ -42,6 +42,7 @@ class FusedTP(torch.nn.Module):
             raise ValueError("unexpected weight layout")
         tp64 = copy.deepcopy(tp).double()  # probed in float64; the caller's module is left as it is
         self.groups = []
+        self.paths: list[list[tuple[int, int, int]]] = []  # per group: (first column, width, first weight)
         widx: list[int] = []
         std: list[int] = []
         d2 = self.dim_in2
@@ -61,6 +62,7 @@ class FusedTP(torch.nn.Module):
             Ct = C.view(d1, d2, cols).transpose(0, 1).reshape(d2, d1 * cols)  # M = Y @ Ct -> (E, d1, cols)
             self.register_buffer(f"ct{len(self.groups)}", Ct.float().contiguous())
             self.groups.append((in1_slices[b].start, mul, d1, cols))
+            self.paths.append([(c0, d3, w0) for c0, d3, w0, _o0 in blocks])
             # fused column order: group-major, then channel u, then the group's columns
             for u in range(mul):
                 for _c0, d3, w0, o0 in blocks:
@@ -77,15 +79,19 @@ class FusedTP(torch.nn.Module):
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """Messages (E, dim_out) in the *fused* column order; :meth:`standard` maps (summed) messages back."""
         E = x1.shape[0]
-        parts = []
+        out = torch.empty(E, self.dim_out, dtype=x1.dtype, device=x1.device)
+        col = 0
         for g, (start, mul, d1, cols) in enumerate(self.groups):
             X = x1[:, start : start + mul * d1].reshape(E, mul, d1)
             M = (x2 @ getattr(self, f"ct{g}")).view(E, d1, cols)
-            P = X[:, :, 0:1] * M[:, None, 0, :]  # (E, mul, cols)
+            P = out[:, col : col + mul * cols].view(E, mul, cols)  # written in place, no concatenation
+            torch.mul(X[:, :, 0:1], M[:, None, 0, :], out=P)
             for i in range(1, d1):
                 P.addcmul_(X[:, :, i : i + 1], M[:, None, i, :])
-            parts.append(P.view(E, mul * cols))
-        return torch.cat(parts, dim=1) * w.index_select(1, self.widx)
+            for c0, d3, w0 in self.paths[g]:  # radial weights per (path, channel), broadcast over the path's m
+                P[:, :, c0 : c0 + d3].mul_(w[:, w0 : w0 + mul].unsqueeze(-1))
+            col += mul * cols
+        return out
 
     def standard(self, messages: torch.Tensor) -> torch.Tensor:
         """Columns of fused-order messages (or their per-atom sums) in the tensor product's own order."""
