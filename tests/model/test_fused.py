@@ -86,6 +86,9 @@ def test_threads_over_blocks_give_bit_identical_results(shipped, monkeypatch):
     ev = evaluator(shipped, 1024)
     active = torch.zeros(len(pos), dtype=torch.bool)
     active[::5] = True
+    from trajden.model.evaluate import _in_new_thread
+
+    default = _in_new_thread(torch.get_num_threads)
     out = {}
     try:
         for threads in (1, 3):
@@ -95,3 +98,5 @@ def test_threads_over_blocks_give_bit_identical_results(shipped, monkeypatch):
         ev.threads = None
     assert torch.equal(out[1][0], out[3][0]) and torch.equal(out[1][1], out[3][1])
     assert float(out[3][0].abs().max()) > 0  # a real result, not zeros
+    # the pool's threads run single-threaded without changing what other threads get (Dask's, the caller's)
+    assert _in_new_thread(torch.get_num_threads) == default

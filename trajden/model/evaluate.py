@@ -226,19 +226,38 @@ _POOLS_LOCK = threading.Lock()
 
 
 def _one_intra_op_thread() -> None:
+    torch.get_num_threads()  # torch's lazy per-thread set-up first: it would later reset the count to the default
     torch.set_num_threads(1)
+
+
+def _in_new_thread(fn):
+    """``fn()`` run in a short-lived thread (torch's thread settings of existing threads stay as they are)."""
+    out = []
+    t = threading.Thread(target=lambda: out.append(fn()))
+    t.start()
+    t.join()
+    return out[0]
 
 
 def _block_pool(threads: int | None, device: torch.device, n_blocks: int) -> ThreadPoolExecutor | None:
     """A pool of ``threads`` threads (default: this thread's torch intra-op threads) that run one block each,
-    with one intra-op thread apiece; ``None`` where that does not apply (GPU, one thread, one block)."""
+    with one intra-op thread apiece; ``None`` where that does not apply (GPU, one thread, one block).
+
+    ``torch.set_num_threads`` in a pool thread also changes the default that threads started later take up;
+    the pool's threads are therefore all started at once and the default is put back afterwards.
+    """
     threads = torch.get_num_threads() if threads is None else int(threads)
     if device.type != "cpu" or threads <= 1 or n_blocks < 2:
         return None
     with _POOLS_LOCK:
         pool = _POOLS.get(threads)
         if pool is None:
+            default = _in_new_thread(torch.get_num_threads)
             pool = ThreadPoolExecutor(threads, thread_name_prefix="trajden-blocks", initializer=_one_intra_op_thread)
+            barrier = threading.Barrier(threads)
+            for _ in pool.map(lambda _: barrier.wait(timeout=60), range(threads)):  # every thread starts now
+                pass
+            _in_new_thread(lambda: torch.set_num_threads(default))
             _POOLS[threads] = pool
         return pool
 
