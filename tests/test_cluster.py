@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import dask
@@ -236,13 +237,14 @@ def test_local_cluster_model_plugin(tiny_model):
         import torch
         from distributed import get_worker
 
+        from trajden import cluster as c
         from trajden.cluster import ModelPlugin, get_model
 
         m = get_model(path)
         plugins = [p for p in get_worker().plugins.values() if isinstance(p, ModelPlugin)]
         out = m.module(torch.ones(1, 3)).shape[-1]
         return (get_worker().name, os.getpid(), id(m), m is plugins[0].loaded, m.name, str(m.device), out,
-                os.environ.get("OVITO_THREAD_COUNT"), torch.get_num_threads())
+                os.environ.get("OVITO_THREAD_COUNT"), torch.get_num_threads(), c.MALLOC_TUNED)
 
     client, lc = cluster.start_cluster(
         "local", n_workers=2, device="cpu", torch_threads=1, ovito_threads=2, dashboard_address=None,
@@ -255,6 +257,8 @@ def test_local_cluster_model_plugin(tiny_model):
         cluster.close_cluster(client, lc)
     assert all(r[3] for r in results)  # the plugin's model
     assert {r[4:9] for r in results} == {("tiny-test", "cpu", 3, "2", 1)}
+    if sys.platform == "linux":  # glibc: the plugin undid the nanny's MALLOC_TRIM_THRESHOLD_ (see tune_malloc)
+        assert all(r[9] for r in results)
     by_pid: dict[int, set] = {}
     for r in results:
         by_pid.setdefault(r[1], set()).add(r[2])
