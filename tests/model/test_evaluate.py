@@ -84,3 +84,21 @@ def test_unsupported_module_falls_back():
 
     ev = BlockedEvaluator(torch.jit.script(Plain()))
     assert not ev.supported and ev.mode == "forward"
+
+
+def test_block_pools_are_per_calling_thread():
+    """Two task threads (e.g. Dask's, with several torch threads each) do not share one pool of threads."""
+    import threading
+
+    from trajden.model.evaluate import _block_pool
+
+    cpu = torch.device("cpu")
+    assert _block_pool(1, cpu, 10) is None and _block_pool(2, cpu, 1) is None  # nothing to share out
+    here = _block_pool(2, cpu, 10)
+    assert here is _block_pool(2, cpu, 10)
+    other = []
+    t = threading.Thread(target=lambda: other.append(_block_pool(2, cpu, 10)))
+    t.start()
+    t.join()
+    assert other[0] is not None and other[0] is not here
+    assert list(here.map(lambda _: torch.get_num_threads(), range(4))) == [1, 1, 1, 1]

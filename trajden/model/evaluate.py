@@ -221,7 +221,7 @@ class BlockedEvaluator:
         return new
 
 
-_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
 _POOLS_LOCK = threading.Lock()
 
 
@@ -241,7 +241,8 @@ def _in_new_thread(fn):
 
 def _block_pool(threads: int | None, device: torch.device, n_blocks: int) -> ThreadPoolExecutor | None:
     """A pool of ``threads`` threads (default: this thread's torch intra-op threads) that run one block each,
-    with one intra-op thread apiece; ``None`` where that does not apply (GPU, one thread, one block).
+    with one intra-op thread apiece; ``None`` where that does not apply (GPU, one thread, one block). Each
+    calling thread has its own pool (two Dask task threads with 4 torch threads each use 8 cores, as before).
 
     ``torch.set_num_threads`` in a pool thread also changes the default that threads started later take up;
     the pool's threads are therefore all started at once and the default is put back afterwards.
@@ -249,8 +250,9 @@ def _block_pool(threads: int | None, device: torch.device, n_blocks: int) -> Thr
     threads = torch.get_num_threads() if threads is None else int(threads)
     if device.type != "cpu" or threads <= 1 or n_blocks < 2:
         return None
+    key = (threading.get_ident(), threads)
     with _POOLS_LOCK:
-        pool = _POOLS.get(threads)
+        pool = _POOLS.get(key)
         if pool is None:
             default = _in_new_thread(torch.get_num_threads)
             pool = ThreadPoolExecutor(threads, thread_name_prefix="trajden-blocks", initializer=_one_intra_op_thread)
@@ -258,7 +260,7 @@ def _block_pool(threads: int | None, device: torch.device, n_blocks: int) -> Thr
             for _ in pool.map(lambda _: barrier.wait(timeout=60), range(threads)):  # every thread starts now
                 pass
             _in_new_thread(lambda: torch.set_num_threads(default))
-            _POOLS[threads] = pool
+            _POOLS[key] = pool
         return pool
 
 
