@@ -29,7 +29,7 @@ def test_fused_tensor_products_equal_the_scripted_ones(shipped):
     for f, tp in zip(fused, _scripted_tps(shipped.module)):
         x1 = 3 * torch.randn(500, f.dim_in1, generator=gen)
         x2 = torch.randn(500, f.dim_in2, generator=gen)
-        w = torch.randn(500, f.widx.max().item() + 1, generator=gen)
+        w = torch.randn(500, f.weight_numel, generator=gen)
         with torch.no_grad():
             ref = tp(x1, x2, w)
             got = f.reference_order(x1, x2, w)

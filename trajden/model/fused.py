@@ -43,7 +43,6 @@ class FusedTP(torch.nn.Module):
         tp64 = copy.deepcopy(tp).double()  # probed in float64; the caller's module is left as it is
         self.groups = []
         self.paths: list[list[tuple[int, int, int]]] = []  # per group: (first column, width, first weight)
-        widx: list[int] = []
         std: list[int] = []
         d2 = self.dim_in2
         for b, (mul, ir) in enumerate(tp.irreps_in1):
@@ -65,12 +64,10 @@ class FusedTP(torch.nn.Module):
             self.paths.append([(c0, d3, w0) for c0, d3, w0, _o0 in blocks])
             # fused column order: group-major, then channel u, then the group's columns
             for u in range(mul):
-                for _c0, d3, w0, o0 in blocks:
+                for _c0, d3, _w0, o0 in blocks:
                     for m in range(d3):
-                        widx.append(w0 + u)
                         std.append(o0 + u * d3 + m)
-        self._d2 = d2
-        self.register_buffer("widx", torch.tensor(widx, dtype=torch.long))
+        self.weight_numel = tp.weight_numel
         order = torch.tensor(std, dtype=torch.long)
         if sorted(std) != list(range(self.dim_out)):
             raise ValueError("the paths do not cover the output irreps once each")
