@@ -646,7 +646,6 @@ def stage_denoise_k8_blocks_cluster(spec):
             "device": "cpu",
             "iterations": r.iterations,
             "status": names.FRAME_STATUS_NAMES.get(r.status, str(r.status)),
-            "graph_s": 0.0, "edge_vec_s": 0.0, "model_s": 0.0,
             "worker_peak_rss_mb": peak,
             "notes": f"{n_workers} workers x 1 thread; largest worker peak RSS {peak:.0f} MB "
                      f"(now {before:.0f} MB; model and libraries included); evaluator set-up "
@@ -1107,7 +1106,8 @@ def finish_row(res: dict, system: str, n: int, training: bool) -> dict:
         if stage.startswith("denoise"):
             row["atom_iterations_per_s"] = n * res["iterations"] / wall
             row["rate"], row["rate_unit"] = row["atom_iterations_per_s"], "atom-it/s"
-            row["other_s"] = wall - res["graph_s"] - res["edge_vec_s"] - res["model_s"]
+            if "model_s" in res:  # the in-process stages split their time (not the cluster one)
+                row["other_s"] = wall - res["graph_s"] - res["edge_vec_s"] - res["model_s"]
         elif stage in E2E_STAGES:
             row["frames_per_s"] = res["frames"] / wall
             row["atoms_per_s"] = n * res["frames"] / wall
@@ -1165,8 +1165,7 @@ def table_lines(rows: list[dict]) -> list[str]:
         notes = r["notes"] or ""
         if r["error"]:
             notes = (notes + "; " if notes else "") + r["error"]
-        if (r["stage"].startswith("denoise") and r["stage"] != "denoise-k8-blocks-cluster" and r["status"] != "error"
-                and r["wall_s"]):
+        if r["stage"].startswith("denoise") and r["status"] != "error" and r["other_s"] is not None:
             notes = (
                 f"graph {r['graph_s']:.2f} s, model {r['model_s']:.1f} s, edge vectors {r['edge_vec_s']:.2f} s, "
                 f"rest {r['other_s']:.2f} s; "
