@@ -539,6 +539,7 @@ MALLOC_MMAP_THRESHOLD = 32 << 20
 MALLOC_TRIM_THRESHOLD = 128 << 20
 
 
+@functools.cache  # once per process
 def tune_malloc() -> bool:
     """Let glibc's heap serve the evaluator's short-lived MB-sized tensors (a Dask worker's default makes every
     one a fresh ``mmap``).
@@ -548,7 +549,7 @@ def tune_malloc() -> bool:
     mapped, page-faulted and unmapped again, and denoising ran 1.85x slower on a worker than in a plain process
     (32k-atom frame, one thread: 15.3 s vs 8.3 s). Sets the mmap threshold to 32 MB (glibc's adaptive
     maximum) and the trim threshold to 128 MB (at most that much freed memory is kept per process).
-    Returns False where it does not apply (not glibc).
+    Returns False where it does not apply (not glibc); runs once per process.
     """
     import ctypes
     import ctypes.util
@@ -682,9 +683,8 @@ def get_model(model: str | os.PathLike, device: str = "auto") -> LoadedModel:
     """
     key = _model_key(model)
     worker = _current_worker()
-    if worker is not None and not MALLOC_TUNED:  # a worker without the plugin (e.g. a user's own cluster)
-        tune_malloc()
     if worker is not None:
+        tune_malloc()  # also on workers without the plugin (e.g. a user's own cluster)
         for plugin in list(worker.plugins.values()):
             if (isinstance(plugin, ModelPlugin) and plugin.model == key and plugin.loaded is not None
                     and device in (None, "auto", plugin.device, str(plugin.loaded.device))):
