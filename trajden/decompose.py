@@ -213,18 +213,23 @@ def block_update(
 
 def evaluator(model, block_edges: int) -> BlockedEvaluator:
     """The model's cached :class:`BlockedEvaluator` for ``block_edges``, with fused tensor products
-    (:mod:`trajden.model.fused`) unless the environment sets ``TRAJDEN_FUSED=0``."""
+    (:mod:`trajden.model.fused`) unless the environment sets ``TRAJDEN_FUSED=0``, compiled with
+    ``torch.compile`` on CUDA (``TRAJDEN_COMPILE=0``: never, ``=1``: on the CPU too; ``TRAJDEN_AGGREGATE``:
+    which compiled sum, see :func:`trajden.model.evaluate.choose_aggregate`)."""
     fused = os.environ.get("TRAJDEN_FUSED", "1") != "0"
+    compile_env = os.environ.get("TRAJDEN_COMPILE", "")
+    compile = None if compile_env == "" else compile_env != "0"
     with _EVALUATOR_LOCK:  # e3nn builds modules with torch.fx tracing, which is not thread-safe
-        return _evaluator(model, block_edges, fused)
+        return _evaluator(model, block_edges, fused, compile)
 
 
 _EVALUATOR_LOCK = threading.Lock()
 
 
-def _evaluator(model, block_edges: int, fused: bool) -> BlockedEvaluator:
+def _evaluator(model, block_edges: int, fused: bool, compile: bool | None = None) -> BlockedEvaluator:
     ev = getattr(model, "_evaluator", None)
-    if ev is None or ev.block_edges != block_edges or bool(ev.tensor_products) != fused:
+    key = (block_edges, fused, compile, os.environ.get("TRAJDEN_AGGREGATE", ""))
+    if ev is None or getattr(ev, "_key", None) != key:
         tps = None
         if fused:
             if not hasattr(model, "_fused"):
@@ -234,7 +239,8 @@ def _evaluator(model, block_edges: int, fused: bool) -> BlockedEvaluator:
             tps = model._fused
             if tps is not None:
                 tps = [t.to(model.device) for t in tps]
-        ev = BlockedEvaluator(model.module, block_edges, cutoff=model.cutoff, tensor_products=tps)
+        ev = BlockedEvaluator(model.module, block_edges, cutoff=model.cutoff, tensor_products=tps, compile=compile)
+        ev._key = key
         model._evaluator = ev
     return ev
 

@@ -18,6 +18,7 @@ tp, linear_2, gate, self_connection}``, ``head``); a model without them falls ba
 from __future__ import annotations
 
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -51,10 +52,9 @@ class RadialTable:
         return radial(b).double() * env.double().unsqueeze(-1)
 
     def __call__(self, lengths: torch.Tensor) -> torch.Tensor:
-        t = ((lengths - self.r_min) / self.step).clamp(0.0, self.table.shape[0] - 1.0)
-        i = t.long()
-        f = (t - i).unsqueeze(-1)
-        return torch.addcmul(self.table[i], self.delta[i], f)
+        from trajden.model.fused import interpolate
+
+        return interpolate(self.table, self.delta, lengths, self.r_min, self.step)
 
     def max_error(self, samples: int = 20000) -> float:
         gen = torch.Generator().manual_seed(2)
@@ -69,7 +69,7 @@ class BlockedEvaluator:
     """Evaluate ``model`` on a neighbour graph in blocks of about ``block_edges`` edges."""
 
     def __init__(self, module: torch.nn.Module, block_edges: int = 4096, cutoff: float | None = None,
-                 tensor_products: list | None = None, threads: int | None = None):
+                 tensor_products: list | None = None, threads: int | None = None, compile: bool | None = None):
         self.module = module
         self.block_edges = int(block_edges)
         #: CPU threads over blocks (each block single-threaded, so results do not depend on it); ``None``:
@@ -79,6 +79,13 @@ class BlockedEvaluator:
         #: ``standard`` (summed messages back to the tensor product's order), e.g. :class:`trajden.model.fused.FusedTP`
         self.tensor_products = tensor_products
         self.radial_tables = None
+        #: per layer, ``{"atomic": fn, "padded": fn}``: ``torch.compile``'d :meth:`FusedTP.aggregate` and
+        #: :meth:`FusedTP.aggregate_padded` (fast path only; ``compile=None``: on CUDA); see :func:`compile_aggregates`
+        self.compiled = None
+        #: which compiled sum runs: ``"atomic"`` or ``"padded"`` (``TRAJDEN_AGGREGATE``, else timed once on
+        #: the device by :func:`choose_aggregate`); ``aggregate_times``: that timing (s per call)
+        self.aggregate_impl = None
+        self.aggregate_times = None
         self.cutoff = float(cutoff) if cutoff is not None else float(getattr(module, "cutoff", float("inf")))
         #: where the module's weights live; the probe, the radial tables and every block run there
         self.device = module_device(module)
@@ -96,16 +103,24 @@ class BlockedEvaluator:
                           for layer in self.layers]
                 if max(t.max_error() for t in tables) < 1e-4:  # float32 rounding of the MLP itself ~1e-5
                     self.radial_tables = tables
+                if self.radial_tables is not None and (compile if compile is not None else self.device.type == "cuda"):
+                    self.compiled = compile_aggregates(tensor_products, self.radial_tables, self.device)
+                    if self.compiled:
+                        self.aggregate_impl, self.aggregate_times = choose_aggregate(
+                            self.compiled, tensor_products, self.radial_tables, self.device)
         except (KeyError, AttributeError, RuntimeError):
             self.supported = False
 
     @property
     def mode(self) -> str:
-        """``"fast"`` (fused tensor products, tabulated radial networks), ``"blocked"`` (the model's own
+        """``"fast"`` (fused tensor products, tabulated radial networks; ``"fast+compiled"``: their gather,
+        products and sums fused by ``torch.compile``), ``"blocked"`` (the model's own
         submodules, block by block) or ``"forward"`` (the monolithic forward: no memory bound)."""
         if not self.supported:
             return "forward"
-        return "fast" if self.tensor_products is not None and self.radial_tables is not None else "blocked"
+        if self.tensor_products is None or self.radial_tables is None:
+            return "blocked"
+        return f"fast+compiled-{self.aggregate_impl}" if self.compiled else "fast"
 
     def _probe(self) -> bool:
         """Check on a small random cluster that the blocked evaluation reproduces ``forward``."""
@@ -161,20 +176,27 @@ class BlockedEvaluator:
                 mask = with_neighbours(mask, src, dst)
                 needed[li] = mask
         x = self.embedding(types)
+        shared = None
+        if self.compiled and self.device.type == "cuda":  # edge lengths and harmonics once for all layers
+            shared = (torch.sqrt((vec * vec).sum(-1)), self.sh(vec))
         for li, layer in enumerate(self.layers):
             tp = self.tensor_products[li] if self.tensor_products else None
             table = self.radial_tables[li] if self.radial_tables else None
-            x = self._layer(layer, self.inv_sqrt_nb[li], x, vec, src, dst, n, needed[li], tp, table)
+            agg_fn = self.compiled[li][self.aggregate_impl] if self.compiled and table is not None else None
+            x = self._layer(layer, self.inv_sqrt_nb[li], x, vec, src, dst, n, needed[li], tp, table, agg_fn, shared)
         out = self.head(x) * self.output_scale
         if active is not None:
             out = out * active.unsqueeze(-1)
         return out
 
-    def _layer(self, layer, inv_sqrt_nb, x, vec, src, dst, n, needed, tp=None, table=None):
+    def _layer(self, layer, inv_sqrt_nb, x, vec, src, dst, n, needed, tp=None, table=None, agg_fn=None,
+               shared=None):
         h = layer.linear_1(x)
         if needed is not None:
             emask = needed[dst]
             src, dst, vec = src[emask], dst[emask], vec[emask]
+            if shared is not None:
+                shared = (shared[0][emask], shared[1][emask])
         cum = torch.cumsum(torch.bincount(dst, minlength=n), 0).tolist()  # edges of atoms < i+1
         spans = []  # (first atom, end atom, first edge, end edge) of each block with work to do
         n0 = 0
@@ -190,7 +212,16 @@ class BlockedEvaluator:
         def block(span):
             n0, n1, e0, e1 = span
             v = vec[e0:e1]
-            lengths = torch.sqrt((v * v).sum(-1))
+            lengths = torch.sqrt((v * v).sum(-1)) if shared is None else shared[0][e0:e1]
+            if agg_fn is not None:  # compiled: the radial weights and the messages are never materialised
+                y = self.sh(v) if shared is None else shared[1][e0:e1]
+                tab = (table.table, table.delta, table.r_min, table.step)
+                if self.aggregate_impl == "padded":
+                    agg = agg_fn(h, src[e0:e1], y, lengths, edge_slots(dst[e0:e1] - n0, n1 - n0), *tab)
+                else:
+                    agg = agg_fn(h, src[e0:e1], dst[e0:e1] - n0, y, lengths, *tab, n1 - n0)
+                agg = tp.standard(agg)
+                return layer.self_connection(x[n0:n1]) + layer.gate(layer.linear_2(agg * inv_sqrt_nb))
             if table is not None:
                 w = table(lengths)
             else:
@@ -219,6 +250,96 @@ class BlockedEvaluator:
             for _ in pool.map(write, spans[1:]):
                 pass
         return new
+
+
+def edge_slots(dst_local: torch.Tensor, n_rows: int) -> torch.Tensor:
+    """(n_rows, K) edge indices per row for edges sorted by ``dst_local``, -1 past a row's last edge (K: the
+    most edges of any row)."""
+    e = dst_local.shape[0]
+    counts = torch.bincount(dst_local, minlength=n_rows)
+    k = max(int(counts.max()) if e else 0, 1)
+    starts = torch.cumsum(counts, 0) - counts
+    idx = torch.arange(e, device=dst_local.device)
+    slots = torch.full((n_rows, k), -1, dtype=torch.long, device=dst_local.device)
+    slots[dst_local, idx - starts[dst_local]] = idx
+    return slots
+
+
+def _random_block(tp, table, device, n: int, rows: int, e: int, seed: int):
+    """Random inputs of :meth:`FusedTP.aggregate` (edges sorted by row, lengths within the table)."""
+    gen = torch.Generator().manual_seed(seed)
+    h = torch.randn(n, tp.dim_in1, generator=gen).to(device)
+    src = torch.randint(0, n, (e,), generator=gen).to(device)
+    dst = torch.sort(torch.randint(0, rows, (e,), generator=gen)).values.to(device)
+    y = torch.randn(e, tp.dim_in2, generator=gen).to(device)
+    lengths = (0.8 + 0.7 * torch.rand(e, generator=gen)).to(device)
+    return h, src, dst, y, lengths, (table.table, table.delta, table.r_min, table.step)
+
+
+def compile_aggregates(tensor_products: list, radial_tables: list, device: torch.device) -> list | None:
+    """Per layer ``{"atomic": fn, "padded": fn}``: ``torch.compile``'d (dynamic shapes: one compilation
+    serves every block size) :meth:`~trajden.model.fused.FusedTP.aggregate` and ``aggregate_padded``, each
+    checked against the eager ``aggregate`` on random inputs on ``device``; ``None`` (the eager path) when
+    compiling fails or the results disagree.
+
+    The compiled sums run in another order than the eager ones (and with atomic adds on a GPU, as
+    ``index_add_`` there): results agree to float32 rounding, not bit for bit.
+    """
+    out = []
+    try:
+        for li, (tp, table) in enumerate(zip(tensor_products, radial_tables)):
+            fns = {"atomic": torch.compile(tp.aggregate, dynamic=True, fullgraph=True),
+                   "padded": torch.compile(tp.aggregate_padded, dynamic=True, fullgraph=True)}
+            h, src, dst, y, lengths, tab = _random_block(tp, table, device, 60, 40, 900, seed=li)
+            with torch.no_grad():
+                ref = tp.aggregate(h, src, dst, y, lengths, *tab, 40)
+                got = {"atomic": fns["atomic"](h, src, dst, y, lengths, *tab, 40),
+                       "padded": fns["padded"](h, src, y, lengths, edge_slots(dst, 40), *tab)}
+            for name, value in got.items():
+                if not torch.allclose(value, ref, atol=1e-4, rtol=1e-4):
+                    warnings.warn(f"torch.compile'd tensor products ({name}) disagree with the eager ones: "
+                                  "not used", stacklevel=2)
+                    return None
+            out.append(fns)
+    except Exception as err:  # noqa: BLE001 - any compiler failure (no C++ compiler, no Triton, ...) -> eager
+        warnings.warn(f"torch.compile of the tensor products failed ({type(err).__name__}: {err}); "
+                      "the eager path is used", stacklevel=2)
+        return None
+    return out
+
+
+def choose_aggregate(compiled: list, tensor_products: list, radial_tables: list,
+                     device: torch.device) -> tuple[str, dict | None]:
+    """``TRAJDEN_AGGREGATE`` (``atomic`` / ``padded``) if set; else the faster of the two compiled sums on a
+    random block of 2**18 edges on ``device`` (27 edges per row, like a solid within the cut-off)."""
+    import os
+    import time
+
+    forced = os.environ.get("TRAJDEN_AGGREGATE", "")
+    if forced in ("atomic", "padded"):
+        return forced, None
+    tp, table, fns = tensor_products[-1], radial_tables[-1], compiled[-1]
+    e = 1 << 18
+    rows = e // 27
+    h, src, dst, y, lengths, tab = _random_block(tp, table, device, 4 * rows, rows, e, seed=7)
+    slots = edge_slots(dst, rows)
+    runs = {"atomic": lambda: fns["atomic"](h, src, dst, y, lengths, *tab, rows),
+            "padded": lambda: fns["padded"](h, src, y, lengths, slots, *tab)}
+    times = {}
+    with torch.no_grad():
+        for name, run in runs.items():
+            run()
+            best = float("inf")
+            for _ in range(3):
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                t0 = time.perf_counter()
+                run()
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                best = min(best, time.perf_counter() - t0)
+            times[name] = best
+    return min(times, key=times.get), times
 
 
 _POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}

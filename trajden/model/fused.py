@@ -90,6 +90,43 @@ class FusedTP(torch.nn.Module):
             col += mul * cols
         return out
 
+    def _messages(self, x1: torch.Tensor, x2: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` without in-place views (leading dimensions of any shape): what ``torch.compile``
+        fuses."""
+        lead = x1.shape[:-1]
+        parts = []
+        for g, (start, mul, d1, cols) in enumerate(self.groups):
+            X = x1[..., start : start + mul * d1].reshape(*lead, mul, d1)
+            M = (x2 @ getattr(self, f"ct{g}")).reshape(*lead, d1, cols)
+            P = (X.unsqueeze(-1) * M.unsqueeze(-3)).sum(-2)  # (..., mul, cols)
+            W = torch.cat([w[..., w0 : w0 + mul].unsqueeze(-1).expand(*lead, mul, d3) for _c0, d3, w0 in self.paths[g]],
+                          dim=-1)
+            parts.append((P * W).reshape(*lead, mul * cols))
+        return torch.cat(parts, -1)
+
+    def aggregate(self, h: torch.Tensor, src: torch.Tensor, dst_local: torch.Tensor, x2: torch.Tensor,
+                  lengths: torch.Tensor, table: torch.Tensor, delta: torch.Tensor, r_min: float, step: float,
+                  n_rows: int) -> torch.Tensor:
+        """Messages of edges ``src -> dst_local`` summed per row (fused column order), the radial weights
+        interpolated from ``table``/``delta`` (:class:`trajden.model.evaluate.RadialTable`) at ``lengths``:
+        ``zeros(n_rows).index_add(0, dst_local, forward(h[src], x2, w))``. Written for ``torch.compile``: the
+        gather, the interpolation, the products and the sum fuse into a few kernels and the (E, dim_out)
+        messages are never materialised (the sum uses atomic adds on a GPU)."""
+        w = interpolate(table, delta, lengths, r_min, step)
+        msg = self._messages(h.index_select(0, src), x2, w)
+        return torch.zeros(n_rows, self.dim_out, dtype=msg.dtype, device=msg.device).index_add(0, dst_local, msg)
+
+    def aggregate_padded(self, h: torch.Tensor, src: torch.Tensor, x2: torch.Tensor, lengths: torch.Tensor,
+                         slots: torch.Tensor, table: torch.Tensor, delta: torch.Tensor, r_min: float,
+                         step: float) -> torch.Tensor:
+        """:meth:`aggregate` as a reduction without atomics: ``slots`` (n_rows, K) holds each row's edge
+        indices, -1 where a row has fewer than K edges (see :func:`trajden.model.evaluate.edge_slots`)."""
+        valid = slots >= 0
+        e = slots.clamp(min=0)
+        w = interpolate(table, delta, lengths[e], r_min, step) * valid.unsqueeze(-1)  # padding weighs zero
+        msg = self._messages(h.index_select(0, src[e].reshape(-1)).reshape(*e.shape, -1), x2[e], w)
+        return msg.sum(1)
+
     def standard(self, messages: torch.Tensor) -> torch.Tensor:
         """Columns of fused-order messages (or their per-atom sums) in the tensor product's own order."""
         return messages.index_select(1, self.to_standard_index)
@@ -97,6 +134,15 @@ class FusedTP(torch.nn.Module):
     def reference_order(self, x1: torch.Tensor, x2: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """The tensor product's output in its own column order."""
         return self.standard(self.forward(x1, x2, w))
+
+
+def interpolate(table: torch.Tensor, delta: torch.Tensor, lengths: torch.Tensor, r_min: float,
+                step: float) -> torch.Tensor:
+    """Linear interpolation of a uniform table (rows at ``r_min + i * step``; ``delta[i] = table[i+1] -
+    table[i]``) at ``lengths``, clamped to the table's ends."""
+    t = ((lengths - r_min) / step).clamp(0.0, table.shape[0] - 1.0)
+    i = t.long()
+    return torch.addcmul(table[i], delta[i], (t - i).unsqueeze(-1))
 
 
 def _probe_path(tp64, w0: int, in_start: int, d1: int, out_start: int, d3: int) -> torch.Tensor:

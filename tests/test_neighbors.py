@@ -1,0 +1,62 @@
+"""Neighbour graphs: the numpy and the torch (GPU) paths of :func:`trajden.neighbors.build_graph` agree, and
+agree with a brute-force list."""
+
+import numpy as np
+import pytest
+import torch
+
+from trajden.lattices import add_noise, make_crystal
+from trajden.neighbors import _build_graph_torch, build_graph
+
+
+def _edges(graph, positions):
+    """Edges as an (E, 5) array sorted by (src, dst): src, dst, edge vector (the cells here are thicker than
+    twice the cut-off, so each pair has one image)."""
+    vec = graph.edge_vec(torch.as_tensor(positions, dtype=torch.float64, device=graph.src.device)).cpu()
+    rows = np.column_stack([graph.src.cpu().numpy(), graph.dst.cpu().numpy(), vec.numpy()])
+    return _sorted(rows)
+
+
+def _sorted(rows):
+    return rows[np.lexsort((rows[:, 1], rows[:, 0]))]
+
+
+@pytest.fixture
+def frame():
+    c = make_crystal("bcc", reps=(4, 3, 5), d_nn=1.0)
+    cell = c.cell.copy()
+    cell[1, 0] += 0.7  # triclinic
+    pos, _ = add_noise(c.positions, 0.08, np.random.default_rng(3))
+    return pos, cell
+
+
+def test_torch_path_equals_numpy_path(frame):
+    pos, cell = frame
+    ref = build_graph(pos, cell, 1.5, 0.2)
+    got = _build_graph_torch(torch.as_tensor(pos), cell, 1.5, 0.2, torch.device("cpu"), torch.float32)
+    assert got.src.dtype == torch.int64 and got.dst.dtype == torch.int64
+    assert got.src.numel() == ref.src.numel() > 0
+    np.testing.assert_allclose(_edges(got, pos), _edges(ref, pos), atol=1e-6)
+
+
+def test_graph_matches_brute_force(frame):
+    pos, cell = frame
+    g = build_graph(pos, cell, 1.2, 0.0)
+    # brute force over the 27 neighbouring images (the cell is thicker than the cut-off)
+    frac = np.array([[a, b, c] for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1)], dtype=float)
+    shifts = frac @ cell
+    d = pos[None, :, None, :] - pos[:, None, None, :] + shifts[None, None, :, :]  # [i, j, s]: r_j - r_i + s
+    r = np.linalg.norm(d, axis=-1)
+    i, j, s = np.nonzero((r < 1.2) & (r > 1e-9))
+    assert g.src.numel() == len(i)
+    brute = np.column_stack([j, i, d[i, j, s]])
+    np.testing.assert_allclose(_edges(g, pos), _sorted(brute), atol=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_graph_equals_cpu_graph(frame):
+    pos, cell = frame
+    ref = build_graph(pos, cell, 1.5, 0.2)
+    got = build_graph(torch.as_tensor(pos, device="cuda"), cell, 1.5, 0.2, device="cuda")
+    assert got.src.is_cuda
+    np.testing.assert_allclose(_edges(got, pos), _edges(ref, pos), atol=1e-6)
