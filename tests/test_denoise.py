@@ -93,3 +93,18 @@ def test_map_types():
     assert map_types(np.array([3, 3, 1]), 2).tolist() == [1, 1, 0]
     with pytest.raises(ValueError, match="3 atom types in the input but the model knows 2"):
         map_types(np.array([1, 2, 3]), 2)
+
+
+def test_neighbour_list_skin_does_not_change_the_result():
+    """Lists built with a skin and reused while no atom moved more than skin / 2 (Verlet rule) give the same
+    denoised positions as lists rebuilt every iteration (skin 0), on a crystal with a molten half."""
+    model = load_model("fcc-bcc-hcp-fast")
+    c, noisy = _noisy("fcc", 0.08, seed=11, n=1500)
+    rng = np.random.default_rng(2)
+    half = noisy[:, 0] > 0.5 * c.cell[0, 0]
+    noisy[half] += rng.normal(scale=0.25 * D, size=(half.sum(), 3))
+    ref = denoise(noisy, c.cell, None, model, k=6, tol=0, scale=D, skin=0.0)
+    for skin in (0.2, 0.5):
+        got = denoise(noisy, c.cell, None, model, k=6, tol=0, scale=D, skin=skin)
+        assert got.iterations == ref.iterations == 6
+        np.testing.assert_allclose(got.positions, ref.positions, atol=2e-4)

@@ -17,9 +17,10 @@ MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())["fixtures"]
 FRAMES = [0, 3]  # first and last committed frame: keeps the suite fast
 
 
-@pytest.fixture(scope="module")
-def model():
-    return load_model("fcc-bcc-hcp")
+@pytest.fixture(scope="module", params=["fcc-bcc-hcp", "fcc-bcc-hcp-fast"])
+def model(request):
+    """The paper-sized model and the smaller, faster one: both must meet every claim below."""
+    return load_model(request.param)
 
 
 def _scores(model, name, target=None):

@@ -230,10 +230,12 @@ def _cmd_diagnostics(args) -> int:
 def _cmd_models(args) -> int:
     from trajden.model.package import load_model, shipped_models
 
-    for name, entry in shipped_models().items():
+    models = shipped_models()
+    width = max(map(len, models), default=0)
+    for name, entry in models.items():
         m = load_model(name)
         md = m.metadata
-        print(f"{name:14s} sha256 {m.sha256[:12]}  structures {','.join(md['structures'])}  "
+        print(f"{name:{width}s} sha256 {m.sha256[:12]}  structures {','.join(md['structures'])}  "
               f"cutoff {md['cutoff']} nn  params {md.get('n_parameters')}  {entry.get('description', '')}")
     return 0
 
@@ -265,7 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--topology", help="topology file for formats without one (XTC, DCD)")
     pr.add_argument("--timestep", type=float, help="MD timestep in ps, for dumps without ITEM: TIME (default 0.001)")
     pr.add_argument("--frames", help="START:STOP:STEP (python slice over all frames)")
-    pr.add_argument("--model", default="fcc-bcc-hcp", help="shipped model name (fcc-bcc-hcp, dc3) or a model file")
+    pr.add_argument("--model", default="fcc-bcc-hcp",
+                    help="shipped model name (fcc-bcc-hcp, fcc-bcc-hcp-fast, dc3: `trajden models`) or a model file")
     pr.add_argument("--method", choices=("denoise", "average"), default="denoise",
                     help="denoise (default) or the vibration-averaging baseline")
     pr.add_argument("--window", type=int, default=5, help="frames averaged by --method average")
