@@ -18,10 +18,9 @@ Sections (each one is recorded even when another fails; errors are written into 
    atom-iterations/s (the issue's target on one H100-class GPU: >= 1e7) and the peak GPU memory; and one
    evaluator call alone (graph built), to separate the network from the neighbour lists and the loop.
 5. ``variants`` (at 1e6 atoms): the eager evaluator (``TRAJDEN_COMPILE=0``), each compiled sum
-   (``TRAJDEN_AGGREGATE=atomic`` / ``padded``), edges per evaluation block, 2 x 2 x 2 spatial blocks in turn;
-   max position difference to the default run reported. (The first GPU session also ran the unfused
-   tensor products: 1.23e6 atom-it/s.) (TF32 matrix products were tried in the first GPU session: 56x the
-   position error and 4x slower; dropped.)
+   (``TRAJDEN_AGGREGATE=atomic`` / ``padded``), edges per evaluation block, 2 x 2 x 2 spatial blocks in turn,
+   e3nn's own tensor products (``TRAJDEN_FUSED=0``); max position difference to the default run reported.
+   (TF32 matrix products were tried on the first lent GPU: 30x the position error and 4x slower; dropped.)
 6. ``profile``: torch.profiler of one evaluator call at 1e6 atoms, the 25 most expensive device kernels.
 
 Prints the report and writes ``gpu_check.json`` and ``gpu_check.md`` into ``--out``. Needs a CUDA build of
@@ -197,8 +196,6 @@ def section_speed(args, rep, dev):
 
 
 def section_variants(args, rep, dev):
-    import torch
-
     from trajden.denoise import denoise
 
     n = 1_000_000 if 1_000_000 in args.sizes else min(args.sizes)
@@ -207,7 +204,7 @@ def section_variants(args, rep, dev):
     rows = []
     rep["variants"] = rows
     cases = ([("compile_off", None), ("aggregate", "atomic"), ("aggregate", "padded")]
-             + [("block_edges", e) for e in args.block_edges] + [("blocks", (2, 2, 2))])
+             + [("block_edges", e) for e in args.block_edges] + [("blocks", (2, 2, 2)), ("fused_off", None)])
     for name, value in cases:
         row = {"variant": name, "value": value, "atoms": len(pos)}
         rows.append(row)
@@ -219,8 +216,6 @@ def section_variants(args, rep, dev):
                 os.environ["TRAJDEN_COMPILE"] = "0"
             if name == "aggregate":
                 os.environ["TRAJDEN_AGGREGATE"] = value
-            if name == "tf32":
-                torch.backends.cuda.matmul.allow_tf32 = True
             denoise(pos, cell, None, dev, k=1, tol=0, scale=D_NN, **kw)
             _peak_reset(args.device)
             r, t = timed(args.device, denoise, pos, cell, None, dev, k=8, tol=0, scale=D_NN, **kw)
@@ -232,7 +227,6 @@ def section_variants(args, rep, dev):
             os.environ.pop("TRAJDEN_FUSED", None)
             os.environ.pop("TRAJDEN_COMPILE", None)
             os.environ.pop("TRAJDEN_AGGREGATE", None)
-            torch.backends.cuda.matmul.allow_tf32 = False
         print(f"  variant {row}", flush=True)
 
 

@@ -17,7 +17,9 @@ tp, linear_2, gate, self_connection}``, ``head``); a model without them falls ba
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
@@ -113,8 +115,9 @@ class BlockedEvaluator:
 
     @property
     def mode(self) -> str:
-        """``"fast"`` (fused tensor products, tabulated radial networks; ``"fast+compiled"``: their gather,
-        products and sums fused by ``torch.compile``), ``"blocked"`` (the model's own
+        """``"fast"`` (fused tensor products, tabulated radial networks; ``"fast+compiled-atomic"`` /
+        ``"fast+compiled-padded"``: their gather, products and sums fused by ``torch.compile``, with that
+        sum), ``"blocked"`` (the model's own
         submodules, block by block) or ``"forward"`` (the monolithic forward: no memory bound)."""
         if not self.supported:
             return "forward"
@@ -312,9 +315,6 @@ def choose_aggregate(compiled: list, tensor_products: list, radial_tables: list,
                      device: torch.device) -> tuple[str, dict | None]:
     """``TRAJDEN_AGGREGATE`` (``atomic`` / ``padded``) if set; else the faster of the two compiled sums on a
     random block of 2**18 edges on ``device`` (27 edges per row, like a solid within the cut-off)."""
-    import os
-    import time
-
     forced = os.environ.get("TRAJDEN_AGGREGATE", "")
     if forced in ("atomic", "padded"):
         return forced, None
