@@ -77,9 +77,8 @@ class _Whole:
         self.graph = None
 
     def rebuild(self, ref: torch.Tensor) -> None:
-        # on a GPU the neighbour list is built there (vesin's CUDA backend): no host round trip
-        pos = ref if ref.device.type == "cuda" else ref.double().cpu().numpy()
-        self.graph = sort_graph(build_graph(pos, self.cell, self.model.cutoff, self.skin, device=self.model.device))
+        # build_graph takes the tensor where it is: on a GPU the list is built there (no host round trip)
+        self.graph = sort_graph(build_graph(ref, self.cell, self.model.cutoff, self.skin, device=self.model.device))
 
     def step(self, x: torch.Tensor, moving: torch.Tensor | None) -> torch.Tensor:
         # atoms that moved, and their neighbours, are recomputed; the rest keep their positions

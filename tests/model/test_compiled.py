@@ -4,15 +4,12 @@ the compiled evaluator equals the eager one (here on the CPU, where ``TRAJDEN_CO
 
 import shutil
 
-import numpy as np
 import pytest
 import torch
 
 from trajden.decompose import evaluator
-from trajden.lattices import add_noise, make_crystal
-from trajden.model.evaluate import edge_slots, sort_graph
+from trajden.model.evaluate import edge_slots
 from trajden.model.package import load_model
-from trajden.neighbors import build_graph
 
 
 @pytest.fixture(scope="module")
@@ -55,16 +52,9 @@ def test_aggregates_equal_summed_messages(model, monkeypatch):
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
                     reason="torch.compile needs a C++ compiler on the CPU")
 @pytest.mark.parametrize("impl", ["atomic", "padded"])
-def test_compiled_evaluator_equals_eager(model, monkeypatch, impl):
+def test_compiled_evaluator_equals_eager(model, monkeypatch, impl, crystal_liquid):
     monkeypatch.delenv("TRAJDEN_FUSED", raising=False)
-    c = make_crystal("fcc", 1500)
-    rng = np.random.default_rng(4)
-    pos, _ = add_noise(c.positions, 0.1, rng)
-    liquid = pos[:, 0] > 0.6 * c.cell[0, 0]
-    pos[liquid] += rng.normal(scale=0.2, size=(liquid.sum(), 3))
-    x = torch.tensor(pos, dtype=torch.float32)
-    graph = sort_graph(build_graph(pos, c.cell, model.cutoff, skin=0.2))
-    types = torch.zeros(len(pos), dtype=torch.long)
+    x, graph, types = crystal_liquid("fcc", 1500, 4, model.cutoff)
     monkeypatch.setenv("TRAJDEN_COMPILE", "0")
     ref = evaluator(model, 1500)(x, graph, types)
     monkeypatch.setenv("TRAJDEN_COMPILE", "1")
@@ -74,7 +64,7 @@ def test_compiled_evaluator_equals_eager(model, monkeypatch, impl):
     out = ev(x, graph, types)
     scale = max(float(ref.abs().max()), 1.0)
     assert float((out - ref).abs().max()) < 2e-5 * scale
-    active = torch.zeros(len(pos), dtype=torch.bool)
+    active = torch.zeros(len(x), dtype=torch.bool)
     active[::5] = True
     part = ev(x, graph, types, active)
     assert float((part[active] - ref[active]).abs().max()) < 2e-5 * scale

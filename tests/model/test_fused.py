@@ -41,16 +41,9 @@ def test_fused_tensor_products_equal_the_scripted_ones(shipped):
         torch.testing.assert_close(s_got, s_ref, atol=1e-4, rtol=1e-5)
 
 
-def test_fast_evaluator_equals_the_model_forward(shipped, monkeypatch):
+def test_fast_evaluator_equals_the_model_forward(shipped, monkeypatch, crystal_liquid):
     monkeypatch.delenv("TRAJDEN_FUSED", raising=False)
-    c = make_crystal("bcc" if shipped.name == "dc3" else "fcc", 2000)
-    rng = np.random.default_rng(0)
-    pos, _ = add_noise(c.positions, 0.1, rng)
-    liquid = pos[:, 0] > 0.6 * c.cell[0, 0]
-    pos[liquid] += rng.normal(scale=0.2, size=(liquid.sum(), 3))
-    x = torch.tensor(pos, dtype=torch.float32)
-    graph = sort_graph(build_graph(pos, c.cell, shipped.cutoff, skin=0.2))
-    types = torch.zeros(len(pos), dtype=torch.long)
+    x, graph, types = crystal_liquid("bcc" if shipped.name == "dc3" else "fcc", 2000, 0, shipped.cutoff)
     ev = evaluator(shipped, 1500)
     assert ev.tensor_products is not None and ev.radial_tables is not None
     assert ev.mode == "fast" and ev.device == shipped.device
@@ -61,7 +54,7 @@ def test_fast_evaluator_equals_the_model_forward(shipped, monkeypatch):
     out = ev(x, graph, types)
     scale = float(ref.abs().max())
     assert float((out - ref).abs().max()) < 2e-5 * max(scale, 1.0)
-    active = torch.zeros(len(pos), dtype=torch.bool)
+    active = torch.zeros(len(x), dtype=torch.bool)
     active[::7] = True
     part = ev(x, graph, types, active)
     assert float((part[active] - ref[active]).abs().max()) < 2e-5 * max(scale, 1.0)

@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
+from trajden.model.fused import interpolate
 from trajden.neighbors import Graph
 
 
@@ -54,8 +55,6 @@ class RadialTable:
         return radial(b).double() * env.double().unsqueeze(-1)
 
     def __call__(self, lengths: torch.Tensor) -> torch.Tensor:
-        from trajden.model.fused import interpolate
-
         return interpolate(self.table, self.delta, lengths, self.r_min, self.step)
 
     def max_error(self, samples: int = 20000) -> float:
@@ -223,16 +222,15 @@ class BlockedEvaluator:
                     agg = agg_fn(h, src[e0:e1], y, lengths, edge_slots(dst[e0:e1] - n0, n1 - n0), *tab)
                 else:
                     agg = agg_fn(h, src[e0:e1], dst[e0:e1] - n0, y, lengths, *tab, n1 - n0)
-                agg = tp.standard(agg)
-                return layer.self_connection(x[n0:n1]) + layer.gate(layer.linear_2(agg * inv_sqrt_nb))
-            if table is not None:
-                w = table(lengths)
             else:
-                basis, env = self.basis(lengths)
-                w = layer.radial(basis) * env.unsqueeze(-1)
-            msg = (tp if tp is not None else layer.tp)(h[src[e0:e1]], self.sh(v), w)
-            agg = torch.zeros(n1 - n0, msg.shape[1], dtype=msg.dtype, device=msg.device)
-            agg.index_add_(0, dst[e0:e1] - n0, msg)
+                if table is not None:
+                    w = table(lengths)
+                else:
+                    basis, env = self.basis(lengths)
+                    w = layer.radial(basis) * env.unsqueeze(-1)
+                msg = (tp if tp is not None else layer.tp)(h[src[e0:e1]], self.sh(v), w)
+                agg = torch.zeros(n1 - n0, msg.shape[1], dtype=msg.dtype, device=msg.device)
+                agg.index_add_(0, dst[e0:e1] - n0, msg)
             if tp is not None:
                 agg = tp.standard(agg)
             return layer.self_connection(x[n0:n1]) + layer.gate(layer.linear_2(agg * inv_sqrt_nb))
