@@ -206,30 +206,48 @@ def block_update(
         else:
             moving = torch.as_tensor(moving_local, dtype=torch.bool, device=device)
             active = with_neighbours(moving, graph.src, graph.dst) & owned
-        evaluate = evaluator(model, block_edges)
+        evaluate = evaluator(model, block_edges, compile_request(len(x_local), device))
         delta = evaluate(x, graph, types, active)
     return delta[:n_owned].cpu().numpy()
 
 
-def evaluator(model, block_edges: int) -> BlockedEvaluator:
+def evaluator(model, block_edges: int, compile: bool | str | None = None) -> BlockedEvaluator:
     """The model's cached :class:`BlockedEvaluator` for ``block_edges``, with fused tensor products
-    (:mod:`trajden.model.fused`) unless the environment sets ``TRAJDEN_FUSED=0``, compiled with
-    ``torch.compile`` on CUDA (``TRAJDEN_COMPILE=0``: never, ``=1``: on the CPU too; ``TRAJDEN_AGGREGATE``:
-    which compiled sum, see :func:`trajden.model.evaluate.choose_aggregate`)."""
+    (:mod:`trajden.model.fused`) unless the environment sets ``TRAJDEN_FUSED=0``.
+
+    ``compile``: ``torch.compile`` the tensor-product sums; ``None``: on CUDA only; ``"auto"``: compiled where
+    that measures faster than eager on this machine (:func:`trajden.model.evaluate.compiled_is_faster`; what
+    :func:`compile_request` asks for on large CPU frames). The environment overrides it:
+    ``TRAJDEN_COMPILE=0`` never, ``=1`` always; ``TRAJDEN_AGGREGATE`` picks the compiled sum (see
+    :func:`trajden.model.evaluate.choose_aggregate`).
+    """
     fused = os.environ.get("TRAJDEN_FUSED", "1") != "0"
     compile_env = os.environ.get("TRAJDEN_COMPILE", "")
-    compile = None if compile_env == "" else compile_env != "0"
+    if compile_env != "":
+        compile = compile_env != "0"
     with _EVALUATOR_LOCK:  # e3nn builds modules with torch.fx tracing, which is not thread-safe
         return _evaluator(model, block_edges, fused, compile)
+
+
+#: CPU frames (or spatial blocks) of at least this many atoms ask for compiled sums (``compile="auto"``):
+#: compiling takes seconds once per process, which such frames repay within an iteration or two
+CPU_COMPILE_MIN_ATOMS = 100_000
+
+
+def compile_request(n_atoms: int, device) -> str | None:
+    """``compile`` argument of :func:`evaluator` for a frame of ``n_atoms`` on ``device``: ``"auto"`` on a CPU
+    for frames of at least :data:`CPU_COMPILE_MIN_ATOMS` atoms, else ``None`` (the device's default)."""
+    return "auto" if torch.device(device).type == "cpu" and n_atoms >= CPU_COMPILE_MIN_ATOMS else None
 
 
 _EVALUATOR_LOCK = threading.Lock()
 
 
-def _evaluator(model, block_edges: int, fused: bool, compile: bool | None = None) -> BlockedEvaluator:
-    ev = getattr(model, "_evaluator", None)
+def _evaluator(model, block_edges: int, fused: bool, compile: bool | str | None = None) -> BlockedEvaluator:
+    cache = model.__dict__.setdefault("_evaluators", {})  # one per set-up (small and large frames alternate)
     key = (block_edges, fused, compile, os.environ.get("TRAJDEN_AGGREGATE", ""))
-    if ev is None or getattr(ev, "_key", None) != key:
+    ev = cache.get(key)
+    if ev is None:
         tps = None
         if fused:
             if not hasattr(model, "_fused"):
@@ -241,7 +259,7 @@ def _evaluator(model, block_edges: int, fused: bool, compile: bool | None = None
                 tps = [t.to(model.device) for t in tps]
         ev = BlockedEvaluator(model.module, block_edges, cutoff=model.cutoff, tensor_products=tps, compile=compile)
         ev._key = key
-        model._evaluator = ev
+        cache[key] = ev
     return ev
 
 

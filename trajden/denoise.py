@@ -73,7 +73,7 @@ class _Whole:
 
     def __init__(self, model: LoadedModel, cell: np.ndarray, types: torch.Tensor, skin: float, block_edges: int):
         self.model, self.cell, self.types, self.skin = model, cell, types, skin
-        self.evaluate = evaluator(model, block_edges)
+        self.evaluate = evaluator(model, block_edges, decompose.compile_request(len(types), model.device))
         self.graph = None
 
     def rebuild(self, ref: torch.Tensor) -> None:

@@ -69,3 +69,63 @@ def test_compiled_evaluator_equals_eager(model, monkeypatch, impl, crystal_liqui
     part = ev(x, graph, types, active)
     assert float((part[active] - ref[active]).abs().max()) < 2e-5 * scale
     assert float(part[~active].abs().max()) == 0.0
+
+
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                    reason="torch.compile needs a C++ compiler on the CPU")
+def test_compiled_cpu_blocks_equal_eager(model, monkeypatch, crystal_liquid):
+    """On a CPU the compiled sums run in their own (larger) blocks without the block pool: several of them
+    give the eager result too."""
+    from trajden.model.evaluate import BlockedEvaluator
+
+    monkeypatch.delenv("TRAJDEN_FUSED", raising=False)
+    monkeypatch.delenv("TRAJDEN_AGGREGATE", raising=False)
+    x, graph, types = crystal_liquid("fcc", 1500, 4, model.cutoff)
+    monkeypatch.setenv("TRAJDEN_COMPILE", "0")
+    ref = evaluator(model, 300)(x, graph, types)
+    monkeypatch.setenv("TRAJDEN_COMPILE", "1")
+    monkeypatch.setattr(BlockedEvaluator, "CPU_COMPILED_BLOCK_EDGES", 2000)  # ~25 blocks on this frame
+    ev = evaluator(model, 300)
+    assert ev.mode == "fast+compiled-atomic"
+    out = ev(x, graph, types)
+    assert float((out - ref).abs().max()) < 2e-5 * max(float(ref.abs().max()), 1.0)
+
+
+def test_compile_request_asks_for_auto_only_on_large_cpu_frames():
+    from trajden.decompose import CPU_COMPILE_MIN_ATOMS, compile_request
+
+    assert compile_request(CPU_COMPILE_MIN_ATOMS, "cpu") == "auto"
+    assert compile_request(CPU_COMPILE_MIN_ATOMS - 1, "cpu") is None
+    assert compile_request(10**7, "cuda:0") is None  # CUDA compiles by default anyway
+
+
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                    reason="torch.compile needs a C++ compiler on the CPU")
+def test_auto_compile_keeps_the_compiled_sums_only_when_faster(model, monkeypatch):
+    import trajden.model.evaluate as evaluate
+
+    monkeypatch.delenv("TRAJDEN_FUSED", raising=False)
+    monkeypatch.delenv("TRAJDEN_COMPILE", raising=False)
+    monkeypatch.delenv("TRAJDEN_AGGREGATE", raising=False)
+    for faster, mode in ((False, "fast"), (True, "fast+compiled-atomic")):
+        monkeypatch.setattr(evaluate, "compiled_is_faster", lambda ev, f=faster: (f, {"eager": 1.0, "compiled": 2.0}))
+        model.__dict__.pop("_evaluators", None)
+        ev = evaluator(model, 4096, "auto")
+        assert ev.mode == mode
+        assert ev.compile_times == {"eager": 1.0, "compiled": 2.0}
+    monkeypatch.setenv("TRAJDEN_COMPILE", "0")  # the environment overrides the request
+    assert evaluator(model, 4096, "auto").mode == "fast"
+
+
+def test_compiled_is_faster_times_both_sums(model, monkeypatch):
+    from trajden.model.evaluate import compiled_is_faster
+
+    monkeypatch.delenv("TRAJDEN_FUSED", raising=False)
+    monkeypatch.setenv("TRAJDEN_COMPILE", "0")
+    ev = evaluator(model, 4096)
+    ev.aggregate_impl = "atomic"  # the eager aggregate stands in for a compiled one: the timing is what is tested
+    ev.compiled = [{"atomic": tp.aggregate} for tp in ev.tensor_products]
+    faster, times = compiled_is_faster(ev, edges=1 << 13)
+    assert set(times) == {"eager", "compiled"} and all(t > 0 for t in times.values())
+    assert faster == (times["compiled"] < times["eager"])
+    ev.compiled, ev.aggregate_impl = None, None

@@ -69,8 +69,12 @@ class RadialTable:
 class BlockedEvaluator:
     """Evaluate ``model`` on a neighbour graph in blocks of about ``block_edges`` edges."""
 
+    #: edges per block for the compiled sums on a CPU (inductor parallelises each block over the cores itself)
+    CPU_COMPILED_BLOCK_EDGES = 1 << 16
+
     def __init__(self, module: torch.nn.Module, block_edges: int = 4096, cutoff: float | None = None,
-                 tensor_products: list | None = None, threads: int | None = None, compile: bool | None = None):
+                 tensor_products: list | None = None, threads: int | None = None,
+                 compile: bool | str | None = None):
         self.module = module
         self.block_edges = int(block_edges)
         #: CPU threads over blocks (each block single-threaded, so results do not depend on it); ``None``:
@@ -87,6 +91,9 @@ class BlockedEvaluator:
         #: the device by :func:`choose_aggregate`); ``aggregate_times``: that timing (s per call)
         self.aggregate_impl = None
         self.aggregate_times = None
+        #: with ``compile="auto"``: s per 2**16 edges of the last layer's sum, ``{"eager": .., "compiled": ..}``
+        #: (the compiled sums are dropped when they are not faster; see :func:`compiled_is_faster`)
+        self.compile_times = None
         self.cutoff = float(cutoff) if cutoff is not None else float(getattr(module, "cutoff", float("inf")))
         #: where the module's weights live; the probe, the radial tables and every block run there
         self.device = module_device(module)
@@ -104,11 +111,16 @@ class BlockedEvaluator:
                           for layer in self.layers]
                 if max(t.max_error() for t in tables) < 1e-4:  # float32 rounding of the MLP itself ~1e-5
                     self.radial_tables = tables
-                if self.radial_tables is not None and (compile if compile is not None else self.device.type == "cuda"):
+                wanted = compile if compile is not None else self.device.type == "cuda"
+                if self.radial_tables is not None and wanted:
                     self.compiled = compile_aggregates(tensor_products, self.radial_tables, self.device)
                     if self.compiled:
                         self.aggregate_impl, self.aggregate_times = choose_aggregate(
                             self.compiled, tensor_products, self.radial_tables, self.device)
+                    if self.compiled and wanted == "auto":
+                        faster, self.compile_times = compiled_is_faster(self)
+                        if not faster:
+                            self.compiled = None
         except (KeyError, AttributeError, RuntimeError):
             self.supported = False
 
@@ -116,7 +128,8 @@ class BlockedEvaluator:
     def mode(self) -> str:
         """``"fast"`` (fused tensor products, tabulated radial networks; ``"fast+compiled-atomic"`` /
         ``"fast+compiled-padded"``: their gather, products and sums fused by ``torch.compile``, with that
-        sum), ``"blocked"`` (the model's own
+        sum; on a CPU in blocks of :attr:`CPU_COMPILED_BLOCK_EDGES` edges, each parallelised by the compiled
+        code itself), ``"blocked"`` (the model's own
         submodules, block by block) or ``"forward"`` (the monolithic forward: no memory bound)."""
         if not self.supported:
             return "forward"
@@ -160,8 +173,8 @@ class BlockedEvaluator:
         model's cutoff (a neighbour-list skin) are dropped here.
         """
         vec = graph.edge_vec(positions)
-        keep = (vec * vec).sum(-1) < self.cutoff**2
-        src, dst, vec = graph.src[keep], graph.dst[keep], vec[keep]
+        keep = torch.nonzero((vec * vec).sum(-1) < self.cutoff**2).squeeze(1)  # one nonzero for the three
+        src, dst, vec = graph.src.index_select(0, keep), graph.dst.index_select(0, keep), vec.index_select(0, keep)
         n = positions.shape[0]
         if not self.supported:
             out = self.module(vec, src, dst, types)
@@ -199,13 +212,15 @@ class BlockedEvaluator:
             src, dst, vec = src[emask], dst[emask], vec[emask]
             if shared is not None:
                 shared = (shared[0][emask], shared[1][emask])
+        cpu_compiled = agg_fn is not None and self.device.type == "cpu"
+        block_edges = max(self.block_edges, self.CPU_COMPILED_BLOCK_EDGES) if cpu_compiled else self.block_edges
         cum = torch.cumsum(torch.bincount(dst, minlength=n), 0).tolist()  # edges of atoms < i+1
         spans = []  # (first atom, end atom, first edge, end edge) of each block with work to do
         n0 = 0
         while n0 < n:
             e0 = cum[n0 - 1] if n0 > 0 else 0
             # the atoms whose edges fit in one block (at least one atom)
-            n1 = max(n0 + 1, _bisect_right(cum, e0 + self.block_edges, n0, n))
+            n1 = max(n0 + 1, _bisect_right(cum, e0 + block_edges, n0, n))
             if needed is None or bool(needed[n0:n1].any()):
                 spans.append((n0, n1, e0, cum[n1 - 1]))
             n0 = n1
@@ -243,7 +258,8 @@ class BlockedEvaluator:
         def write(span):
             new[span[0] : span[1]] = block(span)
 
-        pool = _block_pool(self.threads, self.device, len(spans) - 1)
+        # compiled CPU code runs its own OpenMP threads over each block: no pool on top of them
+        pool = None if cpu_compiled else _block_pool(self.threads, self.device, len(spans) - 1)
         if pool is None:
             for span in spans[1:]:
                 write(span)
@@ -311,11 +327,15 @@ def compile_aggregates(tensor_products: list, radial_tables: list, device: torch
 
 def choose_aggregate(compiled: list, tensor_products: list, radial_tables: list,
                      device: torch.device) -> tuple[str, dict | None]:
-    """``TRAJDEN_AGGREGATE`` (``atomic`` / ``padded``) if set; else the faster of the two compiled sums on a
-    random block of 2**18 edges on ``device`` (27 edges per row, like a solid within the cut-off)."""
+    """``TRAJDEN_AGGREGATE`` (``atomic`` / ``padded``) if set; on a CPU ``atomic`` (faster than padded there
+    for both shipped models: 0.07 vs 0.14 s and 0.47 vs 0.66 s per 2**18 edges on 2 cores); else the faster
+    of the two compiled sums on a random block of 2**18 edges on ``device`` (27 edges per row, like a solid
+    within the cut-off)."""
     forced = os.environ.get("TRAJDEN_AGGREGATE", "")
     if forced in ("atomic", "padded"):
         return forced, None
+    if device.type == "cpu":  # atomic measured faster on the CPU for both shipped models (stop 13); not timed
+        return "atomic", None
     tp, table, fns = tensor_products[-1], radial_tables[-1], compiled[-1]
     e = 1 << 18
     rows = e // 27
@@ -338,6 +358,62 @@ def choose_aggregate(compiled: list, tensor_products: list, radial_tables: list,
                 best = min(best, time.perf_counter() - t0)
             times[name] = best
     return min(times, key=times.get), times
+
+
+def compiled_is_faster(ev: BlockedEvaluator, edges: int = 1 << 16) -> tuple[bool, dict]:
+    """Whether ``ev``'s compiled sum of the last layer beats the eager one on a random block of ``edges``
+    edges (27 per row, like a solid within the cut-off), each run as :class:`BlockedEvaluator` runs it: the
+    compiled sum as one block (its own threads), the eager sum in ``ev.block_edges`` blocks on the block pool.
+    Returns (faster, ``{"eager": s, "compiled": s}``, best of 3 after a warm-up)."""
+    tp, table, fn = ev.tensor_products[-1], ev.radial_tables[-1], ev.compiled[-1][ev.aggregate_impl]
+    rows = edges // 27
+    h, src, dst, y, lengths, tab = _random_block(tp, table, ev.device, 4 * rows, rows, edges, seed=11)
+    slots = edge_slots(dst, rows) if ev.aggregate_impl == "padded" else None
+    cum = torch.cumsum(torch.bincount(dst, minlength=rows), 0).tolist()
+    spans, r0 = [], 0
+    while r0 < rows:
+        e0 = cum[r0 - 1] if r0 > 0 else 0
+        r1 = max(r0 + 1, _bisect_right(cum, e0 + ev.block_edges, r0, rows))
+        spans.append((r0, r1, e0, cum[r1 - 1]))
+        r0 = r1
+    out = torch.zeros(rows, tp.dim_out, device=ev.device)
+
+    @torch.no_grad()
+    def eager_block(span):
+        r0, r1, e0, e1 = span
+        msg = tp(h.index_select(0, src[e0:e1]), y[e0:e1], table(lengths[e0:e1]))
+        out[r0:r1] = torch.zeros(r1 - r0, tp.dim_out, device=ev.device).index_add_(0, dst[e0:e1] - r0, msg)
+
+    def eager():
+        pool = _block_pool(ev.threads, ev.device, len(spans))
+        if pool is None:
+            for span in spans:
+                eager_block(span)
+        else:
+            for _ in pool.map(eager_block, spans):
+                pass
+
+    def compiled():
+        with torch.no_grad():
+            if slots is not None:
+                fn(h, src, y, lengths, slots, *tab)
+            else:
+                fn(h, src, dst, y, lengths, *tab, rows)
+
+    times = {}
+    for name, run in (("eager", eager), ("compiled", compiled)):
+        run()
+        best = float("inf")
+        for _ in range(3):
+            if ev.device.type == "cuda":
+                torch.cuda.synchronize(ev.device)
+            t0 = time.perf_counter()
+            run()
+            if ev.device.type == "cuda":
+                torch.cuda.synchronize(ev.device)
+            best = min(best, time.perf_counter() - t0)
+        times[name] = best
+    return times["compiled"] < times["eager"], times
 
 
 _POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
