@@ -60,3 +60,22 @@ def test_cuda_graph_equals_cpu_graph(frame):
     got = build_graph(torch.as_tensor(pos, device="cuda"), cell, 1.5, 0.2, device="cuda")
     assert got.src.is_cuda
     np.testing.assert_allclose(_edges(got, pos), _edges(ref, pos), atol=1e-6)
+
+
+def test_sorted_graph_is_the_same_list_sorted_by_centre(frame):
+    """``build_graph(sort=True)`` (CPU and torch paths) and ``sort_graph`` give the same edges, stably sorted by
+    ``dst``, each with its own periodic shift."""
+    from trajden.model.evaluate import sort_graph
+
+    pos, cell = frame
+    raw = build_graph(pos, cell, 1.5, 0.2)
+    assert 0 < raw.cross.numel() < raw.src.numel()  # some edges cross the cell, most do not
+    for g in (build_graph(pos, cell, 1.5, 0.2, sort=True), sort_graph(raw),
+              _build_graph_torch(torch.as_tensor(pos), cell, 1.5, 0.2, torch.device("cpu"), torch.float32, True)):
+        order = np.argsort(raw.dst.numpy(), kind="stable")
+        np.testing.assert_array_equal(g.dst.numpy(), raw.dst.numpy()[order])
+        np.testing.assert_array_equal(g.src.numpy(), raw.src.numpy()[order])
+        np.testing.assert_array_equal(g.shift.numpy(), raw.shift.numpy()[order])
+        x = torch.as_tensor(pos, dtype=torch.float32)
+        torch.testing.assert_close(g.edge_vec(x), raw.edge_vec(x)[torch.as_tensor(order)], rtol=0, atol=0)
+        assert bool((g.cross[1:] > g.cross[:-1]).all())  # ascending, as sort_graph's lookup needs

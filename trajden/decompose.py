@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from trajden.model.evaluate import BlockedEvaluator, sort_graph, with_neighbours
+from trajden.model.evaluate import BlockedEvaluator, with_neighbours
 from trajden.neighbors import build_graph
 
 #: a split axis' cell vector is stretched by this factor so the block sees no periodic image along it
@@ -157,15 +157,23 @@ _GRAPHS: OrderedDict[tuple, object] = OrderedDict()
 GRAPH_CACHE_SIZE = 2
 
 
+_GRAPHS_LOCK = threading.Lock()
+
+
 def _graph(key: tuple | None, ref: np.ndarray, cell: np.ndarray, cutoff: float, skin: float, device):
-    if key and key in _GRAPHS:
-        _GRAPHS.move_to_end(key)
-        return _GRAPHS[key]
-    graph = sort_graph(build_graph(ref, cell, cutoff, skin, device=device))
+    with _GRAPHS_LOCK:  # a Dask worker may run several blocks at once
+        if key and key in _GRAPHS:
+            _GRAPHS.move_to_end(key)
+            return _GRAPHS[key]
+        if key:  # this block's lists of earlier plans are stale: freed before the new one is built
+            for old in [k for k in _GRAPHS if k[0] == key[0] and k[2:] == key[2:] and k[1] != key[1]]:
+                del _GRAPHS[old]
+    graph = build_graph(ref, cell, cutoff, skin, device=device, sort=True)
     if key:
-        _GRAPHS[key] = graph
-        while len(_GRAPHS) > GRAPH_CACHE_SIZE:
-            _GRAPHS.popitem(last=False)
+        with _GRAPHS_LOCK:
+            _GRAPHS[key] = graph
+            while len(_GRAPHS) > GRAPH_CACHE_SIZE:
+                _GRAPHS.popitem(last=False)
     return graph
 
 

@@ -21,7 +21,7 @@ import torch
 
 from trajden import decompose, names
 from trajden.decompose import evaluator
-from trajden.model.evaluate import min_edge_length, sort_graph, with_neighbours
+from trajden.model.evaluate import min_edge_length, with_neighbours
 from trajden.model.package import LoadedModel
 from trajden.neighbors import build_graph
 from trajden.scale import estimate_nn_distance
@@ -78,7 +78,8 @@ class _Whole:
 
     def rebuild(self, ref: torch.Tensor) -> None:
         # build_graph takes the tensor where it is: on a GPU the list is built there (no host round trip)
-        self.graph = sort_graph(build_graph(ref, self.cell, self.model.cutoff, self.skin, device=self.model.device))
+        self.graph = None  # the old list goes first: two lists at once were the frame's peak memory
+        self.graph = build_graph(ref, self.cell, self.model.cutoff, self.skin, device=self.model.device, sort=True)
 
     def step(self, x: torch.Tensor, moving: torch.Tensor | None) -> torch.Tensor:
         # atoms that moved, and their neighbours, are recomputed; the rest keep their positions

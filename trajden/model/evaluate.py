@@ -143,7 +143,7 @@ class BlockedEvaluator:
 
         gen = torch.Generator().manual_seed(0)
         pos = (torch.rand(24, 3, generator=gen) * 2.5).double().numpy()
-        graph = sort_graph(build_graph(pos, 20.0 * torch.eye(3).double().numpy(), self.cutoff, device=self.device))
+        graph = build_graph(pos, 20.0 * torch.eye(3).double().numpy(), self.cutoff, device=self.device, sort=True)
         x = torch.as_tensor(pos, dtype=torch.float32, device=self.device)
         types = torch.zeros(24, dtype=torch.long, device=self.device)
         try:
@@ -497,4 +497,8 @@ def _bisect_right(cum: list[int], value: int, lo: int, hi: int) -> int:
 def sort_graph(graph: Graph) -> Graph:
     """The same graph with edges sorted by centre atom (``dst``), stable."""
     order = torch.argsort(graph.dst, stable=True)
-    return Graph(graph.src[order], graph.dst[order], graph.shift[order], graph.cutoff, graph.skin)
+    crossing = torch.zeros(graph.src.shape[0], dtype=torch.bool, device=graph.src.device)
+    crossing[graph.cross] = True
+    cross = torch.nonzero(crossing[order]).squeeze(1)  # new positions of the crossing edges, ascending
+    slot = torch.searchsorted(graph.cross, order[cross])  # ... and where their shifts are (cross is ascending)
+    return Graph(graph.src[order], graph.dst[order], cross, graph.cross_shift[slot], graph.cutoff, graph.skin)
