@@ -1324,7 +1324,8 @@ def parse_args(argv=None):
     p.add_argument("--workers", type=int, default=None, help="LocalCluster workers of e2e-cluster (default: "
                    "trajden's)")
     p.add_argument("--mda-all", action="store_true", help="MDAnalysis reader at every size (default: smallest)")
-    p.add_argument("--max-iterations", type=int, default=16, help="cap of the 'until converged' run")
+    p.add_argument("--max-iterations", type=int, default=8,
+                   help="cap of the 'until converged' run (default 8: the pipeline's own cap)")
     p.add_argument("--model", default="fcc-bcc-hcp")
     p.add_argument("--device", default="cpu", help="device of the denoise stages (cpu, cuda, cuda:N)")
     p.add_argument("--baseline", action="store_true",
