@@ -611,16 +611,29 @@ def _worker_memory(reset: bool) -> dict:
     return {"rss_mb": _status_kb("VmRSS") / 1024, "hwm_mb": _status_kb("VmHWM") / 1024}
 
 
-def _worker_setup(model_name: str) -> float:
-    """On a Dask worker: the evaluator's one-off set-up (fused products, radial tables), as a pipeline worker
-    does on its first frame; returns its seconds."""
+def _worker_setup(model_name: str, compile) -> float:
+    """On a Dask worker: the evaluator's one-off set-up (fused products, radial tables; ``compile``: the
+    request of the frame's blocks), as a pipeline worker does on its first frame; returns its seconds."""
     from trajden.cluster import get_model
     from trajden.decompose import evaluator
     from trajden.denoise import CPU_BLOCK_EDGES
 
     t0 = time.perf_counter()
-    evaluator(get_model(model_name, "auto"), CPU_BLOCK_EDGES, "auto")  # the blocks of a 1e6 frame are large
+    evaluator(get_model(model_name, "auto"), CPU_BLOCK_EDGES, compile)
     return time.perf_counter() - t0
+
+
+def _block_compile_request(model, pos: np.ndarray, cell: np.ndarray):
+    """The ``compile`` request that ``denoise(..., blocks="auto")`` makes for this frame's largest block (the
+    same plan: known scale, default skin)."""
+    from trajden import decompose
+    from trajden import denoise as dn
+
+    factor = D_NN / model.nn_distance
+    halo = decompose.halo_width(model, 0.2)  # denoise's default skin
+    counts = decompose.auto_counts(len(pos), cell / factor, halo, dn.AUTO_BLOCK_ATOMS)
+    plan = decompose.plan(pos / factor, cell / factor, counts, halo)
+    return decompose.compile_request(max(len(b.atoms) for b in plan.blocks), "cpu")
 
 
 def stage_denoise_k8_blocks_cluster(spec):
@@ -634,7 +647,7 @@ def stage_denoise_k8_blocks_cluster(spec):
     model = load_model(spec["model"])
     pos, cell, types, _ = _load(spec)
     client, cluster = start_cluster("local", model=spec["model"], device="cpu")
-    setup = client.run(_worker_setup, spec["model"])
+    setup = client.run(_worker_setup, spec["model"], _block_compile_request(model, pos, cell))
 
     def run():
         client.run(_worker_memory, True)

@@ -164,7 +164,6 @@ def section_speed(args, rep, dev):
 
     from trajden.decompose import evaluator
     from trajden.denoise import CPU_BLOCK_EDGES, GPU_BLOCK_EDGES, denoise
-    from trajden.model.evaluate import sort_graph
     from trajden.neighbors import build_graph
 
     rows = []
@@ -185,8 +184,8 @@ def section_speed(args, rep, dev):
         # one evaluator call alone on a built graph
         scale = D_NN / dev.nn_distance
         x = torch.as_tensor(pos / scale, dtype=torch.float32, device=args.device)
-        g = sort_graph(build_graph(x if args.device.startswith("cuda") else pos / scale, cell / scale,
-                                   dev.cutoff, 0.2, device=args.device))
+        g = build_graph(x if args.device.startswith("cuda") else pos / scale, cell / scale,
+                        dev.cutoff, 0.2, device=args.device, sort=True)
         types = torch.zeros(len(pos), dtype=torch.long, device=args.device)
         ev = evaluator(dev, edges)
         ev(x, g, types)
@@ -236,7 +235,6 @@ def section_profile(args, rep, dev):
 
     from trajden.decompose import evaluator
     from trajden.denoise import CPU_BLOCK_EDGES, GPU_BLOCK_EDGES
-    from trajden.model.evaluate import sort_graph
     from trajden.neighbors import build_graph
 
     n = 1_000_000 if 1_000_000 in args.sizes else min(args.sizes)
@@ -244,7 +242,7 @@ def section_profile(args, rep, dev):
     scale = D_NN / dev.nn_distance
     cuda = args.device.startswith("cuda")
     x = torch.as_tensor(pos / scale, dtype=torch.float32, device=args.device)
-    g = sort_graph(build_graph(x if cuda else pos / scale, cell / scale, dev.cutoff, 0.2, device=args.device))
+    g = build_graph(x if cuda else pos / scale, cell / scale, dev.cutoff, 0.2, device=args.device, sort=True)
     types = torch.zeros(len(pos), dtype=torch.long, device=args.device)
     ev = evaluator(dev, GPU_BLOCK_EDGES if cuda else CPU_BLOCK_EDGES)
     ev(x, g, types)

@@ -266,7 +266,6 @@ def _evaluator(model, block_edges: int, fused: bool, compile: bool | str | None 
             if tps is not None:
                 tps = [t.to(model.device) for t in tps]
         ev = BlockedEvaluator(model.module, block_edges, cutoff=model.cutoff, tensor_products=tps, compile=compile)
-        ev._key = key
         cache[key] = ev
     return ev
 

@@ -64,22 +64,30 @@ def build_graph(
     nl = NeighborList(cutoff=float(cutoff + skin), full_list=True)
     # views into vesin's own buffers (no copy of the whole list; they live as long as ``nl``)
     i, j, S = nl.compute(pos, box, periodic=True, quantities="ijS", copy=False)
-    # vesin: D = r_j - r_i + S @ box; the message flows from j (src) to the centre i (dst)
-    dst_all, src_all = torch.from_numpy(_np_int64(i)), torch.from_numpy(_np_int64(j))
-    crossing = torch.from_numpy(S.any(axis=1))
+    graph = _assemble(torch.from_numpy(_np_int64(i)), torch.from_numpy(_np_int64(j)), torch.from_numpy(S),
+                      torch.from_numpy(box), len(pos), cutoff, skin, dtype, sort, views=True)
+    del nl  # vesin's buffers: the graph holds copies
+    return Graph(*(t.to(device) for t in (graph.src, graph.dst, graph.cross, graph.cross_shift)), cutoff, skin)
+
+
+def _assemble(i: torch.Tensor, j: torch.Tensor, S: torch.Tensor, box: torch.Tensor, n_atoms: int, cutoff: float,
+              skin: float, dtype: torch.dtype, sort: bool, views: bool = False) -> Graph:
+    """A :class:`Graph` from vesin's pairs ``i``, ``j`` and integer cell shifts ``S`` (``D = r_j - r_i + S @
+    box``: the message flows from ``j``, the source, to the centre ``i``), on the device of the inputs; only
+    the edges that cross the cell get a Cartesian shift. ``views``: the inputs are views into vesin's buffers,
+    copied here even when not sorted."""
+    crossing = S.any(dim=1)
     if sort:
-        order = _order_by(dst_all, len(pos))
-        dst, src, crossing = dst_all[order], src_all[order], crossing[order]
+        order = _order_by(i, n_atoms)
+        dst, src, crossing = i[order], j[order], crossing[order]
         cross = torch.nonzero(crossing).squeeze(1)
-        S_cross = S[order[cross].numpy()]
+        S_cross = S[order[cross]]
     else:
-        dst, src = dst_all.clone(), src_all.clone()
+        dst, src = (i.clone(), j.clone()) if views else (i, j)
         cross = torch.nonzero(crossing).squeeze(1)
-        S_cross = S[cross.numpy()]
-    # Cartesian shifts S @ box (float64) of the few edges that cross the cell
-    cross_shift = torch.from_numpy(S_cross.astype(np.float64) @ box).to(dtype)
-    del nl, i, j, S
-    return Graph(src.to(device), dst.to(device), cross.to(device), cross_shift.to(device), cutoff, skin)
+        S_cross = S[cross]
+    cross_shift = (S_cross.to(torch.float64) @ box.to(torch.float64)).to(dtype)  # in float64, then cast
+    return Graph(src, dst, cross, cross_shift, cutoff, skin)
 
 
 def _order_by(dst: torch.Tensor, n_atoms: int) -> torch.Tensor:
@@ -104,13 +112,7 @@ def _build_graph_torch(positions, box: np.ndarray, cutoff: float, skin: float, d
     box_t = torch.as_tensor(box, dtype=torch.float64, device=device)
     nl = NeighborList(cutoff=float(cutoff + skin), full_list=True)
     i, j, S = nl.compute(pos, box_t, periodic=True, quantities="ijS")
-    dst, src = _as_int64(i), _as_int64(j)
-    if sort:
-        order = _order_by(dst, pos.shape[0])
-        dst, src, S = dst[order], src[order], S[order]
-    cross = torch.nonzero(S.any(dim=1)).squeeze(1)
-    cross_shift = S[cross].to(torch.float64) @ box_t
-    return Graph(src, dst, cross, cross_shift.to(dtype), cutoff, skin)
+    return _assemble(_as_int64(i), _as_int64(j), S, box_t, pos.shape[0], cutoff, skin, dtype, sort)
 
 
 def _as_int64(index: torch.Tensor) -> torch.Tensor:

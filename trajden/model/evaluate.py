@@ -347,17 +347,19 @@ def choose_aggregate(compiled: list, tensor_products: list, radial_tables: list,
     with torch.no_grad():
         for name, run in runs.items():
             run()
-            best = float("inf")
-            for _ in range(3):
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                t0 = time.perf_counter()
-                run()
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                best = min(best, time.perf_counter() - t0)
-            times[name] = best
+            times[name] = min(_seconds(run, device) for _ in range(3))
     return min(times, key=times.get), times
+
+
+def _seconds(run, device: torch.device) -> float:
+    """Wall time of ``run()`` on ``device`` (a GPU's queued work included)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    run()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t0
 
 
 def compiled_is_faster(ev: BlockedEvaluator, n_atoms: int = 8000, reps: int = 3,
@@ -387,14 +389,9 @@ def compiled_is_faster(ev: BlockedEvaluator, n_atoms: int = 8000, reps: int = 3,
         for rep in range(reps + 1):  # the first round is a warm-up
             for name in times:
                 ev.compiled = compiled if name == "compiled" else None
-                if ev.device.type == "cuda":
-                    torch.cuda.synchronize(ev.device)
-                t0 = time.perf_counter()
-                ev(x, graph, types)
-                if ev.device.type == "cuda":
-                    torch.cuda.synchronize(ev.device)
+                seconds = _seconds(lambda: ev(x, graph, types), ev.device)
                 if rep:
-                    times[name] = min(times[name], time.perf_counter() - t0)
+                    times[name] = min(times[name], seconds)
     finally:
         ev.compiled = compiled
     return times["compiled"] < margin * times["eager"], times
