@@ -3,12 +3,14 @@ default): :meth:`FusedTP.aggregate` and ``aggregate_padded`` equal the fused mes
 the compiled evaluator equals the eager one (here on the CPU, where ``TRAJDEN_COMPILE=1`` turns it on)."""
 
 import shutil
+import warnings
 
 import pytest
 import torch
 
 from trajden.decompose import evaluator
-from trajden.model.evaluate import edge_slots
+from trajden.model.evaluate import BlockedEvaluator, edge_slots
+from trajden.model.fused import fused_tensor_products
 from trajden.model.package import load_model
 
 
@@ -134,3 +136,25 @@ def test_compiled_is_faster_times_both_paths(model, monkeypatch):
         assert faster == (times["compiled"] < 0.85 * times["eager"])
     finally:
         ev.compiled, ev.aggregate_impl = None, None
+
+
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                    reason="torch.compile needs a C++ compiler on the CPU")
+def test_compiled_evaluators_make_room_in_dynamos_cache(monkeypatch):
+    """Dynamo caches ``FusedTP.aggregate`` once per distinct layer shape, and past ``recompile_limit`` (8 by
+    default; here 2) a layer would silently run eager (here: raise). Two two-layer networks of different
+    widths make four entries: each evaluator raises the limit for its own layers."""
+    from dataclasses import asdict
+
+    from trajden.train import TrainConfig, build_network
+
+    monkeypatch.setattr(torch._dynamo.config, "fail_on_recompile_limit_hit", True)
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 2)
+    for hidden in ("4x0e+2x1o", "6x0e+4x1o"):
+        cfg = TrainConfig(hidden=hidden, n_layers=2, atoms_per_cell=32)
+        net = build_network(cfg).eval()
+        tps = fused_tensor_products(net, {"training_config": asdict(cfg)})
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message="torch.compile")  # a failed compile warns, stays eager
+            ev = BlockedEvaluator(net, 4096, cfg.cutoff, tps, compile=True)
+        assert ev.compiled is not None and len(ev.compiled) == 2

@@ -303,6 +303,7 @@ def compile_aggregates(tensor_products: list, radial_tables: list, device: torch
     ``index_add_`` there): results agree to float32 rounding, not bit for bit.
     """
     out = []
+    _raise_recompile_limit(len(tensor_products))
     try:
         for li, (tp, table) in enumerate(zip(tensor_products, radial_tables)):
             fns = {"atomic": torch.compile(tp.aggregate, dynamic=True, fullgraph=True),
@@ -323,6 +324,21 @@ def compile_aggregates(tensor_products: list, radial_tables: list, device: torch
                       "the eager path is used", stacklevel=2)
         return None
     return out
+
+
+_COMPILED_LAYERS = 0
+
+
+def _raise_recompile_limit(n_layers: int) -> None:
+    """Make room in dynamo's cache for ``n_layers`` more compiled layers.
+
+    Dynamo keys its cache on the code object, so every layer of every evaluator in this process is one
+    more entry of ``FusedTP.aggregate``'s cache. Past ``recompile_limit`` (8 by default: three models of
+    three layers) a layer would quietly run eager on the compiled path's blocks."""
+    global _COMPILED_LAYERS
+    _COMPILED_LAYERS += n_layers
+    config = torch._dynamo.config
+    config.recompile_limit = max(config.recompile_limit, _COMPILED_LAYERS + 8)
 
 
 def choose_aggregate(compiled: list, tensor_products: list, radial_tables: list,
