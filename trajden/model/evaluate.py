@@ -128,14 +128,18 @@ class BlockedEvaluator:
     def mode(self) -> str:
         """``"fast"`` (fused tensor products, tabulated radial networks; ``"fast+compiled-atomic"`` /
         ``"fast+compiled-padded"``: their gather, products and sums fused by ``torch.compile``, with that
-        sum; on a CPU in blocks of :attr:`CPU_COMPILED_BLOCK_EDGES` edges, each parallelised by the compiled
+        sum; ``"fast+compiled-layer"``: on a CPU, each layer's whole block (harmonics, sums, linears, gate)
+        compiled, in blocks of :attr:`CPU_COMPILED_BLOCK_EDGES` edges, each parallelised by the compiled
         code itself), ``"blocked"`` (the model's own
         submodules, block by block) or ``"forward"`` (the monolithic forward: no memory bound)."""
         if not self.supported:
             return "forward"
         if self.tensor_products is None or self.radial_tables is None:
             return "blocked"
-        return f"fast+compiled-{self.aggregate_impl}" if self.compiled else "fast"
+        if not self.compiled:
+            return "fast"
+        layer = "block" in self.compiled[0] and self.aggregate_impl == "atomic"
+        return "fast+compiled-" + ("layer" if layer else self.aggregate_impl)
 
     def _probe(self) -> bool:
         """Check on a small random cluster that the blocked evaluation reproduces ``forward``."""
@@ -197,15 +201,18 @@ class BlockedEvaluator:
         for li, layer in enumerate(self.layers):
             tp = self.tensor_products[li] if self.tensor_products else None
             table = self.radial_tables[li] if self.radial_tables else None
-            agg_fn = self.compiled[li][self.aggregate_impl] if self.compiled and table is not None else None
-            x = self._layer(layer, self.inv_sqrt_nb[li], x, vec, src, dst, n, needed[li], tp, table, agg_fn, shared)
+            fns = self.compiled[li] if self.compiled and table is not None else None
+            x = self._layer(layer, self.inv_sqrt_nb[li], x, vec, src, dst, n, needed[li], tp, table, fns, shared)
         out = self.head(x) * self.output_scale
         if active is not None:
             out = out * active.unsqueeze(-1)
         return out
 
-    def _layer(self, layer, inv_sqrt_nb, x, vec, src, dst, n, needed, tp=None, table=None, agg_fn=None,
+    def _layer(self, layer, inv_sqrt_nb, x, vec, src, dst, n, needed, tp=None, table=None, fns=None,
                shared=None):
+        """Layer ``layer``'s output for all ``n`` atoms, block by block; ``fns``: the layer's compiled
+        functions (:func:`compile_aggregates`) or ``None`` (eager)."""
+        agg_fn = fns[self.aggregate_impl] if fns is not None else None
         h = layer.linear_1(x)
         if needed is not None:
             emask = needed[dst]
@@ -213,6 +220,9 @@ class BlockedEvaluator:
             if shared is not None:
                 shared = (shared[0][emask], shared[1][emask])
         cpu_compiled = agg_fn is not None and self.device.type == "cpu"
+        # on a CPU the whole layer is compiled per block, with the atomic sum (TRAJDEN_AGGREGATE=padded keeps
+        # the sums alone compiled, the path a GPU may take, so that it is tested on CPUs too)
+        block_fn = fns.get("block") if cpu_compiled and self.aggregate_impl == "atomic" else None
         block_edges = max(self.block_edges, self.CPU_COMPILED_BLOCK_EDGES) if cpu_compiled else self.block_edges
         cum = torch.cumsum(torch.bincount(dst, minlength=n), 0).tolist()  # edges of atoms < i+1
         spans = []  # (first atom, end atom, first edge, end edge) of each block with work to do
@@ -230,6 +240,9 @@ class BlockedEvaluator:
             n0, n1, e0, e1 = span
             v = vec[e0:e1]
             lengths = torch.sqrt((v * v).sum(-1)) if shared is None else shared[0][e0:e1]
+            if block_fn is not None:  # compiled on the CPU: the whole layer in one compiled call
+                return block_fn(h, x[n0:n1], src[e0:e1], dst[e0:e1] - n0, v, table.table, table.delta,
+                                table.r_min, table.step, n1 - n0, inv_sqrt_nb)
             if agg_fn is not None:  # compiled: the radial weights and the messages are never materialised
                 y = self.sh(v) if shared is None else shared[1][e0:e1]
                 tab = (table.table, table.delta, table.r_min, table.step)
@@ -295,9 +308,10 @@ def _random_block(tp, table, device, n: int, rows: int, e: int, seed: int):
 
 def compile_aggregates(tensor_products: list, radial_tables: list, device: torch.device) -> list | None:
     """Per layer ``{"atomic": fn, "padded": fn}``: ``torch.compile``'d (dynamic shapes: one compilation
-    serves every block size) :meth:`~trajden.model.fused.FusedTP.aggregate` and ``aggregate_padded``, each
-    checked against the eager ``aggregate`` on random inputs on ``device``; ``None`` (the eager path) when
-    compiling fails or the results disagree.
+    serves every block size) :meth:`~trajden.model.fused.FusedTP.aggregate` and ``aggregate_padded``, and
+    on a CPU ``"block"``: the whole layer per block (:meth:`~trajden.model.fused.FusedTP.block`, where the
+    fused product carries its Python layer), each checked against its eager self on random inputs on
+    ``device``; ``None`` (the eager path) when compiling fails or the results disagree.
 
     The compiled sums run in another order than the eager ones (and with atomic adds on a GPU, as
     ``index_add_`` there): results agree to float32 rounding, not bit for bit.
@@ -313,8 +327,16 @@ def compile_aggregates(tensor_products: list, radial_tables: list, device: torch
                 ref = tp.aggregate(h, src, dst, y, lengths, *tab, 40)
                 got = {"atomic": fns["atomic"](h, src, dst, y, lengths, *tab, 40),
                        "padded": fns["padded"](h, src, y, lengths, edge_slots(dst, 40), *tab)}
+                refs = dict.fromkeys(got, ref)
+                if device.type == "cpu" and getattr(tp, "layer", None) is not None:
+                    # the whole layer per block (CPU): vectors of the random block's lengths, random rows
+                    fns["block"] = torch.compile(tp.block, dynamic=True, fullgraph=True)
+                    vec = torch.nn.functional.normalize(y[:, 1:4] + 0.1, dim=-1) * lengths.unsqueeze(-1)
+                    x_rows = torch.randn(40, tp.layer.irreps_in.dim, generator=torch.Generator().manual_seed(li))
+                    args = (h, x_rows.to(device), src, dst, vec, *tab, 40, 0.25)
+                    refs["block"], got["block"] = tp.block(*args), fns["block"](*args)
             for name, value in got.items():
-                if not torch.allclose(value, ref, atol=1e-4, rtol=1e-4):
+                if not torch.allclose(value, refs[name], atol=1e-4, rtol=1e-4):
                     warnings.warn(f"torch.compile'd tensor products ({name}) disagree with the eager ones: "
                                   "not used", stacklevel=2)
                     return None
