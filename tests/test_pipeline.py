@@ -51,6 +51,8 @@ def test_store_contents(serial_store):
     assert (acna_raw[crystal] == names.FCC).mean() < 0.9  # raw ones are blurred
     assert (acna[2] == names.OTHER).mean() > 0.9  # the disordered frame stays disordered
     assert float(ds[names.VAR_DISPLACEMENT][0].mean()) > 0.1
+    # 500-atom frames take the bit-exact eager path (compiled sums are tried from 100k atoms on a CPU)
+    assert (ds[names.VAR_EVALUATOR].values == names.EVALUATOR_EAGER).all()
 
 
 def test_phase_fractions_of_every_frame(serial_store):
@@ -133,6 +135,7 @@ def test_blocked_frames_on_a_local_cluster_equal_the_serial_undivided_run(tmp_pa
         close_cluster(client, cluster)
     assert summary.frames_done == 2 and not summary.failures
     a, b = _open(whole), _open(out)
+    assert (b[names.VAR_EVALUATOR].values == names.EVALUATOR_EAGER).all()  # the workers' blocks report it
     pos = names.VAR_POSITIONS
     assert float(np.abs(a[pos].values - b[pos].values).max()) < 1e-4
     for c in names.CLASSIFIERS:

@@ -51,6 +51,7 @@ def make_results(indices, n_atoms=N_ATOMS, label_vars=None, keep_raw=False, hist
             status=names.FRAME_STATUS_OK if i % 2 else names.FRAME_STATUS_NOT_CONVERGED,
             positions_raw=raw if keep_raw else None,
             rms_history=np.linspace(1.0, 0.1, n_it) if history else None,
+            evaluator=names.EVALUATOR_COMPILED if i % 3 == 1 else names.EVALUATOR_EAGER,
         ))
     return out
 
@@ -102,6 +103,7 @@ def expected_arrays(results, store):
         names.VAR_RESIDUAL: np.array([r.residual for r in results], np.float32),
         names.VAR_SCALE: np.array([r.scale for r in results], np.float32),
         names.VAR_STATUS: np.array([r.status for r in results], np.int8),
+        names.VAR_EVALUATOR: np.array([r.evaluator for r in results], np.int8),
     }
     for v in store.label_vars:
         exp[v] = np.stack([r.labels[v] for r in results])
@@ -149,7 +151,7 @@ def test_roundtrip_out_of_order_chunks_read_by_xarray(tmp_path):
     dtypes = {names.VAR_POSITIONS: np.float32, names.VAR_POSITIONS_RAW: np.float32,
               names.VAR_DISPLACEMENT: np.float32, names.VAR_CELL: np.float64, names.VAR_ITERATIONS: np.int16,
               names.VAR_RESIDUAL: np.float32, names.VAR_SCALE: np.float32, names.VAR_STATUS: np.int8,
-              names.VAR_COMPLETE: np.bool_}
+              names.VAR_EVALUATOR: np.int8, names.VAR_COMPLETE: np.bool_}
     for v in store.label_vars:
         dtypes[v] = np.int8
     for name, values in expected_arrays(results, store).items():
@@ -173,6 +175,8 @@ def test_roundtrip_out_of_order_chunks_read_by_xarray(tmp_path):
             assert attrs[names.CF_FLAG_MEANINGS].split() == [names.STRUCTURE_NAMES[c] for c in codes]
     st = ds[names.VAR_STATUS].attrs
     assert dict(zip(st[names.CF_FLAG_VALUES], st[names.CF_FLAG_MEANINGS].split())) == names.FRAME_STATUS_NAMES
+    ev = ds[names.VAR_EVALUATOR].attrs
+    assert dict(zip(ev[names.CF_FLAG_VALUES], ev[names.CF_FLAG_MEANINGS].split())) == names.EVALUATOR_NAMES
 
     # root attributes
     a = ds.attrs
@@ -415,3 +419,26 @@ def test_interrupted_write_leaves_frames_pending(tmp_path, monkeypatch):
     assert [2, 3] in reopened.pending_chunks()
     reopened.write_frames(results)  # the resumed run rewrites it
     assert reopened.completed()[[2, 3]].all() and [2, 3] not in reopened.pending_chunks()
+
+
+def test_store_without_the_evaluator_variable_still_takes_frames(tmp_path):
+    """Stores written before the per-frame evaluator code existed resume without it; a bad code is refused."""
+    import zarr
+
+    path = tmp_path / "old.zarr"
+    store = Store.create(path, **create_kwargs())
+    bad = make_results([0, 1], label_vars=store.label_vars)
+    bad[1].evaluator = 7
+    with pytest.raises(StoreError, match="frame 1: unknown evaluator code 7"):
+        store.write_frames(bad)
+    assert not store.completed().any()
+    del zarr.open_group(str(path), mode="r+", zarr_format=3)[names.VAR_EVALUATOR]
+    old = Store.open(path, mode="r+")
+    results = make_results(range(N_FRAMES), label_vars=old.label_vars)
+    old.write_frames(results)
+    assert old.completed().all()
+    ds = xr.open_zarr(path, consolidated=False)
+    assert names.VAR_EVALUATOR not in ds
+    for name, values in expected_arrays(results, old).items():
+        if name != names.VAR_EVALUATOR:
+            np.testing.assert_array_equal(ds[name].values, values, err_msg=name)

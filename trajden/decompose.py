@@ -188,8 +188,9 @@ def block_update(
     skin: float,
     block_edges: int,
     key: tuple = (),
-) -> np.ndarray:
-    """Updates ``Delta`` (n_owned, 3) of one block's owned atoms (model units).
+) -> tuple[np.ndarray, bool]:
+    """Updates ``Delta`` (n_owned, 3) of one block's owned atoms (model units), and whether the evaluator
+    ran compiled sums (it decides per process and block size: :func:`compile_request`).
 
     ``model``: a :class:`~trajden.model.package.LoadedModel`, or ``(name_or_path, device)`` to get it on a
     Dask worker (:func:`trajden.cluster.get_model`). ``moving_local``: which local atoms moved more than the
@@ -216,7 +217,7 @@ def block_update(
             active = with_neighbours(moving, graph.src, graph.dst) & owned
         evaluate = evaluator(model, block_edges, compile_request(len(x_local), device))
         delta = evaluate(x, graph, types, active)
-    return delta[:n_owned].cpu().numpy()
+    return delta[:n_owned].cpu().numpy(), bool(evaluate.compiled)
 
 
 def evaluator(model, block_edges: int, compile: bool | str | None = None) -> BlockedEvaluator:

@@ -46,6 +46,8 @@ class DenoiseResult:
     rms_history: list[float] = field(default_factory=list)
     scale: float = 1.0
     status: int = names.FRAME_STATUS_OK
+    #: :data:`trajden.names.EVALUATOR_COMPILED` if any evaluation ran compiled sums, else ``EVALUATOR_EAGER``
+    evaluator: int = names.EVALUATOR_EAGER
 
     @property
     def residual(self) -> float:
@@ -75,6 +77,7 @@ class _Whole:
         self.model, self.cell, self.types, self.skin = model, cell, types, skin
         self.evaluate = evaluator(model, block_edges, decompose.compile_request(len(types), model.device))
         self.graph = None
+        self.compiled = bool(self.evaluate.compiled)  # whether an evaluation ran compiled sums
 
     def rebuild(self, ref: torch.Tensor) -> None:
         # build_graph takes the tensor where it is: on a GPU the list is built there (no host round trip)
@@ -103,6 +106,7 @@ class _Blocks:
         self.plan = None
         self.ref = None
         self.token = uuid.uuid4().hex
+        self.compiled = False  # whether a block's evaluation ran compiled sums (each worker decides)
         self.spec = (model.path, "auto")  # how a Dask worker gets the model (its own device)
 
     def rebuild(self, ref: torch.Tensor) -> None:
@@ -132,8 +136,9 @@ class _Blocks:
             futures = [self.client.submit(decompose.block_update, self.spec, *job, pure=False) for job in jobs]
             results = self.client.gather(futures)
         delta = np.zeros_like(xs)
-        for b, r in zip(self.plan.blocks, results):
+        for b, (r, compiled) in zip(self.plan.blocks, results):
             delta[b.atoms[: b.n_owned]] = r
+            self.compiled |= compiled
         return torch.as_tensor(delta, device=x.device)
 
     def min_pair_distance(self, x: torch.Tensor) -> float:
@@ -278,4 +283,5 @@ def denoise(
         out = positions.copy()
     else:
         out = x * factor
-    return DenoiseResult(out, len(history), [h * factor for h in history], nn, status)
+    code = names.EVALUATOR_COMPILED if backend.compiled else names.EVALUATOR_EAGER
+    return DenoiseResult(out, len(history), [h * factor for h in history], nn, status, code)

@@ -62,6 +62,7 @@ VAR_RESIDUAL = "residual"  # (frame,) float32, RMS update of the last iteration,
 VAR_SCALE = "scale"  # (frame,) float32, input nn distance / model nn distance
 VAR_STATUS = "status"  # (frame,) int8, see FRAME_STATUS_*
 VAR_COMPLETE = "complete"  # (frame,) bool, frame fully written
+VAR_EVALUATOR = "evaluator"  # (frame,) int8, how the model ran, see EVALUATOR_*
 VAR_RMS_HISTORY = "rms_history"  # (frame, iteration) float32, RMS update per iteration, NaN after the last
 
 
@@ -78,6 +79,11 @@ FRAME_STATUS_NOT_CONVERGED = 1  # k reached with residual above tol
 FRAME_STATUS_DIVERGED = 2  # RMS update grew / atoms overlapped: positions are the raw ones
 FRAME_STATUS_FAILED = 3  # the task raised; nothing but this flag is valid
 FRAME_STATUS_NAMES = {0: "ok", 1: "not_converged", 2: "diverged", 3: "failed"}
+
+# --- per-frame evaluator codes (VAR_EVALUATOR) ---------------------------------------------------
+EVALUATOR_EAGER = 0  # eager torch: bit-identical whatever the thread count or the blocks
+EVALUATOR_COMPILED = 1  # torch.compile'd sums in at least one evaluation: equal to eager to float32 rounding
+EVALUATOR_NAMES = {0: "eager", 1: "compiled"}
 
 # --- store attributes ------------------------------------------------------------------------
 ATTR_VERSION = "trajden_version"

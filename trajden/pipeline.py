@@ -88,6 +88,7 @@ def process_frame(frame: Frame, settings: ProcessSettings, model=None):
     out = _frame_result(frame, result.positions, raw_labels, settings, result.iterations, result.residual,
                         result.scale, result.status, FrameResult)
     out.rms_history = np.asarray(result.rms_history, dtype=np.float32)
+    out.evaluator = result.evaluator
     return out
 
 

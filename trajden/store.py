@@ -103,6 +103,7 @@ class FrameResult:
     status: int = names.FRAME_STATUS_OK
     positions_raw: np.ndarray | None = None
     rms_history: np.ndarray | None = None  # (<= max_iterations,) RMS update per iteration; stored if the store has it
+    evaluator: int | None = None  # names.EVALUATOR_* (how the model ran); stored if the store has it
 
     @classmethod
     def failed(cls, index: int, cell: np.ndarray | None = None) -> FrameResult:
@@ -412,6 +413,7 @@ class Store:
         self._classifiers = tuple(c for c in names.CLASSIFIERS if names.structure_var(c) in present)
         self._keep_raw = names.VAR_POSITIONS_RAW in present
         self._history_len = int(group[names.VAR_RMS_HISTORY].shape[1]) if names.VAR_RMS_HISTORY in present else 0
+        self._has_evaluator = names.VAR_EVALUATOR in present  # stores written before it existed lack it
 
     # ---- construction ------------------------------------------------------------------------
 
@@ -539,6 +541,13 @@ class Store:
                names.CF_FLAG_VALUES: status_codes,
                names.CF_FLAG_MEANINGS: " ".join(names.FRAME_STATUS_NAMES[c] for c in status_codes),
                names.CF_COMMENT: f"{INT_FILL} = not written"})
+        evaluator_codes = sorted(names.EVALUATOR_NAMES)
+        arr(names.VAR_EVALUATOR, (n_frames,), (F,), "int8", INT_FILL, (fpc,),
+            **{names.CF_LONG_NAME: "how the model was evaluated",
+               names.CF_FLAG_VALUES: evaluator_codes,
+               names.CF_FLAG_MEANINGS: " ".join(names.EVALUATOR_NAMES[c] for c in evaluator_codes),
+               names.CF_COMMENT: f"{INT_FILL} = not written or no model (averaging); compiled: equal to "
+                                 "eager to float32 rounding, not bit for bit"})
         arr(names.VAR_COMPLETE, (n_frames,), (F,), "bool", False, (fpc,),
             **{names.CF_LONG_NAME: "frame fully written"})
         # the marker goes last: a half-created directory is not a trajden store
@@ -776,6 +785,8 @@ class Store:
             out[names.VAR_POSITIONS_RAW] = np.full((m, N, 3), np.nan, np.float32)
         if self._history_len:
             out[names.VAR_RMS_HISTORY] = np.full((m, self._history_len), np.nan, np.float32)
+        if self._has_evaluator:
+            out[names.VAR_EVALUATOR] = np.full(m, INT_FILL, np.int8)
         label_vars = self.label_vars
         for var in label_vars:
             out[var] = np.full((m, N), LABEL_FILL, np.int8)
@@ -817,6 +828,10 @@ class Store:
                 out[names.VAR_RESIDUAL][k] = float(res.residual)
             if res.scale is not None:
                 out[names.VAR_SCALE][k] = float(res.scale)
+            if self._has_evaluator and res.evaluator is not None:
+                if int(res.evaluator) not in names.EVALUATOR_NAMES:
+                    raise StoreError(f"{where}: unknown evaluator code {res.evaluator}")
+                out[names.VAR_EVALUATOR][k] = int(res.evaluator)
         return out
 
     # ---- locking and reading ------------------------------------------------------------------

@@ -158,3 +158,24 @@ def test_compiled_evaluators_make_room_in_dynamos_cache(monkeypatch):
             warnings.filterwarnings("error", message="torch.compile")  # a failed compile warns, stays eager
             ev = BlockedEvaluator(net, 4096, cfg.cutoff, tps, compile=True)
         assert ev.compiled is not None and len(ev.compiled) == 2
+
+
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                    reason="torch.compile needs a C++ compiler on the CPU")
+def test_denoise_reports_which_evaluator_ran(model, monkeypatch, crystal_liquid):
+    """``DenoiseResult.evaluator`` (stored per frame) says whether compiled sums ran, whole frame or blocks."""
+    import numpy as np
+
+    from trajden import names
+    from trajden.denoise import denoise
+    from trajden.lattices import add_noise, make_crystal
+
+    monkeypatch.delenv("TRAJDEN_FUSED", raising=False)
+    monkeypatch.delenv("TRAJDEN_AGGREGATE", raising=False)
+    c = make_crystal("fcc", reps=(14, 4, 4))  # 19.8 d_nn along x: two blocks with their halos
+    pos, _ = add_noise(c.positions, 0.06, np.random.default_rng(3))
+    for env, code in (("0", names.EVALUATOR_EAGER), ("1", names.EVALUATOR_COMPILED)):
+        monkeypatch.setenv("TRAJDEN_COMPILE", env)
+        for blocks in (None, (2, 1, 1)):
+            res = denoise(pos, c.cell, None, model, k=2, tol=0, scale=1.0, blocks=blocks)
+            assert res.evaluator == code, (env, blocks)
