@@ -98,7 +98,7 @@ def test_map_types():
 def test_neighbour_list_skin_does_not_change_the_result():
     """Lists built with a skin and reused while no atom moved more than skin / 2 (Verlet rule) give the same
     denoised positions as lists rebuilt every iteration (skin 0), on a crystal with a molten half."""
-    model = load_model("fcc-bcc-hcp-fast")
+    model = load_model("fcc-bcc-hcp-lite")
     c, noisy = _noisy("fcc", 0.08, seed=11, n=1500)
     rng = np.random.default_rng(2)
     half = noisy[:, 0] > 0.5 * c.cell[0, 0]

@@ -268,7 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--timestep", type=float, help="MD timestep in ps, for dumps without ITEM: TIME (default 0.001)")
     pr.add_argument("--frames", help="START:STOP:STEP (python slice over all frames)")
     pr.add_argument("--model", default="fcc-bcc-hcp",
-                    help="shipped model name (fcc-bcc-hcp, fcc-bcc-hcp-fast, dc3: `trajden models`) or a model file")
+                    help="shipped model name (fcc-bcc-hcp, fcc-bcc-hcp-fast, fcc-bcc-hcp-lite, dc3: "
+                    "`trajden models`) or a model file")
     pr.add_argument("--method", choices=("denoise", "average"), default="denoise",
                     help="denoise (default) or the vibration-averaging baseline")
     pr.add_argument("--window", type=int, default=5, help="frames averaged by --method average")
