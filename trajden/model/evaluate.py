@@ -354,9 +354,10 @@ _COMPILED_LAYERS = 0
 def _raise_recompile_limit(n_layers: int) -> None:
     """Make room in dynamo's cache for ``n_layers`` more compiled layers.
 
-    Dynamo keys its cache on the code object, so every layer of every evaluator in this process is one
-    more entry of ``FusedTP.aggregate``'s cache. Past ``recompile_limit`` (8 by default: three models of
-    three layers) a layer would quietly run eager on the compiled path's blocks."""
+    Dynamo keys its cache on the code object, so every distinct layer shape (of every model compiled in
+    this process) is one more entry of ``FusedTP.aggregate``'s cache. Past ``recompile_limit`` (8 by
+    default; six two- or three-layer architectures reached it) a layer would quietly run eager on the
+    compiled path's blocks."""
     global _COMPILED_LAYERS
     _COMPILED_LAYERS += n_layers
     config = torch._dynamo.config

@@ -133,8 +133,8 @@ class FusedTP(torch.nn.Module):
         """One interaction layer's output for ``n_rows`` atoms (rows ``x_rows`` of its input) from their edges
         ``src -> dst_local`` with vectors ``vec``: edge lengths and harmonics, :meth:`aggregate`, then the
         layer's linear, gate and self-connection. Needs the Python layer (:meth:`attach`); written for
-        ``torch.compile``, which fuses the node-wise tail too (on the CPU about 10-20% per layer, whose
-        harmonics, linears and gate otherwise run op by op)."""
+        ``torch.compile``, which then fuses the harmonics, linears and gate too (on 2 CPU cores a whole call
+        took 0.91x the time of the compiled sums alone: paired runs, 250k atoms, fcc-bcc-hcp-fast)."""
         lengths = torch.sqrt((vec * vec).sum(-1))
         agg = self.aggregate(h, src, dst_local, self.sh(vec), lengths, table, delta, r_min, step, n_rows)
         layer = self.layer
