@@ -140,7 +140,7 @@ def test_compiled_is_faster_times_both_paths(model, monkeypatch):
 
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
                     reason="torch.compile needs a C++ compiler on the CPU")
-def test_compiled_evaluators_make_room_in_dynamos_cache(monkeypatch):
+def test_compiled_evaluators_make_room_in_dynamos_cache():
     """Dynamo caches ``FusedTP.aggregate`` once per distinct layer shape, and past ``recompile_limit`` (8 by
     default; here 2) a layer would silently run eager (here: raise). Two two-layer networks of different
     widths make four entries: each evaluator raises the limit for its own layers."""
@@ -148,16 +148,17 @@ def test_compiled_evaluators_make_room_in_dynamos_cache(monkeypatch):
 
     from trajden.train import TrainConfig, build_network
 
-    monkeypatch.setattr(torch._dynamo.config, "fail_on_recompile_limit_hit", True)
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 2)
-    for hidden in ("4x0e+2x1o", "6x0e+4x1o"):
-        cfg = TrainConfig(hidden=hidden, n_layers=2, atoms_per_cell=32)
-        net = build_network(cfg).eval()
-        tps = fused_tensor_products(net, {"training_config": asdict(cfg)})
-        with warnings.catch_warnings():
-            warnings.filterwarnings("error", message="torch.compile")  # a failed compile warns, stays eager
-            ev = BlockedEvaluator(net, 4096, cfg.cutoff, tps, compile=True)
-        assert ev.compiled is not None and len(ev.compiled) == 2
+    # dynamo's own patch (restores its config afterwards; pytest's monkeypatch leaves it broken)
+    with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True, recompile_limit=2):
+        for hidden in ("4x0e+2x1o", "6x0e+4x1o"):
+            cfg = TrainConfig(hidden=hidden, n_layers=2, atoms_per_cell=32)
+            net = build_network(cfg).eval()
+            tps = fused_tensor_products(net, {"training_config": asdict(cfg)})
+            with warnings.catch_warnings():
+                warnings.filterwarnings("error", message="torch.compile")  # a failed compile warns, stays eager
+                ev = BlockedEvaluator(net, 4096, cfg.cutoff, tps, compile=True)
+            assert ev.compiled is not None and len(ev.compiled) == 2
+    assert torch._dynamo.config.recompile_limit >= 8 and not torch._dynamo.config.fail_on_recompile_limit_hit
 
 
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,

@@ -361,7 +361,9 @@ def _raise_recompile_limit(n_layers: int) -> None:
     global _COMPILED_LAYERS
     _COMPILED_LAYERS += n_layers
     config = torch._dynamo.config
-    config.recompile_limit = max(config.recompile_limit, _COMPILED_LAYERS + 8)
+    limit = getattr(config, "recompile_limit", None)  # (named cache_size_limit in older torch)
+    if limit is not None:
+        config.recompile_limit = max(limit, _COMPILED_LAYERS + 8)
 
 
 def choose_aggregate(compiled: list, tensor_products: list, radial_tables: list,
