@@ -180,3 +180,21 @@ def test_denoise_reports_which_evaluator_ran(model, monkeypatch, crystal_liquid)
         for blocks in (None, (2, 1, 1)):
             res = denoise(pos, c.cell, None, model, k=2, tol=0, scale=1.0, blocks=blocks)
             assert res.evaluator == code, (env, blocks)
+
+
+def test_a_failing_compile_set_up_leaves_the_eager_fast_path(model, monkeypatch):
+    """The compiled path is optional: an error while setting it up warns and keeps the fused eager path
+    (with its memory bound), not the monolithic forward."""
+    import trajden.model.evaluate as evaluate
+
+    def broken(*args, **kwargs):
+        raise AttributeError("no such option")
+
+    monkeypatch.delenv("TRAJDEN_FUSED", raising=False)
+    monkeypatch.delenv("TRAJDEN_COMPILE", raising=False)
+    monkeypatch.setattr(evaluate, "compile_aggregates", broken)
+    model.__dict__.pop("_evaluators", None)
+    with pytest.warns(UserWarning, match="compiled evaluation set-up failed .*no such option"):
+        ev = evaluator(model, 4096, True)
+    assert ev.supported and ev.mode == "fast" and ev.compiled is None
+    model.__dict__.pop("_evaluators", None)

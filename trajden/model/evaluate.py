@@ -113,16 +113,27 @@ class BlockedEvaluator:
                     self.radial_tables = tables
                 wanted = compile if compile is not None else self.device.type == "cuda"
                 if self.radial_tables is not None and wanted:
-                    self.compiled = compile_aggregates(tensor_products, self.radial_tables, self.device)
-                    if self.compiled:
-                        self.aggregate_impl, self.aggregate_times = choose_aggregate(
-                            self.compiled, tensor_products, self.radial_tables, self.device)
-                    if self.compiled and wanted == "auto":
-                        faster, self.compile_times = compiled_is_faster(self)
-                        if not faster:
-                            self.compiled = None
+                    self._compile(wanted)
         except (KeyError, AttributeError, RuntimeError):
             self.supported = False
+
+    def _compile(self, wanted: bool | str) -> None:
+        """Compiled sums (:func:`compile_aggregates`), which sum (:func:`choose_aggregate`), and with
+        ``wanted == "auto"`` whether to keep them (:func:`compiled_is_faster`). Optional: any failure here
+        warns and leaves the eager fast path, never the monolithic forward."""
+        try:
+            self.compiled = compile_aggregates(self.tensor_products, self.radial_tables, self.device)
+            if self.compiled:
+                self.aggregate_impl, self.aggregate_times = choose_aggregate(
+                    self.compiled, self.tensor_products, self.radial_tables, self.device)
+            if self.compiled and wanted == "auto":
+                faster, self.compile_times = compiled_is_faster(self)
+                if not faster:
+                    self.compiled = None
+        except Exception as err:  # noqa: BLE001 - an optional speed-up: any failure -> the eager fast path
+            warnings.warn(f"compiled evaluation set-up failed ({type(err).__name__}: {err}); the eager fast "
+                          "path is used", stacklevel=3)
+            self.compiled, self.aggregate_impl = None, None
 
     @property
     def mode(self) -> str:
