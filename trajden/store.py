@@ -192,12 +192,13 @@ def _dict_diff(stored: Any, wanted: Any, prefix: str) -> list[str]:
     return []
 
 
-def _flag_attrs(codes: Sequence[int], long_name: str) -> dict:
+def _flag_attrs(meanings: dict[int, str], codes: Sequence[int], long_name: str, comment: str) -> dict:
+    """CF flag attributes of a code variable: ``codes`` (in this order) and their ``meanings``."""
     return {
         names.CF_LONG_NAME: long_name,
         names.CF_FLAG_VALUES: [int(c) for c in codes],
-        names.CF_FLAG_MEANINGS: " ".join(names.STRUCTURE_NAMES[c] for c in codes),
-        names.CF_COMMENT: f"OVITO structure type codes; {LABEL_FILL} = not written",
+        names.CF_FLAG_MEANINGS: " ".join(meanings[c] for c in codes),
+        names.CF_COMMENT: comment,
     }
 
 
@@ -521,7 +522,8 @@ class Store:
             for raw in (False, True):
                 when = "before" if raw else "after"
                 arr(names.structure_var(clf, raw), (n_frames, n_atoms), (F, A), "int8", LABEL_FILL, (fpc, apc),
-                    **_flag_attrs(_label_codes(clf), f"{clf} structure type {when} denoising"))
+                    **_flag_attrs(names.STRUCTURE_NAMES, _label_codes(clf), f"{clf} structure type {when} denoising",
+                                  f"OVITO structure type codes; {LABEL_FILL} = not written"))
         arr(names.VAR_DISPLACEMENT, (n_frames, n_atoms), (F, A), "float32", nan, (fpc, apc),
             **ang, **{names.CF_LONG_NAME: "|denoised - raw| position"})
         arr(names.VAR_CELL, (n_frames, 3, 3), (F, C, S), "float64", nan, (fpc, 3, 3),
@@ -535,19 +537,13 @@ class Store:
         if max_iterations is not None:
             arr(names.VAR_RMS_HISTORY, (n_frames, int(max_iterations)), (F, names.DIM_ITERATION), "float32", nan,
                 (fpc, int(max_iterations)), **ang, **{names.CF_LONG_NAME: "RMS position update per iteration"})
-        status_codes = sorted(names.FRAME_STATUS_NAMES)
         arr(names.VAR_STATUS, (n_frames,), (F,), "int8", INT_FILL, (fpc,),
-            **{names.CF_LONG_NAME: "frame status",
-               names.CF_FLAG_VALUES: status_codes,
-               names.CF_FLAG_MEANINGS: " ".join(names.FRAME_STATUS_NAMES[c] for c in status_codes),
-               names.CF_COMMENT: f"{INT_FILL} = not written"})
-        evaluator_codes = sorted(names.EVALUATOR_NAMES)
+            **_flag_attrs(names.FRAME_STATUS_NAMES, sorted(names.FRAME_STATUS_NAMES), "frame status",
+                          f"{INT_FILL} = not written"))
         arr(names.VAR_EVALUATOR, (n_frames,), (F,), "int8", INT_FILL, (fpc,),
-            **{names.CF_LONG_NAME: "how the model was evaluated",
-               names.CF_FLAG_VALUES: evaluator_codes,
-               names.CF_FLAG_MEANINGS: " ".join(names.EVALUATOR_NAMES[c] for c in evaluator_codes),
-               names.CF_COMMENT: f"{INT_FILL} = not written or no model (averaging); compiled: equal to "
-                                 "eager to float32 rounding, not bit for bit"})
+            **_flag_attrs(names.EVALUATOR_NAMES, sorted(names.EVALUATOR_NAMES), "how the model was evaluated",
+                          f"{INT_FILL} = not written or no model (averaging); compiled: equal to eager to "
+                          "float32 rounding, not bit for bit"))
         arr(names.VAR_COMPLETE, (n_frames,), (F,), "bool", False, (fpc,),
             **{names.CF_LONG_NAME: "frame fully written"})
         # the marker goes last: a half-created directory is not a trajden store

@@ -149,8 +149,14 @@ class BlockedEvaluator:
             return "blocked"
         if not self.compiled:
             return "fast"
-        layer = "block" in self.compiled[0] and self.aggregate_impl == "atomic"
-        return "fast+compiled-" + ("layer" if layer else self.aggregate_impl)
+        return "fast+compiled-" + ("layer" if self.compiles_layers else self.aggregate_impl)
+
+    @property
+    def compiles_layers(self) -> bool:
+        """Whether each layer's whole block runs compiled (:meth:`~trajden.model.fused.FusedTP.block`: on a
+        CPU, with the atomic sum; ``TRAJDEN_AGGREGATE=padded`` keeps the sums alone compiled, the path a GPU
+        may take, so that it is tested on CPUs too)."""
+        return bool(self.compiled) and "block" in self.compiled[0] and self.aggregate_impl == "atomic"
 
     def _probe(self) -> bool:
         """Check on a small random cluster that the blocked evaluation reproduces ``forward``."""
@@ -231,9 +237,7 @@ class BlockedEvaluator:
             if shared is not None:
                 shared = (shared[0][emask], shared[1][emask])
         cpu_compiled = agg_fn is not None and self.device.type == "cpu"
-        # on a CPU the whole layer is compiled per block, with the atomic sum (TRAJDEN_AGGREGATE=padded keeps
-        # the sums alone compiled, the path a GPU may take, so that it is tested on CPUs too)
-        block_fn = fns.get("block") if cpu_compiled and self.aggregate_impl == "atomic" else None
+        block_fn = fns["block"] if fns is not None and self.compiles_layers else None
         block_edges = max(self.block_edges, self.CPU_COMPILED_BLOCK_EDGES) if cpu_compiled else self.block_edges
         cum = torch.cumsum(torch.bincount(dst, minlength=n), 0).tolist()  # edges of atoms < i+1
         spans = []  # (first atom, end atom, first edge, end edge) of each block with work to do

@@ -134,7 +134,7 @@ class FusedTP(torch.nn.Module):
         ``src -> dst_local`` with vectors ``vec``: edge lengths and harmonics, :meth:`aggregate`, then the
         layer's linear, gate and self-connection. Needs the Python layer (:meth:`attach`); written for
         ``torch.compile``, which then fuses the harmonics, linears and gate too (on 2 CPU cores a whole call
-        took 0.91x the time of the compiled sums alone: paired runs, 250k atoms, fcc-bcc-hcp-fast)."""
+        took 0.91x the time of the compiled sums alone: paired runs, 250k atoms, fcc-bcc-hcp-fast's architecture)."""
         lengths = torch.sqrt((vec * vec).sum(-1))
         agg = self.aggregate(h, src, dst_local, self.sh(vec), lengths, table, delta, r_min, step, n_rows)
         layer = self.layer
