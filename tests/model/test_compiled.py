@@ -1,6 +1,7 @@
-"""The compiled sums of the fast path (:func:`trajden.model.evaluate.compile_aggregates`, used on CUDA by
-default): :meth:`FusedTP.aggregate` and ``aggregate_padded`` equal the fused messages summed per atom, and
-the compiled evaluator equals the eager one (here on the CPU, where ``TRAJDEN_COMPILE=1`` turns it on)."""
+"""The compiled functions of the fast path (:func:`trajden.model.evaluate.compile_aggregates`):
+:meth:`FusedTP.aggregate`, ``aggregate_padded`` (a GPU's sums) and ``aggregate_rows`` (inside a CPU's compiled
+layer) equal the fused messages summed per atom, and the compiled evaluator equals the eager one (here on the
+CPU, where ``TRAJDEN_COMPILE=1`` turns it on)."""
 
 import shutil
 import warnings
@@ -42,18 +43,25 @@ def test_aggregates_equal_summed_messages(model, monkeypatch):
     ev = evaluator(model, 4096)
     for li, (tp, table) in enumerate(zip(ev.tensor_products, ev.radial_tables)):
         h, src, dst, y, lengths, tab, rows = _block(tp, table, li)
+        vec = torch.nn.functional.normalize(torch.randn(len(src), 3, generator=torch.Generator().manual_seed(li)),
+                                            dim=-1) * lengths.unsqueeze(-1)
         with torch.no_grad():
             ref = torch.zeros(rows, tp.dim_out).index_add_(0, dst, tp(h[src], y, table(lengths)))
             atomic = tp.aggregate(h, src, dst, y, lengths, *tab, rows)
             padded = tp.aggregate_padded(h, src, y, lengths, edge_slots(dst, rows), *tab)
+            # per row from the edge vectors: their harmonics and lengths computed inside
+            ref_vec = torch.zeros(rows, tp.dim_out).index_add_(0, dst, tp(h[src], tp.sh(vec), table(lengths)))
+            by_rows = tp.aggregate_rows(h, src, vec, edge_slots(dst, rows).to(torch.int32), *tab)
         torch.testing.assert_close(atomic, ref, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(padded, ref, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(by_rows, ref_vec, atol=1e-5, rtol=1e-5)
         assert float(ref[7].abs().max()) == 0.0 and float(padded[7].abs().max()) == 0.0
+        assert float(by_rows[7].abs().max()) == 0.0
 
 
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
                     reason="torch.compile needs a C++ compiler on the CPU")
-@pytest.mark.parametrize("impl", ["atomic", "padded"])
+@pytest.mark.parametrize("impl", ["layer", "atomic", "padded"])
 def test_compiled_evaluator_equals_eager(model, monkeypatch, impl, crystal_liquid):
     monkeypatch.delenv("TRAJDEN_FUSED", raising=False)
     x, graph, types = crystal_liquid("fcc", 1500, 4, model.cutoff)
@@ -62,7 +70,8 @@ def test_compiled_evaluator_equals_eager(model, monkeypatch, impl, crystal_liqui
     monkeypatch.setenv("TRAJDEN_COMPILE", "1")
     monkeypatch.setenv("TRAJDEN_AGGREGATE", impl)
     ev = evaluator(model, 1500)
-    assert ev.mode == {"atomic": "fast+compiled-layer", "padded": "fast+compiled-padded"}[impl]  # on a CPU
+    assert ev.mode == f"fast+compiled-{impl}"
+    assert set(ev.compiled[0]) == {impl}  # only what runs is compiled
     out = ev(x, graph, types)
     scale = max(float(ref.abs().max()), 1.0)
     assert float((out - ref).abs().max()) < 2e-5 * scale
@@ -89,6 +98,7 @@ def test_compiled_cpu_blocks_equal_eager(model, monkeypatch, crystal_liquid):
     monkeypatch.setattr(BlockedEvaluator, "CPU_COMPILED_BLOCK_EDGES", 2000)  # ~25 blocks on this frame
     ev = evaluator(model, 300)
     assert ev.mode == "fast+compiled-layer"  # each layer's whole block compiled
+    assert set(ev.compiled[0]) == {"layer"}  # and nothing else (a GPU's sums are not compiled on a CPU)
     out = ev(x, graph, types)
     assert float((out - ref).abs().max()) < 2e-5 * max(float(ref.abs().max()), 1.0)
 

@@ -69,8 +69,8 @@ class RadialTable:
 class BlockedEvaluator:
     """Evaluate ``model`` on a neighbour graph in blocks of about ``block_edges`` edges."""
 
-    #: edges per block for the compiled sums on a CPU (inductor parallelises each block over the cores itself)
-    CPU_COMPILED_BLOCK_EDGES = 1 << 16
+    #: edges per block for the compiled code on a CPU (inductor parallelises each block over the cores itself)
+    CPU_COMPILED_BLOCK_EDGES = 1 << 15
 
     def __init__(self, module: torch.nn.Module, block_edges: int = 4096, cutoff: float | None = None,
                  tensor_products: list | None = None, threads: int | None = None,
@@ -84,11 +84,11 @@ class BlockedEvaluator:
         #: ``standard`` (summed messages back to the tensor product's order), e.g. :class:`trajden.model.fused.FusedTP`
         self.tensor_products = tensor_products
         self.radial_tables = None
-        #: per layer, ``{"atomic": fn, "padded": fn}``: ``torch.compile``'d :meth:`FusedTP.aggregate` and
-        #: :meth:`FusedTP.aggregate_padded` (fast path only; ``compile=None``: on CUDA); see :func:`compile_aggregates`
+        #: per layer, ``{name: fn}``: the ``torch.compile``'d functions of :func:`compile_aggregates` (fast path
+        #: only; ``compile=None``: on CUDA): ``"layer"`` (a CPU's), or ``"atomic"`` and ``"padded"`` (a GPU's)
         self.compiled = None
-        #: which compiled sum runs: ``"atomic"`` or ``"padded"`` (``TRAJDEN_AGGREGATE``, else timed once on
-        #: the device by :func:`choose_aggregate`); ``aggregate_times``: that timing (s per call)
+        #: which compiled function runs: ``"layer"``, ``"atomic"`` or ``"padded"`` (``TRAJDEN_AGGREGATE``, else
+        #: :func:`choose_aggregate`); ``aggregate_times``: a GPU's timing of its two sums (s per call)
         self.aggregate_impl = None
         self.aggregate_times = None
         #: with ``compile="auto"``: s per evaluator call on a probe frame, ``{"eager": .., "compiled": ..}``
@@ -122,7 +122,8 @@ class BlockedEvaluator:
         ``wanted == "auto"`` whether to keep them (:func:`compiled_is_faster`). Optional: any failure here
         warns and leaves the eager fast path, never the monolithic forward."""
         try:
-            self.compiled = compile_aggregates(self.tensor_products, self.radial_tables, self.device)
+            self.compiled = compile_aggregates(self.tensor_products, self.radial_tables, self.device,
+                                               compiled_names(self.tensor_products, self.device))
             if self.compiled:
                 self.aggregate_impl, self.aggregate_times = choose_aggregate(
                     self.compiled, self.tensor_products, self.radial_tables, self.device)
@@ -139,24 +140,25 @@ class BlockedEvaluator:
     def mode(self) -> str:
         """``"fast"`` (fused tensor products, tabulated radial networks; ``"fast+compiled-atomic"`` /
         ``"fast+compiled-padded"``: their gather, products and sums fused by ``torch.compile``, with that
-        sum; ``"fast+compiled-layer"``: on a CPU, each layer's whole block (harmonics, sums, linears, gate)
-        compiled, in blocks of :attr:`CPU_COMPILED_BLOCK_EDGES` edges, each parallelised by the compiled
-        code itself), ``"blocked"`` (the model's own
-        submodules, block by block) or ``"forward"`` (the monolithic forward: no memory bound)."""
+        sum (a GPU's); ``"fast+compiled-layer"``: on a CPU, each layer's whole block compiled
+        (:meth:`~trajden.model.fused.FusedTP.block`: harmonics, per-row sums, linears, gate), in blocks of
+        about :attr:`CPU_COMPILED_BLOCK_EDGES` edges, each parallelised by the compiled code itself),
+        ``"blocked"`` (the model's own submodules, block by block) or ``"forward"`` (the monolithic forward:
+        no memory bound)."""
         if not self.supported:
             return "forward"
         if self.tensor_products is None or self.radial_tables is None:
             return "blocked"
         if not self.compiled:
             return "fast"
-        return "fast+compiled-" + ("layer" if self.compiles_layers else self.aggregate_impl)
+        return "fast+compiled-" + self.aggregate_impl
 
     @property
     def compiles_layers(self) -> bool:
-        """Whether each layer's whole block runs compiled (:meth:`~trajden.model.fused.FusedTP.block`: on a
-        CPU, with the atomic sum; ``TRAJDEN_AGGREGATE=padded`` keeps the sums alone compiled, the path a GPU
-        may take, so that it is tested on CPUs too)."""
-        return bool(self.compiled) and "block" in self.compiled[0] and self.aggregate_impl == "atomic"
+        """Whether each layer's whole block runs compiled (:meth:`~trajden.model.fused.FusedTP.block`: a
+        CPU's default; ``TRAJDEN_AGGREGATE=atomic`` or ``padded`` compiles the sums alone, the paths a GPU
+        takes, so that they are tested on CPUs too)."""
+        return bool(self.compiled) and self.aggregate_impl == "layer"
 
     def _probe(self) -> bool:
         """Check on a small random cluster that the blocked evaluation reproduces ``forward``."""
@@ -212,6 +214,12 @@ class BlockedEvaluator:
                 mask = with_neighbours(mask, src, dst)
                 needed[li] = mask
         x = self.embedding(types)
+        if self.compiles_layers:  # each row's edge slots once for all layers
+            spans = self._row_spans(dst, n)
+            for li, layer in enumerate(self.layers):
+                x = self._layer_rows(li, layer, x, vec, src, spans, needed[li])
+            out = self.head(x) * self.output_scale
+            return out if active is None else out * active.unsqueeze(-1)
         shared = None
         if self.compiled and self.device.type == "cuda":  # edge lengths and harmonics once for all layers
             shared = (torch.sqrt((vec * vec).sum(-1)), self.sh(vec))
@@ -225,6 +233,34 @@ class BlockedEvaluator:
             out = out * active.unsqueeze(-1)
         return out
 
+    def _row_spans(self, dst: torch.Tensor, n: int) -> list:
+        """Blocks of consecutive atoms with about :attr:`CPU_COMPILED_BLOCK_EDGES` edges each (at least one
+        atom): ``(first atom, end atom, first edge, end edge, slots)`` with the block's
+        :func:`edge_slots` (edge indices from ``first edge``, as int32)."""
+        cum = torch.cumsum(torch.bincount(dst, minlength=n), 0).tolist()  # edges of atoms < i+1
+        spans = []
+        n0 = 0
+        while n0 < n:
+            e0 = cum[n0 - 1] if n0 > 0 else 0
+            n1 = max(n0 + 1, _bisect_right(cum, e0 + self.CPU_COMPILED_BLOCK_EDGES, n0, n))
+            e1 = cum[n1 - 1]
+            spans.append((n0, n1, e0, e1, edge_slots(dst[e0:e1] - n0, n1 - n0).to(torch.int32)))
+            n0 = n1
+        return spans
+
+    def _layer_rows(self, li: int, layer, x, vec, src, spans: list, needed) -> torch.Tensor:
+        """Layer ``li``'s output for all atoms with its compiled :meth:`~trajden.model.fused.FusedTP.block`,
+        block by block (blocks without a ``needed`` atom are skipped; their rows stay zero, unused)."""
+        fn, table = self.compiled[li]["layer"], self.radial_tables[li]
+        h = layer.linear_1(x)
+        width = self.tensor_products[li].layer.irreps_out.dim
+        new = torch.zeros(x.shape[0], width, dtype=x.dtype, device=x.device)
+        for n0, n1, e0, e1, slots in spans:
+            if needed is None or bool(needed[n0:n1].any()):
+                new[n0:n1] = fn(h, x[n0:n1], src[e0:e1], vec[e0:e1], slots, table.table, table.delta,
+                                table.r_min, table.step, self.inv_sqrt_nb[li])
+        return new
+
     def _layer(self, layer, inv_sqrt_nb, x, vec, src, dst, n, needed, tp=None, table=None, fns=None,
                shared=None):
         """Layer ``layer``'s output for all ``n`` atoms, block by block; ``fns``: the layer's compiled
@@ -237,7 +273,6 @@ class BlockedEvaluator:
             if shared is not None:
                 shared = (shared[0][emask], shared[1][emask])
         cpu_compiled = agg_fn is not None and self.device.type == "cpu"
-        block_fn = fns["block"] if fns is not None and self.compiles_layers else None
         block_edges = max(self.block_edges, self.CPU_COMPILED_BLOCK_EDGES) if cpu_compiled else self.block_edges
         cum = torch.cumsum(torch.bincount(dst, minlength=n), 0).tolist()  # edges of atoms < i+1
         spans = []  # (first atom, end atom, first edge, end edge) of each block with work to do
@@ -255,9 +290,6 @@ class BlockedEvaluator:
             n0, n1, e0, e1 = span
             v = vec[e0:e1]
             lengths = torch.sqrt((v * v).sum(-1)) if shared is None else shared[0][e0:e1]
-            if block_fn is not None:  # compiled on the CPU: the whole layer in one compiled call
-                return block_fn(h, x[n0:n1], src[e0:e1], dst[e0:e1] - n0, v, table.table, table.delta,
-                                table.r_min, table.step, n1 - n0, inv_sqrt_nb)
             if agg_fn is not None:  # compiled: the radial weights and the messages are never materialised
                 y = self.sh(v) if shared is None else shared[1][e0:e1]
                 tab = (table.table, table.delta, table.r_min, table.step)
@@ -321,12 +353,26 @@ def _random_block(tp, table, device, n: int, rows: int, e: int, seed: int):
     return h, src, dst, y, lengths, (table.table, table.delta, table.r_min, table.step)
 
 
-def compile_aggregates(tensor_products: list, radial_tables: list, device: torch.device) -> list | None:
-    """Per layer ``{"atomic": fn, "padded": fn}``: ``torch.compile``'d (dynamic shapes: one compilation
-    serves every block size) :meth:`~trajden.model.fused.FusedTP.aggregate` and ``aggregate_padded``, and
-    on a CPU ``"block"``: the whole layer per block (:meth:`~trajden.model.fused.FusedTP.block`, where the
-    fused product carries its Python layer), each checked against its eager self on random inputs on
-    ``device``; ``None`` (the eager path) when compiling fails or the results disagree.
+def compiled_names(tensor_products: list, device: torch.device) -> tuple[str, ...]:
+    """Which functions :func:`compile_aggregates` compiles: ``TRAJDEN_AGGREGATE`` (``layer``, ``atomic`` or
+    ``padded``) if set; else on a CPU ``("layer",)`` (where the fused products carry their Python layers),
+    on a GPU both sums, ``("atomic", "padded")``, for :func:`choose_aggregate` to time."""
+    forced = os.environ.get("TRAJDEN_AGGREGATE", "")
+    if forced in ("layer", "atomic", "padded"):
+        return (forced,)
+    if device.type == "cpu":
+        layers = all(getattr(tp, "layer", None) is not None for tp in tensor_products)
+        return ("layer",) if layers else ("atomic",)
+    return ("atomic", "padded")
+
+
+def compile_aggregates(tensor_products: list, radial_tables: list, device: torch.device,
+                       names: tuple[str, ...] = ("atomic", "padded")) -> list | None:
+    """Per layer ``{name: fn}`` for each of ``names``: ``torch.compile``'d (dynamic shapes: one compilation
+    serves every block size) :meth:`~trajden.model.fused.FusedTP.aggregate` (``"atomic"``),
+    ``aggregate_padded`` (``"padded"``) or the whole layer per block, :meth:`~trajden.model.fused.FusedTP.block`
+    (``"layer"``; the fused product must carry its Python layer), each checked against its eager self on
+    random inputs on ``device``; ``None`` (the eager path) when compiling fails or the results disagree.
 
     The compiled sums run in another order than the eager ones (and with atomic adds on a GPU, as
     ``index_add_`` there): results agree to float32 rounding, not bit for bit.
@@ -335,23 +381,23 @@ def compile_aggregates(tensor_products: list, radial_tables: list, device: torch
     _raise_recompile_limit(len(tensor_products))
     try:
         for li, (tp, table) in enumerate(zip(tensor_products, radial_tables)):
-            fns = {"atomic": torch.compile(tp.aggregate, dynamic=True, fullgraph=True),
-                   "padded": torch.compile(tp.aggregate_padded, dynamic=True, fullgraph=True)}
             h, src, dst, y, lengths, tab = _random_block(tp, table, device, 60, 40, 900, seed=li)
-            with torch.no_grad():
-                ref = tp.aggregate(h, src, dst, y, lengths, *tab, 40)
-                got = {"atomic": fns["atomic"](h, src, dst, y, lengths, *tab, 40),
-                       "padded": fns["padded"](h, src, y, lengths, edge_slots(dst, 40), *tab)}
-                refs = dict.fromkeys(got, ref)
-                if device.type == "cpu" and getattr(tp, "layer", None) is not None:
-                    # the whole layer per block (CPU): vectors of the random block's lengths, random rows
-                    fns["block"] = torch.compile(tp.block, dynamic=True, fullgraph=True)
-                    vec = torch.nn.functional.normalize(y[:, 1:4] + 0.1, dim=-1) * lengths.unsqueeze(-1)
-                    x_rows = torch.randn(40, tp.layer.irreps_in.dim, generator=torch.Generator().manual_seed(li))
-                    args = (h, x_rows.to(device), src, dst, vec, *tab, 40, 0.25)
-                    refs["block"], got["block"] = tp.block(*args), fns["block"](*args)
-            for name, value in got.items():
-                if not torch.allclose(value, refs[name], atol=1e-4, rtol=1e-4):
+            slots = edge_slots(dst, 40)
+            calls = {}
+            if "atomic" in names:
+                calls["atomic"] = (tp.aggregate, (h, src, dst, y, lengths, *tab, 40))
+            if "padded" in names:
+                calls["padded"] = (tp.aggregate_padded, (h, src, y, lengths, slots, *tab))
+            if "layer" in names:  # vectors of the random block's lengths, random rows
+                vec = torch.nn.functional.normalize(y[:, 1:4] + 0.1, dim=-1) * lengths.unsqueeze(-1)
+                x_rows = torch.randn(40, tp.layer.irreps_in.dim, generator=torch.Generator().manual_seed(li))
+                calls["layer"] = (tp.block, (h, x_rows.to(device), src, vec, slots.to(torch.int32), *tab, 0.25))
+            fns = {}
+            for name, (fn, args) in calls.items():
+                fns[name] = torch.compile(fn, dynamic=True, fullgraph=True)
+                with torch.no_grad():
+                    ref, got = fn(*args), fns[name](*args)
+                if not torch.allclose(got, ref, atol=1e-4, rtol=1e-4):
                     warnings.warn(f"torch.compile'd tensor products ({name}) disagree with the eager ones: "
                                   "not used", stacklevel=2)
                     return None
@@ -383,15 +429,11 @@ def _raise_recompile_limit(n_layers: int) -> None:
 
 def choose_aggregate(compiled: list, tensor_products: list, radial_tables: list,
                      device: torch.device) -> tuple[str, dict | None]:
-    """``TRAJDEN_AGGREGATE`` (``atomic`` / ``padded``) if set; on a CPU ``atomic`` (faster than padded there
-    for both shipped models: 0.07 vs 0.14 s and 0.47 vs 0.66 s per 2**18 edges on 2 cores); else the faster
-    of the two compiled sums on a random block of 2**18 edges on ``device`` (27 edges per row, like a solid
-    within the cut-off)."""
-    forced = os.environ.get("TRAJDEN_AGGREGATE", "")
-    if forced in ("atomic", "padded"):
-        return forced, None
-    if device.type == "cpu":  # atomic measured faster on the CPU for both shipped models (stop 13); not timed
-        return "atomic", None
+    """Which of the ``compiled`` functions runs: the only one compiled (a CPU's ``layer``, or the one
+    ``TRAJDEN_AGGREGATE`` names), else the faster of the two compiled sums on a random block of 2**18 edges
+    on ``device`` (27 edges per row, like a solid within the cut-off)."""
+    if len(compiled[0]) == 1:
+        return next(iter(compiled[0])), None
     tp, table, fns = tensor_products[-1], radial_tables[-1], compiled[-1]
     e = 1 << 18
     rows = e // 27
