@@ -516,7 +516,7 @@ def _stage_denoise(spec, k: int, tol, blocks=None):
 
     kw = {"block_edges": BASELINE_BLOCK_EDGES} if spec.get("baseline") else {}
     # per-worker set-up, like loading the model: the fast path's fused tensor products and radial tables
-    # (with the compiled sums that large CPU frames ask for: compiling is once per worker process as well)
+    # (with the compiled code that large CPU frames ask for: compiling is once per worker process as well)
     t_setup = time.perf_counter()
     ev = dn.evaluator(model, kw.get("block_edges", dn.CPU_BLOCK_EDGES),
                       None if spec.get("baseline") else compile_request(len(pos), model.device))

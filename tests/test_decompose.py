@@ -56,6 +56,11 @@ def test_plan_owns_every_atom_once_and_halos_cover_the_receptive_field():
             off = (got - d[near]) @ np.linalg.inv(cell)
             assert np.allclose(off[:, :2], 0.0, atol=1e-9)
             assert np.allclose(off[:, 2], np.round(off[:, 2]), atol=1e-9)
+        # the block's own cell: along split axes it never meets its own image within a halo (no pair twice),
+        # and it is not much longer than that (the neighbour list bins the block, not 3x the frame)
+        frac = local @ np.linalg.inv(b.cell)
+        room = (1.0 - np.ptp(frac[:, :2], axis=0)) * decompose.heights(b.cell)[:2]
+        assert np.all(room >= halo) and np.all(room < 2.5 * halo)
 
 
 def test_counts_too_thin_for_the_halo_are_refused():
@@ -103,3 +108,35 @@ def test_decomposed_keeps_bad_frames_flagged(model):
     split = denoise(pos, c.cell, None, model, scale=2.556, blocks=(3, 1, 1))
     assert whole.status == split.status
     assert np.abs(split.positions - whole.positions).max() < 1e-4
+
+
+def test_block_graphs_are_cached_within_an_edge_budget(monkeypatch):
+    """Blocks visited in turn keep hitting the graphs that fit the budget (an LRU cache smaller than the
+    cycle would miss every time); a new frame's graphs push out the old frame's."""
+    c = make_crystal("fcc", reps=(3, 3, 3))
+    built = []
+
+    def counting_build(*args, **kwargs):
+        built.append(1)
+        return real_build(*args, **kwargs)
+
+    real_build = decompose.build_graph
+    monkeypatch.setattr(decompose, "build_graph", counting_build)
+    monkeypatch.setattr(decompose, "_GRAPHS", type(decompose._GRAPHS)())
+    one = real_build(c.positions, c.cell, 1.5, 0.2).src.numel()
+    monkeypatch.setattr(decompose, "GRAPH_CACHE_EDGES", 2 * one)  # room for two of three blocks
+
+    def visit(token, version=0):
+        for b in range(3):
+            decompose._graph((token, version, b), c.positions, c.cell, 1.5, 0.2, "cpu")
+
+    visit("frame-a")
+    assert len(built) == 3
+    visit("frame-a")
+    visit("frame-a")
+    assert len(built) == 5  # only the block that did not fit is rebuilt, once per visit
+    assert set(decompose._GRAPHS) == {("frame-a", 0, 0), ("frame-a", 0, 1)}
+    visit("frame-b")  # a new frame: the old frame's graphs make room
+    assert set(decompose._GRAPHS) == {("frame-b", 0, 0), ("frame-b", 0, 1)}
+    visit("frame-b", version=1)  # a new plan of the same frame replaces the stale lists
+    assert set(decompose._GRAPHS) == {("frame-b", 1, 0), ("frame-b", 1, 1)}

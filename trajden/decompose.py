@@ -35,7 +35,7 @@ import torch
 from trajden.model.evaluate import BlockedEvaluator, with_neighbours
 from trajden.neighbors import build_graph
 
-#: a split axis' cell vector is stretched by this factor so the block sees no periodic image along it
+#: at most this factor: a split axis' cell vector in a block's own cell (see :func:`plan`)
 _STRETCH = 3.0
 
 
@@ -125,10 +125,13 @@ def plan(ref: np.ndarray, cell: np.ndarray, counts, halo: float, version: int = 
     frac[frac >= 1.0] = 0.0
     margin = halo / heights(cell)
     cells = [np.minimum((frac[:, a] * counts[a]).astype(np.int64), counts[a] - 1) for a in range(3)]
+    # a block's own cell: along a split axis just long enough (its slab, two halos and one more) that the
+    # block never meets its own periodic image within a halo, so no pair is found twice. The neighbour
+    # list's bins then cover the block, not 3x the frame (a 3x-stretched cell made vesin 3x slower).
     local_cell = cell.copy()
     for a in range(3):
         if counts[a] > 1:
-            local_cell[a] *= _STRETCH
+            local_cell[a] *= min(_STRETCH, 1.0 / counts[a] + 3.0 * margin[a] + 1e-6)
     blocks = []
     for bx in range(counts[0]):
         for by in range(counts[1]):
@@ -153,14 +156,19 @@ def plan(ref: np.ndarray, cell: np.ndarray, counts, halo: float, version: int = 
 
 
 _GRAPHS: OrderedDict[tuple, object] = OrderedDict()
-#: neighbour graphs kept per process (a block's graph is reused while its plan is unchanged)
-GRAPH_CACHE_SIZE = 2
+#: neighbour graphs kept per process (a block's graph is reused while its plan is unchanged), up to this many
+#: edges in all (about 770 MB of edge indices: the five 250k-atom blocks of a 1e6-atom frame). Graphs of
+#: other frames go first (least recently used); a graph of the current plan that does not fit is not kept, so
+#: that blocks visited in turn keep hitting the ones that are (an LRU cache would miss every time).
+GRAPH_CACHE_EDGES = 48_000_000
 
 
 _GRAPHS_LOCK = threading.Lock()
 
 
 def _graph(key: tuple | None, ref: np.ndarray, cell: np.ndarray, cutoff: float, skin: float, device):
+    """The neighbour graph of a block at ``ref``, cached under ``key = (frame token, plan version, block
+    index)``."""
     with _GRAPHS_LOCK:  # a Dask worker may run several blocks at once
         if key and key in _GRAPHS:
             _GRAPHS.move_to_end(key)
@@ -171,9 +179,13 @@ def _graph(key: tuple | None, ref: np.ndarray, cell: np.ndarray, cutoff: float, 
     graph = build_graph(ref, cell, cutoff, skin, device=device, sort=True)
     if key:
         with _GRAPHS_LOCK:
-            _GRAPHS[key] = graph
-            while len(_GRAPHS) > GRAPH_CACHE_SIZE:
-                _GRAPHS.popitem(last=False)
+            used = sum(g.src.numel() for g in _GRAPHS.values())
+            for old in [k for k in _GRAPHS if k[:2] != key[:2]]:  # other frames' or plans' graphs, oldest first
+                if used + graph.src.numel() <= GRAPH_CACHE_EDGES:
+                    break
+                used -= _GRAPHS.pop(old).src.numel()
+            if used + graph.src.numel() <= GRAPH_CACHE_EDGES:
+                _GRAPHS[key] = graph
     return graph
 
 
@@ -190,7 +202,7 @@ def block_update(
     key: tuple = (),
 ) -> tuple[np.ndarray, bool]:
     """Updates ``Delta`` (n_owned, 3) of one block's owned atoms (model units), and whether the evaluator
-    ran compiled sums (it decides per process and block size: :func:`compile_request`).
+    ran compiled code (it decides per process and block size: :func:`compile_request`).
 
     ``model``: a :class:`~trajden.model.package.LoadedModel`, or ``(name_or_path, device)`` to get it on a
     Dask worker (:func:`trajden.cluster.get_model`). ``moving_local``: which local atoms moved more than the
@@ -238,7 +250,7 @@ def evaluator(model, block_edges: int, compile: bool | str | None = None) -> Blo
         return _evaluator(model, block_edges, fused, compile)
 
 
-#: CPU frames (or spatial blocks) of at least this many atoms ask for compiled sums (``compile="auto"``):
+#: CPU frames (or spatial blocks) of at least this many atoms ask for compiled code (``compile="auto"``):
 #: compiling takes seconds once per process, which such frames repay within an iteration or two
 CPU_COMPILE_MIN_ATOMS = 100_000
 

@@ -46,7 +46,7 @@ class DenoiseResult:
     rms_history: list[float] = field(default_factory=list)
     scale: float = 1.0
     status: int = names.FRAME_STATUS_OK
-    #: :data:`trajden.names.EVALUATOR_COMPILED` if any evaluation ran compiled sums, else ``EVALUATOR_EAGER``
+    #: :data:`trajden.names.EVALUATOR_COMPILED` if any evaluation ran compiled code, else ``EVALUATOR_EAGER``
     evaluator: int = names.EVALUATOR_EAGER
 
     @property
@@ -77,7 +77,7 @@ class _Whole:
         self.model, self.cell, self.types, self.skin = model, cell, types, skin
         self.evaluate = evaluator(model, block_edges, decompose.compile_request(len(types), model.device))
         self.graph = None
-        self.compiled = bool(self.evaluate.compiled)  # whether an evaluation ran compiled sums
+        self.compiled = bool(self.evaluate.compiled)  # whether an evaluation ran compiled code
 
     def rebuild(self, ref: torch.Tensor) -> None:
         # build_graph takes the tensor where it is: on a GPU the list is built there (no host round trip)
@@ -106,8 +106,9 @@ class _Blocks:
         self.plan = None
         self.ref = None
         self.token = uuid.uuid4().hex
-        self.compiled = False  # whether a block's evaluation ran compiled sums (each worker decides)
+        self.compiled = False  # whether a block's evaluation ran compiled code (each worker decides)
         self.spec = (model.path, "auto")  # how a Dask worker gets the model (its own device)
+        self.workers = None  # the client's workers when the frame started: block i prefers workers[i % n]
 
     def rebuild(self, ref: torch.Tensor) -> None:
         self.ref = ref.double().cpu().numpy()
@@ -133,13 +134,21 @@ class _Blocks:
         if self.client is None:
             results = [decompose.block_update(self.model, *job) for job in jobs]
         else:
-            futures = [self.client.submit(decompose.block_update, self.spec, *job, pure=False) for job in jobs]
+            if self.workers is None:
+                self.workers = sorted(self.client.scheduler_info().get("workers", {}))
+            # each block goes back to the worker that has its neighbour list cached (another one if it left)
+            futures = [self.client.submit(decompose.block_update, self.spec, *job, pure=False,
+                                          workers=self._worker(i), allow_other_workers=True)
+                       for i, job in enumerate(jobs)]
             results = self.client.gather(futures)
         delta = np.zeros_like(xs)
         for b, (r, compiled) in zip(self.plan.blocks, results):
             delta[b.atoms[: b.n_owned]] = r
             self.compiled |= compiled
         return torch.as_tensor(delta, device=x.device)
+
+    def _worker(self, i: int) -> list | None:
+        return [self.workers[i % len(self.workers)]] if self.workers else None
 
     def min_pair_distance(self, x: torch.Tensor) -> float:
         return min_edge_length(build_graph(x.double().cpu().numpy(), self.cell, 0.5), x.cpu())

@@ -82,7 +82,7 @@ FRAME_STATUS_NAMES = {0: "ok", 1: "not_converged", 2: "diverged", 3: "failed"}
 
 # --- per-frame evaluator codes (VAR_EVALUATOR) ---------------------------------------------------
 EVALUATOR_EAGER = 0  # eager torch: bit-identical whatever the thread count or the blocks
-EVALUATOR_COMPILED = 1  # torch.compile'd sums in at least one evaluation: equal to eager to float32 rounding
+EVALUATOR_COMPILED = 1  # torch.compile'd code in at least one evaluation: equal to eager to float32 rounding
 EVALUATOR_NAMES = {0: "eager", 1: "compiled"}
 
 # --- store attributes ------------------------------------------------------------------------

@@ -92,7 +92,7 @@ class BlockedEvaluator:
         self.aggregate_impl = None
         self.aggregate_times = None
         #: with ``compile="auto"``: s per evaluator call on a probe frame, ``{"eager": .., "compiled": ..}``
-        #: (the compiled sums are dropped when they are not clearly faster; see :func:`compiled_is_faster`)
+        #: (the compiled code is dropped when they are not clearly faster; see :func:`compiled_is_faster`)
         self.compile_times = None
         self.cutoff = float(cutoff) if cutoff is not None else float(getattr(module, "cutoff", float("inf")))
         #: where the module's weights live; the probe, the radial tables and every block run there
@@ -462,15 +462,16 @@ def _seconds(run, device: torch.device) -> float:
 
 def compiled_is_faster(ev: BlockedEvaluator, n_atoms: int = 8000, reps: int = 3,
                        margin: float = 0.85) -> tuple[bool, dict]:
-    """Whether ``ev`` with its compiled sums evaluates a frame clearly faster (below ``margin`` x the time)
+    """Whether ``ev`` with its compiled code evaluates a frame clearly faster (below ``margin`` x the time)
     than with the eager ones: a whole evaluator call, as the denoiser makes it, on a hot fcc crystal of about
     ``n_atoms`` atoms (noise 0.05 nearest-neighbour distances, lengths in the model's unit, about 2**17
     edges within the cut-off). Returns (faster, ``{"eager": s, "compiled": s}``: best of ``reps``
     interleaved calls after a warm-up, so that a machine whose speed drifts favours neither).
 
-    A sum alone is not enough to judge: on 2 cores the default model's compiled sums timed about as fast as
-    its eager ones, while its whole call was 1.3x slower (the harmonics, linears and gates then run on the
-    compiled path's larger blocks); the margin keeps a near tie on the bit-exact eager path."""
+    A part alone is not enough to judge: on 2 cores the default model's compiled sums (before the compiled
+    layers) timed about as fast as its eager ones, while its whole call was 1.3x slower (the harmonics,
+    linears and gates then ran on the compiled path's larger blocks); the margin keeps a near tie on the
+    bit-exact eager path."""
     import numpy as np
 
     from trajden.lattices import add_noise, make_crystal
