@@ -236,11 +236,12 @@ def evaluator(model, block_edges: int, compile: bool | str | None = None) -> Blo
     """The model's cached :class:`BlockedEvaluator` for ``block_edges``, with fused tensor products
     (:mod:`trajden.model.fused`) unless the environment sets ``TRAJDEN_FUSED=0``.
 
-    ``compile``: ``torch.compile`` the tensor-product sums; ``None``: on CUDA only; ``"auto"``: compiled where
-    that measures faster than eager on this machine (:func:`trajden.model.evaluate.compiled_is_faster`; what
-    :func:`compile_request` asks for on large CPU frames). The environment overrides it:
-    ``TRAJDEN_COMPILE=0`` never, ``=1`` always; ``TRAJDEN_AGGREGATE`` picks the compiled sum (see
-    :func:`trajden.model.evaluate.choose_aggregate`).
+    ``compile``: ``torch.compile`` the layers (a CPU's) or the tensor-product sums (a GPU's); ``None``: on
+    CUDA only; ``"auto"``: compiled where that measures faster than eager on this machine
+    (:func:`trajden.model.evaluate.compiled_is_faster`; what :func:`compile_request` asks for on large CPU
+    frames). The environment overrides it: ``TRAJDEN_COMPILE=0`` never, ``=1`` always; ``TRAJDEN_AGGREGATE``
+    (``layer``, ``atomic``, ``padded``) picks what is compiled (see
+    :func:`trajden.model.evaluate.compiled_names`).
     """
     fused = os.environ.get("TRAJDEN_FUSED", "1") != "0"
     compile_env = os.environ.get("TRAJDEN_COMPILE", "")
