@@ -18,7 +18,8 @@ Sections (each one is recorded even when another fails; errors are written into 
    atom-iterations/s (the issue's target on one H100-class GPU: >= 1e7) and the peak GPU memory; and one
    evaluator call alone (graph built), to separate the network from the neighbour lists and the loop.
 5. ``variants`` (at 1e6 atoms): the eager evaluator (``TRAJDEN_COMPILE=0``), each compiled sum
-   (``TRAJDEN_AGGREGATE=atomic`` / ``padded``), edges per evaluation block, 2 x 2 x 2 spatial blocks in turn,
+   (``TRAJDEN_AGGREGATE=atomic`` / ``padded``), the CPU's compiled whole layers (``layer``: not yet measured
+   on a GPU), edges per evaluation block, 2 x 2 x 2 spatial blocks in turn,
    e3nn's own tensor products (``TRAJDEN_FUSED=0``); max position difference to the default run reported.
    (TF32 matrix products were tried on the first lent GPU: 30x the position error and 4x slower; dropped.)
 6. ``profile``: torch.profiler of one evaluator call at 1e6 atoms, the 25 most expensive device kernels.
@@ -202,7 +203,7 @@ def section_variants(args, rep, dev):
     ref = denoise(pos, cell, None, dev, k=8, tol=0, scale=D_NN)
     rows = []
     rep["variants"] = rows
-    cases = ([("compile_off", None), ("aggregate", "atomic"), ("aggregate", "padded")]
+    cases = ([("compile_off", None), ("aggregate", "atomic"), ("aggregate", "padded"), ("aggregate", "layer")]
              + [("block_edges", e) for e in args.block_edges] + [("blocks", (2, 2, 2)), ("fused_off", None)])
     for name, value in cases:
         row = {"variant": name, "value": value, "atoms": len(pos)}

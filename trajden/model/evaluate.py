@@ -234,15 +234,16 @@ class BlockedEvaluator:
         return out
 
     def _row_spans(self, dst: torch.Tensor, n: int) -> list:
-        """Blocks of consecutive atoms with about :attr:`CPU_COMPILED_BLOCK_EDGES` edges each (at least one
-        atom): ``(first atom, end atom, first edge, end edge, slots)`` with the block's
-        :func:`edge_slots` (edge indices from ``first edge``, as int32)."""
+        """Blocks of consecutive atoms with about :attr:`CPU_COMPILED_BLOCK_EDGES` edges each on a CPU
+        (:attr:`block_edges` elsewhere; at least one atom): ``(first atom, end atom, first edge, end edge,
+        slots)`` with the block's :func:`edge_slots` (edge indices from ``first edge``, as int32)."""
+        budget = self.CPU_COMPILED_BLOCK_EDGES if self.device.type == "cpu" else self.block_edges
         cum = torch.cumsum(torch.bincount(dst, minlength=n), 0).tolist()  # edges of atoms < i+1
         spans = []
         n0 = 0
         while n0 < n:
             e0 = cum[n0 - 1] if n0 > 0 else 0
-            n1 = max(n0 + 1, _bisect_right(cum, e0 + self.CPU_COMPILED_BLOCK_EDGES, n0, n))
+            n1 = max(n0 + 1, _bisect_right(cum, e0 + budget, n0, n))
             e1 = cum[n1 - 1]
             spans.append((n0, n1, e0, e1, edge_slots(dst[e0:e1] - n0, n1 - n0).to(torch.int32)))
             n0 = n1
