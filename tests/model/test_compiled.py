@@ -103,6 +103,35 @@ def test_compiled_cpu_blocks_equal_eager(model, monkeypatch, crystal_liquid):
     assert float((out - ref).abs().max()) < 2e-5 * max(float(ref.abs().max()), 1.0)
 
 
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                    reason="torch.compile needs a C++ compiler on the CPU")
+def test_compiled_layers_handle_atoms_without_neighbours(model, monkeypatch):
+    """A frame without a single edge (a dilute gas), and isolated atoms beside a crystal: the compiled
+    layers give the eager result (there is no edge to gather from)."""
+    import numpy as np
+
+    from trajden.lattices import add_noise, make_crystal
+    from trajden.neighbors import build_graph
+
+    monkeypatch.delenv("TRAJDEN_FUSED", raising=False)
+    monkeypatch.delenv("TRAJDEN_AGGREGATE", raising=False)
+    gas = np.stack(np.meshgrid(*[np.arange(4) * 3.0] * 3, indexing="ij"), -1).reshape(-1, 3)  # 3 d apart
+    c = make_crystal("fcc", 256)
+    crystal, _ = add_noise(c.positions, 0.05, np.random.default_rng(0))
+    frames = [(gas, 12.0 * np.eye(3)), (np.concatenate([crystal, gas + 40.0]), 60.0 * np.eye(3))]
+    for pos, cell in frames:
+        graph = build_graph(pos, cell, model.cutoff, 0.2, sort=True)
+        x, types = torch.tensor(pos, dtype=torch.float32), torch.zeros(len(pos), dtype=torch.long)
+        monkeypatch.setenv("TRAJDEN_COMPILE", "0")
+        ref = evaluator(model, 1500)(x, graph, types)
+        monkeypatch.setenv("TRAJDEN_COMPILE", "1")
+        ev = evaluator(model, 1500)
+        assert ev.mode == "fast+compiled-layer"
+        out = ev(x, graph, types)
+        assert float((out - ref).abs().max()) < 2e-5 * max(float(ref.abs().max()), 1.0)
+    assert graph.src.numel() > 0 and float(ref[len(crystal):].abs().max()) < 1e-6  # isolated atoms stay put
+
+
 def test_compile_request_asks_for_auto_only_on_large_cpu_frames():
     from trajden.decompose import CPU_COMPILE_MIN_ATOMS, compile_request
 

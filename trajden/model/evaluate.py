@@ -92,7 +92,7 @@ class BlockedEvaluator:
         self.aggregate_impl = None
         self.aggregate_times = None
         #: with ``compile="auto"``: s per evaluator call on a probe frame, ``{"eager": .., "compiled": ..}``
-        #: (the compiled code is dropped when they are not clearly faster; see :func:`compiled_is_faster`)
+        #: (the compiled code is dropped when it is not clearly faster; see :func:`compiled_is_faster`)
         self.compile_times = None
         self.cutoff = float(cutoff) if cutoff is not None else float(getattr(module, "cutoff", float("inf")))
         #: where the module's weights live; the probe, the radial tables and every block run there
@@ -252,12 +252,17 @@ class BlockedEvaluator:
     def _layer_rows(self, li: int, layer, x, vec, src, spans: list, needed) -> torch.Tensor:
         """Layer ``li``'s output for all atoms with its compiled :meth:`~trajden.model.fused.FusedTP.block`,
         block by block (blocks without a ``needed`` atom are skipped; their rows stay zero, unused)."""
-        fn, table = self.compiled[li]["layer"], self.radial_tables[li]
+        fn, table, tp = self.compiled[li]["layer"], self.radial_tables[li], self.tensor_products[li]
         h = layer.linear_1(x)
-        width = self.tensor_products[li].layer.irreps_out.dim
-        new = torch.zeros(x.shape[0], width, dtype=x.dtype, device=x.device)
+        new = torch.zeros(x.shape[0], tp.layer.irreps_out.dim, dtype=x.dtype, device=x.device)
         for n0, n1, e0, e1, slots in spans:
-            if needed is None or bool(needed[n0:n1].any()):
+            if needed is not None and not bool(needed[n0:n1].any()):
+                continue
+            if e1 == e0:  # atoms without neighbours (no edge to gather from): their messages sum to zero
+                py = tp.layer
+                empty = torch.zeros(n1 - n0, tp.dim_out, dtype=x.dtype, device=x.device)
+                new[n0:n1] = py.self_connection(x[n0:n1]) + py.gate(py.linear_2(empty))
+            else:
                 new[n0:n1] = fn(h, x[n0:n1], src[e0:e1], vec[e0:e1], slots, table.table, table.delta,
                                 table.r_min, table.step, self.inv_sqrt_nb[li])
         return new
