@@ -51,7 +51,7 @@ def test_store_contents(serial_store):
     assert (acna_raw[crystal] == names.FCC).mean() < 0.9  # raw ones are blurred
     assert (acna[2] == names.OTHER).mean() > 0.9  # the disordered frame stays disordered
     assert float(ds[names.VAR_DISPLACEMENT][0].mean()) > 0.1
-    # 500-atom frames take the bit-exact eager path (compiled layers are tried from 20k atoms on a CPU)
+    # 500-atom frames take the bit-exact eager path (compiled layers are tried from 100k atoms on a CPU)
     assert (ds[names.VAR_EVALUATOR].values == names.EVALUATOR_EAGER).all()
 
 
