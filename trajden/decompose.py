@@ -252,10 +252,10 @@ def evaluator(model, block_edges: int, compile: bool | str | None = None) -> Blo
 
 
 #: CPU frames (or spatial blocks) of at least this many atoms ask for compiled code (``compile="auto"``).
-#: Compiling takes 10-45 s once per process (25-35 s per worker on a cold inductor cache, 2 cores), which
+#: Compiling takes 10-45 s once per process (about 20-25 s per worker on a cold inductor cache, 2 cores), which
 #: such frames repay within an iteration or two. Smaller frames gain as much per atom (a 32k-atom frame:
 #: 0.58 vs 2.83 s until converged, fcc-bcc-hcp-fast, 2 cores) but repay it only over a dozen or more frames
-#: per worker (6 frames end to end: 25.5 s warm cache, 62.2 s cold, 31.4 s eager), so for them it is asked
+#: per worker (6 frames end to end: 25.5 s warm cache, 48.7 s cold, 31.4 s eager), so for them it is asked
 #: for with ``TRAJDEN_COMPILE=1``.
 CPU_COMPILE_MIN_ATOMS = 100_000
 
