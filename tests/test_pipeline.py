@@ -143,3 +143,21 @@ def test_blocked_frames_on_a_local_cluster_equal_the_serial_undivided_run(tmp_pa
         # labels of the same positions to float32 rounding: at most a borderline atom may differ
         assert (a[var].values != b[var].values).mean() < 1e-3
     np.testing.assert_array_equal(a[names.VAR_ITERATIONS].values, b[names.VAR_ITERATIONS].values)
+
+
+def test_run_tells_each_frame_its_workers_share_of_the_run(hot_fcc_dump, tmp_path, monkeypatch):
+    """:func:`run` passes the frames per worker to the denoiser (a long run of smaller frames asks for the
+    compiled layers: :func:`trajden.decompose.compile_request`); the stored result does not depend on it."""
+    import trajden.pipeline as pipeline
+
+    seen = []
+    real = pipeline.denoise
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["frames_per_worker"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "denoise", spy)
+    run(Trajectory(str(hot_fcc_dump)), list(range(3)), str(tmp_path / "a.zarr"), SETTINGS, progress=False)
+    assert seen == [3, 3, 3]  # serial: one worker takes all pending frames
+    assert "frames_per_worker" not in SETTINGS.run_config()

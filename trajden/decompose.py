@@ -253,17 +253,30 @@ def evaluator(model, block_edges: int, compile: bool | str | None = None) -> Blo
 
 #: CPU frames (or spatial blocks) of at least this many atoms ask for compiled code (``compile="auto"``).
 #: Compiling takes 10-45 s once per process (about 20-25 s per worker on a cold inductor cache, 2 cores), which
-#: such frames repay within an iteration or two. Smaller frames gain as much per atom (a 32k-atom frame:
-#: 0.58 vs 2.83 s until converged, fcc-bcc-hcp-fast, 2 cores) but repay it only over a dozen or more frames
-#: per worker (6 frames end to end: 25.5 s warm cache, 48.7 s cold, 31.4 s eager), so for them it is asked
-#: for with ``TRAJDEN_COMPILE=1``.
+#: such frames repay within an iteration or two.
 CPU_COMPILE_MIN_ATOMS = 100_000
+#: Smaller frames gain as much per atom (a 32k-atom frame: 0.58 vs 2.83 s until converged, fcc-bcc-hcp-fast,
+#: 2 cores) but repay the compilation only over several frames: 6 hot-fcc frames of 32k atoms end to end took
+#: 31.4 s eager, 48.7 s compiled from a cold cache (25.5 s warm), a break-even near 350k atom-frames per
+#: worker; the 24 real-MD frames of 23k atoms of pipelines/study_solidification.py (560k atom-frames, more
+#: iterations per frame) took 204.9 s eager and 105.9 s compiled, serially. A run asks for it when each
+#: worker gets at least this many atom-frames of frames of at least :data:`CPU_COMPILE_MIN_RUN_ATOMS` atoms.
+CPU_COMPILE_MIN_WORK = 500_000
+CPU_COMPILE_MIN_RUN_ATOMS = 10_000
 
 
-def compile_request(n_atoms: int, device) -> str | None:
-    """``compile`` argument of :func:`evaluator` for a frame of ``n_atoms`` on ``device``: ``"auto"`` on a CPU
-    for frames of at least :data:`CPU_COMPILE_MIN_ATOMS` atoms, else ``None`` (the device's default)."""
-    return "auto" if torch.device(device).type == "cpu" and n_atoms >= CPU_COMPILE_MIN_ATOMS else None
+def compile_request(n_atoms: int, device, frames_per_worker: int = 1) -> str | None:
+    """``compile`` argument of :func:`evaluator` for a frame of ``n_atoms`` on ``device``, one of
+    ``frames_per_worker`` frames that this process denoises in the run: ``"auto"`` on a CPU for frames of at
+    least :data:`CPU_COMPILE_MIN_ATOMS` atoms, or of at least :data:`CPU_COMPILE_MIN_RUN_ATOMS` in a run of at
+    least :data:`CPU_COMPILE_MIN_WORK` atom-frames per worker; else ``None`` (the device's default)."""
+    if torch.device(device).type != "cpu":
+        return None
+    if n_atoms >= CPU_COMPILE_MIN_ATOMS:
+        return "auto"
+    if n_atoms >= CPU_COMPILE_MIN_RUN_ATOMS and n_atoms * max(int(frames_per_worker), 1) >= CPU_COMPILE_MIN_WORK:
+        return "auto"
+    return None
 
 
 _EVALUATOR_LOCK = threading.Lock()

@@ -73,9 +73,11 @@ def map_types(types: np.ndarray, num_types: int) -> np.ndarray:
 class _Whole:
     """Evaluate the whole frame at once (memory bounded by :class:`BlockedEvaluator`'s edge blocks)."""
 
-    def __init__(self, model: LoadedModel, cell: np.ndarray, types: torch.Tensor, skin: float, block_edges: int):
+    def __init__(self, model: LoadedModel, cell: np.ndarray, types: torch.Tensor, skin: float, block_edges: int,
+                 frames_per_worker: int = 1):
         self.model, self.cell, self.types, self.skin = model, cell, types, skin
-        self.evaluate = evaluator(model, block_edges, decompose.compile_request(len(types), model.device))
+        self.evaluate = evaluator(model, block_edges,
+                                  decompose.compile_request(len(types), model.device, frames_per_worker))
         self.graph = None
         self.compiled = bool(self.evaluate.compiled)  # whether an evaluation ran compiled code
 
@@ -215,6 +217,7 @@ def denoise(
     block_edges: int | None = None,
     blocks=None,
     client=None,
+    frames_per_worker: int = 1,
 ) -> DenoiseResult:
     """Denoise one frame.
 
@@ -243,6 +246,9 @@ def denoise(
         (:data:`AUTO_BLOCK_ATOMS` owned atoms per block at most)
     client : a ``distributed.Client`` to evaluate the blocks as parallel tasks (``None``: one after another
         in this process)
+    frames_per_worker : how many frames this process denoises in the run: on a CPU, a long run of smaller
+        frames asks for the compiled layers too (:func:`trajden.decompose.compile_request`; the result is the
+        same to float32 rounding)
 
     Returns
     -------
@@ -274,12 +280,13 @@ def denoise(
         act = tol_model if active_tol is None else float(active_tol)
         cell_m = cell / factor
         if blocks is None:
-            backend = _Whole(model, cell_m, t, skin, block_edges)
+            backend = _Whole(model, cell_m, t, skin, block_edges, frames_per_worker)
         else:
             halo = decompose.halo_width(model, skin)
             counts = (decompose.auto_counts(len(positions), cell_m, halo, AUTO_BLOCK_ATOMS)
                       if isinstance(blocks, str) else blocks)
-            backend = (_Whole(model, cell_m, t, skin, block_edges) if tuple(counts) == (1, 1, 1) and client is None
+            backend = (_Whole(model, cell_m, t, skin, block_edges, frames_per_worker)
+                       if tuple(counts) == (1, 1, 1) and client is None
                        else _Blocks(model, cell_m, t, skin, block_edges, counts, client))
         x, history, status = _iterate(backend, positions / factor, k, tol_model, skin, act, model.device)
         if not auto or attempt == 1 or status == names.FRAME_STATUS_DIVERGED:

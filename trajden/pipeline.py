@@ -19,7 +19,7 @@ import shlex
 import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -48,12 +48,15 @@ class ProcessSettings:
     #: spatial blocks per frame: None (whole frame), "auto" or (nx, ny, nz); on a Dask worker the blocks of
     #: a frame run as separate tasks (:mod:`trajden.decompose`); results equal the undivided run
     blocks: tuple[int, int, int] | str | None = None
+    #: frames each worker denoises in this run (set by :func:`run`): a long run of smaller frames asks for
+    #: compiled layers on a CPU too (:func:`trajden.decompose.compile_request`)
+    frames_per_worker: int = 1
 
     def run_config(self) -> dict:
-        """The settings that must match for a store to be resumed (device, threads and blocks excluded:
-        they do not change the result)."""
+        """The settings that must match for a store to be resumed (device, threads, blocks and the run's
+        share per worker excluded: they do not change the result beyond float32 rounding)."""
         d = asdict(self)
-        for k in ("device", "torch_threads", "ovito_threads", "blocks"):
+        for k in ("device", "torch_threads", "ovito_threads", "blocks", "frames_per_worker"):
             d.pop(k)
         d["classifiers"] = list(self.classifiers)
         return d
@@ -93,7 +96,8 @@ def process_frame(frame: Frame, settings: ProcessSettings, model=None):
 
 
 def _denoise(frame: Frame, settings: ProcessSettings, model):
-    kw = dict(k=settings.iterations, tol=settings.tol, scale=settings.scale)
+    kw = dict(k=settings.iterations, tol=settings.tol, scale=settings.scale,
+              frames_per_worker=settings.frames_per_worker)
     blocks = settings.blocks
     if blocks is not None and not isinstance(blocks, str):
         blocks = tuple(blocks)
@@ -335,6 +339,8 @@ def run(
         bar = tqdm(total=len(frames), initial=skipped, unit="frame", disable=not progress, dynamic_ncols=True,
                    desc="trajden", file=sys.stderr)
         jobs = [[(j, frames[j]) for j in chunk] for chunk in pending]
+        n_workers = 1 if client is None else max(len(client.scheduler_info().get("workers", {})), 1)
+        settings = replace(settings, frames_per_worker=math.ceil(n_pending / n_workers))
         done_atoms = 0
 
         def collect(report: ChunkReport):

@@ -140,6 +140,18 @@ def test_compile_request_asks_for_auto_only_on_large_cpu_frames():
     assert compile_request(10**7, "cuda:0") is None  # CUDA compiles by default anyway
 
 
+def test_compile_request_asks_for_auto_in_long_runs_of_smaller_frames():
+    """A run whose frames give each worker enough atom-frames repays the compilation with smaller frames."""
+    from trajden.decompose import CPU_COMPILE_MIN_RUN_ATOMS, CPU_COMPILE_MIN_WORK, compile_request
+
+    n = 32_000
+    enough = -(-CPU_COMPILE_MIN_WORK // n)  # frames per worker
+    assert compile_request(n, "cpu", enough) == "auto"
+    assert compile_request(n, "cpu", enough - 1) is None
+    assert compile_request(CPU_COMPILE_MIN_RUN_ATOMS - 1, "cpu", 10**6) is None  # tiny frames stay eager
+    assert compile_request(n, "cuda:0", enough) is None
+
+
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
                     reason="torch.compile needs a C++ compiler on the CPU")
 def test_auto_compile_keeps_the_compiled_sums_only_when_faster(model, monkeypatch):
