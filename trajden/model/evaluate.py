@@ -238,16 +238,8 @@ class BlockedEvaluator:
         (:attr:`block_edges` elsewhere; at least one atom): ``(first atom, end atom, first edge, end edge,
         slots)`` with the block's :func:`edge_slots` (edge indices from ``first edge``, as int32)."""
         budget = self.CPU_COMPILED_BLOCK_EDGES if self.device.type == "cpu" else self.block_edges
-        cum = torch.cumsum(torch.bincount(dst, minlength=n), 0).tolist()  # edges of atoms < i+1
-        spans = []
-        n0 = 0
-        while n0 < n:
-            e0 = cum[n0 - 1] if n0 > 0 else 0
-            n1 = max(n0 + 1, _bisect_right(cum, e0 + budget, n0, n))
-            e1 = cum[n1 - 1]
-            spans.append((n0, n1, e0, e1, edge_slots(dst[e0:e1] - n0, n1 - n0).to(torch.int32)))
-            n0 = n1
-        return spans
+        return [(n0, n1, e0, e1, edge_slots(dst[e0:e1] - n0, n1 - n0).to(torch.int32))
+                for n0, n1, e0, e1 in atom_blocks(dst, n, budget)]
 
     def _layer_rows(self, li: int, layer, x, vec, src, spans: list, needed) -> torch.Tensor:
         """Layer ``li``'s output for all atoms with its compiled :meth:`~trajden.model.fused.FusedTP.block`,
@@ -259,9 +251,8 @@ class BlockedEvaluator:
             if needed is not None and not bool(needed[n0:n1].any()):
                 continue
             if e1 == e0:  # atoms without neighbours (no edge to gather from): their messages sum to zero
-                py = tp.layer
                 empty = torch.zeros(n1 - n0, tp.dim_out, dtype=x.dtype, device=x.device)
-                new[n0:n1] = py.self_connection(x[n0:n1]) + py.gate(py.linear_2(empty))
+                new[n0:n1] = tp.update(x[n0:n1], empty, self.inv_sqrt_nb[li])
             else:
                 new[n0:n1] = fn(h, x[n0:n1], src[e0:e1], vec[e0:e1], slots, table.table, table.delta,
                                 table.r_min, table.step, self.inv_sqrt_nb[li])
@@ -280,16 +271,9 @@ class BlockedEvaluator:
                 shared = (shared[0][emask], shared[1][emask])
         cpu_compiled = agg_fn is not None and self.device.type == "cpu"
         block_edges = max(self.block_edges, self.CPU_COMPILED_BLOCK_EDGES) if cpu_compiled else self.block_edges
-        cum = torch.cumsum(torch.bincount(dst, minlength=n), 0).tolist()  # edges of atoms < i+1
-        spans = []  # (first atom, end atom, first edge, end edge) of each block with work to do
-        n0 = 0
-        while n0 < n:
-            e0 = cum[n0 - 1] if n0 > 0 else 0
-            # the atoms whose edges fit in one block (at least one atom)
-            n1 = max(n0 + 1, _bisect_right(cum, e0 + block_edges, n0, n))
-            if needed is None or bool(needed[n0:n1].any()):
-                spans.append((n0, n1, e0, cum[n1 - 1]))
-            n0 = n1
+        # (first atom, end atom, first edge, end edge) of each block with work to do
+        spans = [span for span in atom_blocks(dst, n, block_edges)
+                 if needed is None or bool(needed[span[0] : span[1]].any())]
 
         @torch.no_grad()  # grad mode is per thread: the pool's threads need it too
         def block(span):
@@ -333,6 +317,20 @@ class BlockedEvaluator:
             for _ in pool.map(write, spans[1:]):
                 pass
         return new
+
+
+def atom_blocks(dst: torch.Tensor, n: int, budget: int) -> list[tuple[int, int, int, int]]:
+    """Consecutive atoms whose edges (sorted by ``dst``) fit in ``budget`` edges, at least one atom per block:
+    ``(first atom, end atom, first edge, end edge)`` covering all ``n`` atoms."""
+    cum = torch.cumsum(torch.bincount(dst, minlength=n), 0).tolist()  # edges of atoms < i+1
+    blocks = []
+    n0 = 0
+    while n0 < n:
+        e0 = cum[n0 - 1] if n0 > 0 else 0
+        n1 = max(n0 + 1, _bisect_right(cum, e0 + budget, n0, n))
+        blocks.append((n0, n1, e0, cum[n1 - 1]))
+        n0 = n1
+    return blocks
 
 
 def edge_slots(dst_local: torch.Tensor, n_rows: int) -> torch.Tensor:
