@@ -2,6 +2,9 @@
 
 For frames of about 3e4, 2.5e5 and 1e6 atoms of two synthetic Cu systems (lengths in angstrom, d_nn = 2.556):
 
+The atoms are numbered in random order (``--atom-order shuffled``, as in MD whose ids melting or diffusion
+scrambled) or in the lattice's order (``--atom-order lattice``: neighbours mostly close in memory).
+
 * ``hot-fcc``: ideal fcc plus Gaussian noise of 0.08 d_nn per coordinate (synthetic thermal noise, not MD);
 * ``mixture``: the same lattice, atoms with x < L/2 "crystal" (noise 0.08 d_nn), the others "liquid" (noise
   0.3 d_nn, then a short soft-sphere relaxation so the liquid has no unphysical overlaps); same density.
@@ -38,7 +41,7 @@ Usage::
 
     .venv/bin/python pipelines/benchmark_throughput.py [--sizes 30000 250000 1000000] [--systems hot-fcc mixture]
         [--out pipelines/out/benchmark] [--threads N] [--frames 3] [--e2e-all] [--stages read denoise-k8 ...]
-        [--baseline] [--device cuda]
+        [--baseline] [--device cuda] [--atom-order shuffled|lattice]
 
 ``--baseline`` times the evaluator as it was before the CPU fast path (e3nn tensor products, exact radial MLPs,
 262144-edge blocks) for before/after tables; ``--device cuda`` runs the denoise stages on a GPU (peak GPU memory
@@ -307,16 +310,25 @@ def write_dump(path: Path, frames: list[np.ndarray], cell: np.ndarray, seed: int
             fh.write(sink.getvalue().to_pybytes())
 
 
-def prepare_inputs(tmp: Path, system: str, n_target: int, n_e2e_frames: int, need_e2e: bool) -> dict:
-    """Write the frame (npz + one-frame dump) and, if needed, the multi-frame dump for ``e2e``."""
+def prepare_inputs(tmp: Path, system: str, n_target: int, n_e2e_frames: int, need_e2e: bool,
+                   atom_order: str = "shuffled") -> dict:
+    """Write the frame (npz + one-frame dump) and, if needed, the multi-frame dump for ``e2e``.
+
+    ``atom_order``: ``"shuffled"`` numbers the atoms (ids, and the order of the npz and of the frames read
+    back) in random order, as in a run whose ids were scrambled by melting or diffusion; ``"lattice"`` keeps
+    the lattice's own order (neighbours mostly close in memory).
+    """
     seed = n_target * 7 + SYSTEMS.index(system)
     pos, cell, liquid = make_system(system, n_target, seed)
+    perm = (np.random.default_rng(seed + 7).permutation(len(pos)) if atom_order == "shuffled"
+            else np.arange(len(pos)))
+    pos, liquid = pos[perm], liquid[perm]
     stem = tmp / f"{system}-{n_target}"
     np.savez(f"{stem}.npz", positions=pos, cell=cell, types=np.ones(len(pos), dtype=np.int32), liquid=liquid)
     write_dump(Path(f"{stem}.dump"), [pos], cell, seed)
     out = {"npz": f"{stem}.npz", "dump": f"{stem}.dump", "n_atoms": len(pos), "cell": cell.tolist()}
     if need_e2e:
-        frames = [pos] + [make_system(system, n_target, seed + 1000 * k)[0] for k in range(1, n_e2e_frames)]
+        frames = [pos] + [make_system(system, n_target, seed + 1000 * k)[0][perm] for k in range(1, n_e2e_frames)]
         write_dump(Path(f"{stem}-e2e.dump"), frames, cell, seed + 1)
         out["dump_e2e"] = f"{stem}-e2e.dump"
     if system == "mixture":
@@ -1281,8 +1293,9 @@ def write_outputs(out: Path, rows: list[dict], machine: dict, args, systems_info
         "stand-in thermal noise (not MD). `mixture`: atoms with x >= L/2 get 0.3 d_nn noise and then 20 "
         "sweeps of soft-sphere repulsion within 1.05 d_nn (random-ish liquid, same density, broad first g(r) "
         "peak). Denoising uses the known scale 2.556 A "
-        "(the pipeline's `scale='auto'` adds the g(r) estimates noted under denoise-k8). Dumps are written in "
-        "shuffled id order with 4 decimals and read from the page cache. Fast stages are repeated (best of up "
+        "(the pipeline's `scale='auto'` adds the g(r) estimates noted under denoise-k8). "
+        f"Atom order: {machine.get('atom_order', 'lattice')} (ids in that order). Dumps are written in "
+        "shuffled line order with 4 decimals and read from the page cache. Fast stages are repeated (best of up "
         "to 5) after a warm-up on a small input; denoising runs once, cold (a warm-up on a smaller frame makes "
         "TorchScript's profiling executor specialise to the wrong shapes and slows the run 4-6x).",
         "",
@@ -1340,6 +1353,9 @@ def parse_args(argv=None):
     p.add_argument("--max-iterations", type=int, default=8,
                    help="cap of the 'until converged' run (default 8: the pipeline's own cap)")
     p.add_argument("--model", default="fcc-bcc-hcp")
+    p.add_argument("--atom-order", choices=("shuffled", "lattice"), default="shuffled",
+                   help="order of the atoms in the frames: random as in MD whose ids were scrambled by melting "
+                   "(default), or the lattice's own")
     p.add_argument("--device", default="cpu", help="device of the denoise stages (cpu, cuda, cuda:N)")
     p.add_argument("--baseline", action="store_true",
                    help="denoise with the evaluator before the CPU optimisations (e3nn tensor products, exact radial "
@@ -1396,6 +1412,7 @@ def main(argv=None) -> int:
     machine["model"] = f"{m.name} sha256 {m.sha256[:12]} ({m.metadata.get('description', '')})"
     machine["evaluator"] = ("baseline: e3nn tensor products, exact radial MLPs, 262144-edge blocks" if args.baseline
                             else "fast: fused tensor products, tabulated radial MLPs, 4096-edge blocks")
+    machine["atom_order"] = args.atom_order
     del m
     log(
         f"trajden throughput benchmark: {machine['cpu_model']}, {machine['cores']} cores, threads {args.threads}, "
@@ -1416,7 +1433,7 @@ def main(argv=None) -> int:
                 smallest = size == sizes[0]
                 want_e2e = bool(set(E2E_STAGES) & set(args.stages)) and (smallest or args.e2e_all)
                 t0 = time.perf_counter()
-                inputs = prepare_inputs(tmp, system, size, args.frames, want_e2e)
+                inputs = prepare_inputs(tmp, system, size, args.frames, want_e2e, args.atom_order)
                 n = inputs["n_atoms"]
                 info = {k: v for k, v in inputs.items() if k not in ("npz", "dump", "dump_e2e", "cell")}
                 info["box_A"] = [round(inputs["cell"][i][i], 3) for i in range(3)]

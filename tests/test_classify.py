@@ -29,3 +29,17 @@ def test_noise_blurs_labels_and_origin_is_respected():
 def test_fractions():
     f = fractions(np.array([0, 1, 1, 3], dtype=np.int8), names.ACNA_CODES)
     assert f == {"other": 0.25, "fcc": 0.5, "hcp": 0.0, "bcc": 0.25, "ico": 0.0}
+
+
+def test_labels_do_not_depend_on_the_order_of_the_atoms():
+    """The atoms go to OVITO in spatial order and their labels come back in the input's order."""
+    rng = np.random.default_rng(1)
+    c = make_crystal("fcc", 2000, d_nn=2.55)
+    noisy, _ = add_noise(c.positions, 0.17, rng)
+    origin = np.array([4.0, -2.0, 7.5])
+    perm = rng.permutation(len(noisy))
+    a = classify(noisy + origin, c.cell, origin=origin)
+    b = classify(noisy[perm] + origin, c.cell, origin=origin)
+    for name in ("acna", "ptm"):
+        assert 0.2 < np.mean(a[name] == names.FCC) < 0.9  # a mixture of labels: the order is visible
+        np.testing.assert_array_equal(b[name], a[name][perm])

@@ -108,3 +108,14 @@ def test_neighbour_list_skin_does_not_change_the_result():
         got = denoise(noisy, c.cell, None, model, k=6, tol=0, scale=D, skin=skin)
         assert got.iterations == ref.iterations == 6
         np.testing.assert_allclose(got.positions, ref.positions, atol=2e-4)
+
+
+def test_the_result_does_not_depend_on_the_order_of_the_atoms():
+    """Denoising works on the atoms in spatial order and gives the result back in the input's order."""
+    model = load_model("fcc-bcc-hcp-lite")
+    c, noisy = _noisy("fcc", 0.08, seed=5, n=1500)
+    perm = np.random.default_rng(6).permutation(len(noisy))
+    a = denoise(noisy, c.cell, None, model, k=4, tol=0, scale=D)
+    b = denoise(noisy[perm], c.cell, None, model, k=4, tol=0, scale=D)
+    np.testing.assert_allclose(b.positions, a.positions[perm], atol=1e-4)
+    assert np.abs(a.positions - noisy).max() > 0.05  # it did move the atoms

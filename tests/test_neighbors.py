@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from trajden.lattices import add_noise, make_crystal
-from trajden.neighbors import _build_graph_torch, build_graph
+from trajden.neighbors import _build_graph_torch, build_graph, spatial_order
 
 
 def _edges(graph, positions):
@@ -79,3 +79,30 @@ def test_sorted_graph_is_the_same_list_sorted_by_centre(frame):
         x = torch.as_tensor(pos, dtype=torch.float32)
         torch.testing.assert_close(g.edge_vec(x), raw.edge_vec(x)[torch.as_tensor(order)], rtol=0, atol=0)
         assert bool((g.cross[1:] > g.cross[:-1]).all())  # ascending, as sort_graph's lookup needs
+
+
+def test_spatial_order_puts_neighbours_close_in_memory():
+    """A permutation, the same for periodic images, that brings a shuffled triclinic crystal's neighbours
+    within a few bins of each other in memory (in random order half of them are over a quarter of the frame apart)."""
+    c = make_crystal("bcc", reps=(12, 10, 11), d_nn=1.0)
+    cell = c.cell.copy()
+    cell[1, 0] += 0.7
+    rng = np.random.default_rng(4)
+    pos, _ = add_noise(c.positions, 0.08, rng)
+    pos = pos[rng.permutation(len(pos))]
+    order = spatial_order(pos, cell)
+    np.testing.assert_array_equal(np.sort(order), np.arange(len(pos)))
+    np.testing.assert_array_equal(spatial_order(pos + cell[0] - 2 * cell[2], cell), order)
+
+    def median_gap(p):
+        g = build_graph(p, cell, 1.2)
+        return float((g.src - g.dst).abs().double().median())
+
+    assert median_gap(pos) > len(pos) / 4
+    assert median_gap(pos[order]) < len(pos) / 50
+
+
+def test_spatial_order_of_degenerate_frames_is_the_identity():
+    pos = np.random.default_rng(0).random((5, 3))
+    np.testing.assert_array_equal(spatial_order(pos, np.zeros((3, 3))), np.arange(5))
+    assert spatial_order(np.zeros((0, 3)), np.eye(3)).tolist() == []
