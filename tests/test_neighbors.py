@@ -63,15 +63,18 @@ def test_cuda_graph_equals_cpu_graph(frame):
 
 
 def test_sorted_graph_is_the_same_list_sorted_by_centre(frame):
-    """``build_graph(sort=True)`` (CPU and torch paths) and ``sort_graph`` give the same edges, stably sorted by
-    ``dst``, each with its own periodic shift."""
+    """``build_graph(sort=True)`` and ``sort_graph`` give the same edges, stably sorted by ``dst``, each with its
+    own periodic shift; the torch path (vesin's full list, not the mirrored half list) the same edges per
+    centre."""
     from trajden.model.evaluate import sort_graph
 
     pos, cell = frame
     raw = build_graph(pos, cell, 1.5, 0.2)
     assert 0 < raw.cross.numel() < raw.src.numel()  # some edges cross the cell, most do not
-    for g in (build_graph(pos, cell, 1.5, 0.2, sort=True), sort_graph(raw),
-              _build_graph_torch(torch.as_tensor(pos), cell, 1.5, 0.2, torch.device("cpu"), torch.float32, True)):
+    on_torch = _build_graph_torch(torch.as_tensor(pos), cell, 1.5, 0.2, torch.device("cpu"), torch.float32, True)
+    np.testing.assert_array_equal(on_torch.dst.numpy(), np.sort(raw.dst.numpy()))
+    np.testing.assert_allclose(_edges(on_torch, pos), _edges(raw, pos), atol=1e-6)
+    for g in (build_graph(pos, cell, 1.5, 0.2, sort=True), sort_graph(raw)):
         order = np.argsort(raw.dst.numpy(), kind="stable")
         np.testing.assert_array_equal(g.dst.numpy(), raw.dst.numpy()[order])
         np.testing.assert_array_equal(g.src.numpy(), raw.src.numpy()[order])
@@ -106,3 +109,24 @@ def test_spatial_order_of_degenerate_frames_is_the_identity():
     pos = np.random.default_rng(0).random((5, 3))
     np.testing.assert_array_equal(spatial_order(pos, np.zeros((3, 3))), np.arange(5))
     assert spatial_order(np.zeros((0, 3)), np.eye(3)).tolist() == []
+
+
+def test_mirrored_half_list_is_the_full_list_in_a_small_cell():
+    """In a cell thinner than twice the cut-off (atoms see several images of each other, and of themselves)
+    the graph built from vesin's half list holds exactly vesin's full list."""
+    from vesin import NeighborList
+
+    c = make_crystal("fcc", reps=(2, 2, 1), d_nn=1.0)
+    cell = c.cell.copy()
+    cell[2, 0] += 0.4
+    pos, _ = add_noise(c.positions, 0.05, np.random.default_rng(5))
+    g = build_graph(pos, cell, 1.3, 0.2, sort=True)
+    i, j, D = NeighborList(cutoff=1.5, full_list=True).compute(pos, cell, True, "ijD")
+    assert np.all(np.diff(g.dst.numpy()) >= 0)
+    assert len(i) == g.src.numel() and np.any(i == j)  # self-images are in
+
+    def rows(r):  # (src, dst, vector), sorted on every column (pairs repeat with other shifts here)
+        r = np.round(r, 5)
+        return r[np.lexsort(r.T[::-1])]
+
+    np.testing.assert_allclose(rows(_edges(g, pos)), rows(np.column_stack([j, i, D])), atol=2e-5)
