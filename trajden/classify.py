@@ -41,8 +41,7 @@ def _labels(positions: np.ndarray, cell: np.ndarray, origin: np.ndarray | None, 
     from trajden.neighbors import spatial_order
 
     positions = np.asarray(positions, dtype=np.float64)
-    shift = 0.0 if origin is None else np.asarray(origin, dtype=np.float64)
-    order = spatial_order(positions - shift, cell)
+    order = spatial_order(positions, cell)  # periodic bins: the origin only shifts the curve
     data = _data_collection(positions[order], cell, origin)
     data.apply(modifier)
     labels = np.empty(len(positions), dtype=np.int8)

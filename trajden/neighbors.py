@@ -65,8 +65,8 @@ def build_graph(
     nl = NeighborList(cutoff=float(cutoff + skin), full_list=False)
     # views into vesin's own buffers (no copy of the whole list; they live as long as ``nl``)
     i, j, S = nl.compute(pos, box, periodic=True, quantities="ijS", copy=False)
-    graph = _assemble_half(torch.from_numpy(_np_int64(i)), torch.from_numpy(_np_int64(j)), torch.from_numpy(S),
-                           torch.from_numpy(box), len(pos), cutoff, skin, dtype, sort)
+    graph = _assemble(torch.from_numpy(_np_int64(i)), torch.from_numpy(_np_int64(j)), torch.from_numpy(S),
+                      torch.from_numpy(box), len(pos), cutoff, skin, dtype, sort, half=True)
     del nl  # vesin's buffers: the graph holds copies
     return Graph(*(t.to(device) for t in (graph.src, graph.dst, graph.cross, graph.cross_shift)), cutoff, skin)
 
@@ -113,32 +113,16 @@ def spatial_order(positions: np.ndarray, cell: np.ndarray, width: float | None =
 
 
 def _assemble(i: torch.Tensor, j: torch.Tensor, S: torch.Tensor, box: torch.Tensor, n_atoms: int, cutoff: float,
-              skin: float, dtype: torch.dtype, sort: bool, views: bool = False) -> Graph:
+              skin: float, dtype: torch.dtype, sort: bool, half: bool = False) -> Graph:
     """A :class:`Graph` from vesin's pairs ``i``, ``j`` and integer cell shifts ``S`` (``D = r_j - r_i + S @
     box``: the message flows from ``j``, the source, to the centre ``i``), on the device of the inputs; only
-    the edges that cross the cell get a Cartesian shift. ``views``: the inputs are views into vesin's buffers,
-    copied here even when not sorted."""
-    crossing = S.any(dim=1)
-    if sort:
-        order = _order_by(i, n_atoms)
-        dst, src, crossing = i[order], j[order], crossing[order]
-        cross = torch.nonzero(crossing).squeeze(1)
-        S_cross = S[order[cross]]
+    the edges that cross the cell get a Cartesian shift. ``half``: a half list, mirrored here (pair ``k`` also
+    gives the edge ``i -> j`` with shift ``-S[k]``, as edge ``len(i) + k`` before sorting)."""
+    n_pairs = i.shape[0]
+    if half:
+        dst, src, crossing = torch.cat([i, j]), torch.cat([j, i]), S.any(dim=1).repeat(2)
     else:
-        dst, src = (i.clone(), j.clone()) if views else (i, j)
-        cross = torch.nonzero(crossing).squeeze(1)
-        S_cross = S[cross]
-    cross_shift = (S_cross.to(torch.float64) @ box.to(torch.float64)).to(dtype)  # in float64, then cast
-    return Graph(src, dst, cross, cross_shift, cutoff, skin)
-
-
-def _assemble_half(i: torch.Tensor, j: torch.Tensor, S: torch.Tensor, box: torch.Tensor, n_atoms: int,
-                   cutoff: float, skin: float, dtype: torch.dtype, sort: bool) -> Graph:
-    """:func:`_assemble` from vesin's half list: pair ``k`` gives the edges ``j -> i`` (shift ``S[k]``) and
-    ``i -> j`` (shift ``-S[k]``), the first ``len(i)`` edges and the next ``len(i)`` before sorting."""
-    half = i.shape[0]
-    dst, src = torch.cat([i, j]), torch.cat([j, i])
-    crossing = S.any(dim=1).repeat(2)
+        dst, src, crossing = i, j, S.any(dim=1)
     if sort:
         order = _order_by(dst, n_atoms)
         src, crossing = src[order], crossing[order]
@@ -148,8 +132,8 @@ def _assemble_half(i: torch.Tensor, j: torch.Tensor, S: torch.Tensor, box: torch
     else:
         cross = torch.nonzero(crossing).squeeze(1)
         pair = cross
-    mirrored = pair >= half
-    S_cross = S[pair - half * mirrored].to(torch.float64)
+    mirrored = pair >= n_pairs
+    S_cross = S[pair - n_pairs * mirrored].to(torch.float64)
     S_cross[mirrored] *= -1.0
     cross_shift = (S_cross @ box.to(torch.float64)).to(dtype)  # in float64, then cast
     return Graph(src, dst, cross, cross_shift, cutoff, skin)
