@@ -27,6 +27,7 @@ from trajden import __version__, names
 from trajden.classify import DEFAULT_PTM_RMSD_CUTOFF, classify
 from trajden.denoise import DEFAULT_ITERATIONS, denoise
 from trajden.io.readers import Frame, Trajectory
+from trajden.io.species import require_elements
 
 
 @dataclass
@@ -86,6 +87,7 @@ def process_frame(frame: Frame, settings: ProcessSettings, model=None):
 
         model = get_model(settings.model, settings.device)
     check_frame(frame)
+    require_elements(frame)
     raw_labels = label_frame(frame.positions, frame.cell, frame.origin, settings)
     result = _denoise(frame, settings, model)
     out = _frame_result(frame, result.positions, raw_labels, settings, result.iterations, result.residual,
@@ -96,6 +98,8 @@ def process_frame(frame: Frame, settings: ProcessSettings, model=None):
 
 
 def _denoise(frame: Frame, settings: ProcessSettings, model):
+    # frame.elements (per-atom symbols, or None where unknown) and frame.type_elements are here for a
+    # species-aware model; the models of today take frame.types only
     kw = dict(k=settings.iterations, tol=settings.tol, scale=settings.scale,
               frames_per_worker=settings.frames_per_worker)
     blocks = settings.blocks
@@ -265,6 +269,7 @@ def prepare_store(traj: Trajectory, frames: list[int], store_path: str, settings
         model_meta = (m.name, m.sha256)
     # validate what the store is built from before touching the output path
     first = check_frame(traj.frame(frames[0]))
+    require_elements(first)  # several atom types and no elements: a one-line error, nothing written
     if m is not None:
         _check_types(first, m)
     times, steps = [], []
@@ -272,7 +277,8 @@ def prepare_store(traj: Trajectory, frames: list[int], store_path: str, settings
         t, s = traj.frame_time_step(i) if hasattr(traj, "frame_time_step") else _time_step(traj, i)
         times.append(t)
         steps.append(s)
-    run_config = settings.run_config() | {"frames": [int(f) for f in frames], "inputs": [str(p) for p in traj.paths]}
+    run_config = settings.run_config() | {"frames": [int(f) for f in frames], "inputs": [str(p) for p in traj.paths],
+                                          names.ATTR_SPECIES: {str(t): e for t, e in sorted(first.type_elements.items())}}
     store, created = Store.open_or_create(
         store_path,
         overwrite=overwrite,
@@ -287,6 +293,9 @@ def prepare_store(traj: Trajectory, frames: list[int], store_path: str, settings
         run_config=run_config,
         frames_per_chunk=frames_per_chunk,
         max_iterations=settings.iterations if settings.method == "denoise" else None,
+        elements=first.elements,
+        type_elements=first.type_elements,
+        species_source=first.elements_origin,
     )
     return store, created
 
