@@ -277,8 +277,9 @@ def prepare_store(traj: Trajectory, frames: list[int], store_path: str, settings
         t, s = traj.frame_time_step(i) if hasattr(traj, "frame_time_step") else _time_step(traj, i)
         times.append(t)
         steps.append(s)
+    species = {str(t): e for t, e in sorted(first.type_elements.items())}
     run_config = settings.run_config() | {"frames": [int(f) for f in frames], "inputs": [str(p) for p in traj.paths],
-                                          names.ATTR_SPECIES: {str(t): e for t, e in sorted(first.type_elements.items())}}
+                                          names.ATTR_SPECIES: species}
     store, created = Store.open_or_create(
         store_path,
         overwrite=overwrite,
