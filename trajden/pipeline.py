@@ -14,6 +14,7 @@ runs write identical stores. Workers receive file names and frame indices, never
 
 from __future__ import annotations
 
+import json
 import math
 import shlex
 import sys
@@ -415,6 +416,10 @@ def summary_text(summary: RunSummary, method: str = "ptm") -> str:
     for j, why in sorted(summary.failures.items())[:10]:
         lines.append(f"FAILED     frame {j}: {why}")
     ds = xr.open_zarr(summary.store, consolidated=False)
+    species = json.loads(ds.attrs.get(names.ATTR_SPECIES, "{}"))
+    if species:
+        lines.insert(3, "species    " + ", ".join(f"type {t} {e}" for t, e in species.items())
+                     + f" ({ds.attrs.get(names.ATTR_SPECIES_SOURCE, '')})")
     methods = [c for c in names.CLASSIFIERS if names.structure_var(c) in ds]
     ok = ds[names.VAR_COMPLETE].values & (ds[names.VAR_STATUS].values != names.FRAME_STATUS_FAILED)
     complete = np.flatnonzero(ok)

@@ -218,6 +218,7 @@ def nacl_stores(tmp_path_factory):
     r = trajden_cli("process", bare, "--species", "Na,Cl", "--out", tmp / "flag.zarr", "--serial", "--quiet",
                     "--model", "fcc-bcc-hcp-lite", "-k", "2", "--torch-threads", "1")
     assert r.returncode == 0, r.stderr[-2000:]
+    assert "species    type 1 Na, type 2 Cl (--species)" in r.stdout
     return atoms, tmp
 
 
