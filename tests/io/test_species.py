@@ -347,3 +347,26 @@ def test_exports_write_element_symbols(nacl_stores, tmp_path):
     # trajden reads its own export back with the same elements
     fr = Trajectory(dump).frame(-1)
     assert fr.elements.tolist() == symbols and fr.type_elements == {1: "Na", 2: "Cl"}
+
+
+def test_elements_agree_between_frames_and_files(tmp_path):
+    atoms = rocksalt()
+    path = write_dump(tmp_path / "el.dump", atoms, n_frames=1)
+    frame1 = format_frame(atoms.positions, atoms.cell.array, ids=np.arange(1, len(atoms) + 1),
+                          types=np.where(atoms.numbers == 11, 1, 2), step=10,
+                          elements=np.where(atoms.numbers == 11, "Cl", "Na"))  # same types, elements exchanged
+    both = tmp_path / "both.dump"
+    both.write_text(open(path).read() + frame1)
+    traj = Trajectory(str(both))
+    assert traj.frame(0).type_elements == {1: "Na", 2: "Cl"}
+    with pytest.raises(species.SpeciesError, match=r"both\.dump: frame 1: atom type 1 is Cl, but Na in frame 0"):
+        traj.frame(1)
+    # a second file without the element column: frame 0's type -> element map names its atoms
+    bare = write_dump(tmp_path / "t.dump", atoms, element=False, n_frames=1)
+    with open(bare) as fh:
+        text = fh.read().replace("ITEM: TIMESTEP\n0\n", "ITEM: TIMESTEP\n20\n")
+    with open(bare, "w") as fh:
+        fh.write(text)
+    traj = Trajectory([path, bare])
+    fr = traj.frame(1)
+    assert fr.elements.tolist() == atoms.get_chemical_symbols() and fr.elements_origin == species.ORIGIN_COLUMN

@@ -621,7 +621,8 @@ class Trajectory:
         if types.dtype == object or types.dtype.kind in "US":
             names = _type_names(types)
         ref = {"n_atoms": len(raw.ids), "ids": _ids_digest(raw.ids), "type_names": names}
-        _, ref["type_elements"], _ = self._elements(self._types(raw.types, ref), raw.elements, 0, 0)
+        _, ref["type_elements"], ref["elements_origin"] = self._elements(self._types(raw.types, ref), raw.elements,
+                                                                          0, 0)
         self._reference = ref
 
     def frame(self, i: int) -> Frame:
@@ -660,7 +661,22 @@ class Trajectory:
         types = raw.types if order is None else raw.types[order]
         types = self._types(types, ref)
         elements = raw.elements if raw.elements is None or order is None else raw.elements[order]
-        elements, type_elements, origin = self._elements(types, elements, k, local)
+        try:
+            elements, type_elements, origin = self._elements(types, elements, k, local)
+            before = ref.get("type_elements", {})
+            changed = [t for t, e in type_elements.items() if before.get(t, e) != e]
+            if changed:
+                t = changed[0]
+                raise species_mod.SpeciesError(f"{path}: frame {local}: atom type {t} is {type_elements[t]}, but "
+                                               f"{before[t]} in frame 0 of {self.paths[0]}")
+            uniq = np.unique(types)
+            if elements is None and len(uniq) and uniq[0] >= 0 and all(int(t) in before for t in uniq):
+                # e.g. a later file without the element column of the first: frame 0's types name them
+                table = np.array([before.get(t, "") for t in range(int(uniq[-1]) + 1)], dtype=str)
+                elements, origin = table[types], ref.get("elements_origin")
+                type_elements = {int(t): before[int(t)] for t in uniq}
+        except species_mod.SpeciesError as exc:
+            raise self._wrap(exc, i, k, local) from None
         if not np.all(np.isfinite(positions)):
             exc = _error(path, "non-finite coordinates", local)
             raise self._wrap(exc, i, k, local)
