@@ -270,9 +270,9 @@ def prepare_store(traj: Trajectory, frames: list[int], store_path: str, settings
         model_meta = (m.name, m.sha256)
     # validate what the store is built from before touching the output path
     first = check_frame(traj.frame(frames[0]))
-    require_elements(first)  # several atom types and no elements: a one-line error, nothing written
     if m is not None:
         _check_types(first, m)
+    require_elements(first)  # several atom types and no elements: a one-line error, nothing written
     times, steps = [], []
     for i in frames:
         t, s = traj.frame_time_step(i) if hasattr(traj, "frame_time_step") else _time_step(traj, i)
