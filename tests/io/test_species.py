@@ -73,6 +73,10 @@ def test_dump_element_column(tmp_path):
     assert fr.type_elements == {1: "Na", 2: "Cl"}
     assert fr.elements_origin == species.ORIGIN_COLUMN
     np.testing.assert_array_equal(fr.atomic_numbers, atoms.numbers)
+    import MDAnalysis as mda
+
+    u = mda.Universe(str(tmp_path / "el.dump"), format="TRAJDEN_LAMMPSDUMP")  # trajden's MDAnalysis parser
+    assert u.atoms.elements.tolist() == atoms.get_chemical_symbols()
     # no type column: atoms are typed by element, in order of first appearance
     fr = Trajectory(write_dump(tmp_path / "el_only.dump", atoms, type_column=False)).frame(0)
     assert fr.elements.tolist() == atoms.get_chemical_symbols()
