@@ -263,7 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "and write a chunked Zarr store. Re-running continues an interrupted run.")
     pr.add_argument("trajectory", nargs="+", help="trajectory file(s); several files form one trajectory in order")
     pr.add_argument("--out", required=True, help="output store (directory, e.g. run.zarr)")
-    pr.add_argument("--format", help="input format override (lammpsdump, XYZ, XTC, DCD, ...)")
+    pr.add_argument("--format", help="input format override (lammpsdump, XYZ, XTC, DCD, ..., ase: anything ASE "
+                    "reads; ase:FORMAT names ASE's format; .traj, POSCAR, .cif ... go through ASE by default)")
     pr.add_argument("--topology", help="topology file for formats without one (XTC, DCD)")
     pr.add_argument("--timestep", type=float, help="MD timestep in ps, for dumps without ITEM: TIME (default 0.001)")
     pr.add_argument("--frames", help="START:STOP:STEP (python slice over all frames)")
