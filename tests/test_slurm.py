@@ -112,6 +112,16 @@ def _jobs() -> dict[str, str]:
     return dict(line.split() for line in r.stdout.splitlines() if line.strip())
 
 
+def _drained(timeout_s: float = 60.0) -> bool:
+    """Whether SLURM's queue empties within ``timeout_s`` (cancelled jobs pass through COMPLETING)."""
+    deadline = time.monotonic() + timeout_s
+    while _jobs():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
+
+
 def _complete(store: Path) -> int:
     import zarr
 
@@ -130,7 +140,7 @@ def test_slurm_run_equals_serial(slurm, serial_store, tmp_path):
     # the worker ran as a SLURM job: its log is slurm-<jobid>.out in the directory the run started in
     logs = list(tmp_path.glob("slurm-*.out"))
     assert logs and "distributed.worker" in logs[0].read_text()
-    assert not _jobs(), "cluster.close() leaves no job behind"
+    assert _drained(), f"cluster.close() left jobs behind: {_jobs()}"
 
 
 def test_cancelled_worker_is_resubmitted(slurm, serial_store, tmp_path):
@@ -164,4 +174,4 @@ def test_cancelled_worker_is_resubmitted(slurm, serial_store, tmp_path):
     assert replacements, f"adapt submitted no new job after scancel {running[0]} (jobs seen: {sorted(seen)})"
     assert (tmp_path / f"slurm-{min(replacements, key=int)}.out").is_file()
     _assert_same_store(out, serial_store)
-    assert not _jobs()
+    assert _drained(), f"cluster.close() left jobs behind: {_jobs()}"
