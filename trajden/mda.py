@@ -97,9 +97,13 @@ class Denoise(AnalysisBase):
 
     def _types(self) -> np.ndarray | None:
         try:
-            return np.asarray(self._ag.types)
+            types = np.asarray(self._ag.types)
         except Exception:  # noqa: BLE001 - a topology without types: all atoms alike
             return None
+        # LAMMPS types come as strings "1", "2", ..., "10": numbers, so that they sort as trajden process sorts
+        # them (trajden.denoise.map_types maps sorted labels to the model's species)
+        strs = types.astype(str)
+        return strs.astype(np.int64) if all(t.lstrip("-").isdigit() for t in np.unique(strs)) else types
 
     def _prepare(self):
         n, m = self.n_frames, len(self._ag)
