@@ -877,7 +877,7 @@ def child_main(spec_path: str) -> int:
 def _child_env(threads: int, baseline: bool = False) -> dict:
     env = dict(os.environ)
     if baseline:
-        env["TRAJDEN_FUSED"] = "0"
+        env["DASK_TRAJDEN__EVALUATOR__FUSED"] = "False"  # trajden.evaluator.fused through Dask's config
     env.update(
         OVITO_THREAD_COUNT=str(threads),
         OMP_NUM_THREADS=str(threads),
@@ -1359,7 +1359,7 @@ def parse_args(argv=None):
     p.add_argument("--device", default="cpu", help="device of the denoise stages (cpu, cuda, cuda:N)")
     p.add_argument("--baseline", action="store_true",
                    help="denoise with the evaluator before the CPU optimisations (e3nn tensor products, exact radial "
-                   "MLPs, 262144-edge blocks: TRAJDEN_FUSED=0) for before/after tables")
+                   "MLPs, 262144-edge blocks: trajden.evaluator.fused false) for before/after tables")
     p.add_argument(
         "--mem-limit-gb",
         type=float,

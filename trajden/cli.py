@@ -40,8 +40,8 @@ def _blocks_arg(values):
 
 
 def _cmd_process(args) -> int:
-    from trajden import names
-    from trajden.cluster import close_cluster, configure_process_threads, start_cluster
+    from trajden import execution, names
+    from trajden.cluster import close_cluster, configure_process_threads, evaluator_options, start_cluster
     from trajden.io.readers import Trajectory, parse_frames
     from trajden.pipeline import ProcessSettings, run, summary_text
 
@@ -55,8 +55,11 @@ def _cmd_process(args) -> int:
         scale=scale, classifiers=classifiers, ptm_rmsd_cutoff=args.ptm_rmsd_cutoff, keep_raw=args.keep_raw,
         window=args.window, torch_threads=args.torch_threads, ovito_threads=args.ovito_threads,
         blocks=_blocks_arg(args.blocks),
+        evaluator=evaluator_options(args.cluster_config, compile=args.compile, fused=args.fused,
+                                    aggregate=args.aggregate),
     )
-    kind = "serial" if args.serial else args.cluster
+    requested = "serial" if args.serial else args.cluster
+    kind = "local" if requested == execution.AUTO else requested  # a dry run does not read the input
     if args.dry_run:
         text = start_cluster(kind, cluster_config=args.cluster_config, scheduler_file=args.scheduler_file,
                              n_workers=args.workers, dry_run=True, device=args.device,
@@ -69,9 +72,24 @@ def _cmd_process(args) -> int:
     frames = parse_frames(args.frames, len(traj))
     if not frames:
         raise UserError(f"{args.trajectory[0]}: no frames selected by --frames {args.frames}")
+    kind, reason = execution.choose_execution(requested, len(frames), traj.n_atoms,
+                                              explicit_dask=args.workers is not None or args.scheduler_file is not None)
+    try:
+        frames_per_chunk = execution.frames_per_chunk(args.frames_per_chunk, len(frames), traj.n_atoms)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    mode = "scheduler" if args.scheduler_file is not None and kind == "local" else kind
+    if requested == execution.AUTO and kind == "serial":
+        print(f"trajden: running in this process, no Dask cluster ({reason}; --cluster local to start one)",
+              file=sys.stderr)
+    elif requested == execution.AUTO:
+        print(f"trajden: starting a Dask LocalCluster ({reason})", file=sys.stderr)
     client = cluster = None
     if kind == "serial":
-        configure_process_threads(args.torch_threads or 1, args.ovito_threads or args.torch_threads or 1)
+        # chosen for a small input (--cluster auto): the cluster's cores go to torch/OVITO threads instead
+        default = 1 if requested == "serial" else execution.usable_cores()
+        torch_threads = args.torch_threads or default
+        configure_process_threads(torch_threads, args.ovito_threads or torch_threads)
     else:
         model = None if settings.method == "average" else settings.model
         client, cluster = start_cluster(
@@ -80,7 +98,7 @@ def _cmd_process(args) -> int:
         )
     try:
         summary = run(traj, frames, args.out, settings, client=client, overwrite=args.overwrite,
-                      frames_per_chunk=args.frames_per_chunk, progress=not args.quiet)
+                      frames_per_chunk=frames_per_chunk, progress=not args.quiet, execution=(mode, reason))
     finally:
         if client is not None:
             close_cluster(client, cluster)
@@ -281,19 +299,30 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--ptm-rmsd-cutoff", type=float, default=0.1, help="PTM RMSD cutoff (OVITO default 0.1)")
     pr.add_argument("--keep-raw", action="store_true", help="also store the raw positions")
     pr.add_argument("--overwrite", action="store_true", help="replace an existing store instead of resuming it")
-    pr.add_argument("--frames-per-chunk", type=int, default=1, help="frames per store chunk and per task")
+    pr.add_argument("--frames-per-chunk", default="auto",
+                    help="frames per store chunk and per task (default auto: about 100k atoms per chunk, "
+                    "at least 8 chunks where there are frames for them)")
     pr.add_argument("--device", default="auto", help="auto | cpu | cuda")
     pr.add_argument("--blocks", nargs="+", metavar="N",
                     help="split each frame into NX NY NZ spatial blocks with halos (or 'auto': about 250k atoms "
                     "per block), evaluated as separate Dask tasks; same result, bounded memory per task")
     pr.add_argument("--serial", action="store_true", help="no Dask: process frames in this process")
-    pr.add_argument("--cluster", choices=("local", "slurm"), default="local",
-                    help="local (distributed.LocalCluster, default) or slurm (dask-jobqueue)")
+    pr.add_argument("--cluster", choices=("auto", "local", "slurm"), default="auto",
+                    help="auto (default: in this process for small inputs -- one frame, or under 300k "
+                    "atom-frames -- else a LocalCluster), local (distributed.LocalCluster) or slurm (dask-jobqueue)")
     pr.add_argument("--cluster-config", help="YAML with trajden:/jobqueue: settings (see cluster_configs/)")
     pr.add_argument("--scheduler-file", help="attach to a running Dask scheduler")
     pr.add_argument("--workers", type=int, help="number of Dask workers (local) or workers to request (slurm)")
     pr.add_argument("--torch-threads", type=int, help="torch threads per worker")
     pr.add_argument("--ovito-threads", type=int, help="OVITO threads per worker")
+    pr.add_argument("--compile", choices=("auto", "on", "off"),
+                    help="torch.compile the model (trajden.evaluator.compile; default auto: on CUDA, and on CPUs "
+                    "for large frames or long runs where it measures faster; off: bit-exact eager)")
+    pr.add_argument("--fused", action=argparse.BooleanOptionalAction, default=None,
+                    help="fused tensor products with tabulated radial networks (trajden.evaluator.fused; "
+                    "default on); --no-fused: e3nn's own modules")
+    pr.add_argument("--aggregate", choices=("auto", "layer", "atomic", "padded"),
+                    help="which compiled function runs (trajden.evaluator.aggregate; default auto)")
     pr.add_argument("--dry-run", action="store_true", help="print the cluster set-up (SLURM job script) and exit")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
     pr.set_defaults(func=_cmd_process)
