@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from trajden import __version__
+
+#: when this module was imported (``trajden process --profile`` reports the start-up before the frames from it)
+_T_MAIN = time.perf_counter()
 
 
 class UserError(Exception):
@@ -96,12 +100,17 @@ def _cmd_process(args) -> int:
             kind, cluster_config=args.cluster_config, scheduler_file=args.scheduler_file, n_workers=args.workers,
             model=model, device=args.device, torch_threads=args.torch_threads, ovito_threads=args.ovito_threads,
         )
+    t_run = time.perf_counter()
     try:
         summary = run(traj, frames, args.out, settings, client=client, overwrite=args.overwrite,
                       frames_per_chunk=frames_per_chunk, progress=not args.quiet, execution=(mode, reason))
     finally:
+        t_close = time.perf_counter()
         if client is not None:
             close_cluster(client, cluster)
+    if args.profile:
+        _write_profile(args.profile, summary, mode, reason, startup=t_run - _T_MAIN,
+                       close=time.perf_counter() - t_close, frames_per_chunk=frames_per_chunk)
     print(summary_text(summary))
     if summary.failures:
         first, why = min(summary.failures.items())
@@ -110,6 +119,29 @@ def _cmd_process(args) -> int:
               f"{why}{more}); re-run the same command to retry them", file=sys.stderr)
         return 1
     return 0
+
+
+def _write_profile(path, summary, mode: str, reason: str, startup: float, close: float, frames_per_chunk: int):
+    """``--profile``: where the command's time went, as JSON (stages summed over tasks, :mod:`trajden.spans`).
+
+    ``startup_s``: from :func:`main` until the frames could start (input opened, cluster started);
+    ``prepare_s``: store preparation; ``frames_s``: the frames' wall time; ``idle_s``: worker time in no task
+    (``n_workers * frames_s`` minus the tasks' own time); ``other`` in ``stages``: task time in no span.
+    """
+    import json
+
+    stages = dict(summary.stages)
+    tasks = stages.pop("tasks", 0.0)
+    stages["other"] = max(tasks - sum(stages.values()), 0.0)
+    data = {
+        "execution": mode, "execution_reason": reason, "n_workers": summary.n_workers,
+        "frames": summary.frames_done, "atoms": summary.n_atoms, "frames_per_chunk": frames_per_chunk,
+        "startup_s": startup, "prepare_s": summary.prepare_seconds, "frames_s": summary.seconds,
+        "close_s": close, "tasks_s": tasks, "idle_s": max(summary.n_workers * summary.seconds - tasks, 0.0),
+        "stages_s": stages, "statuses": {str(k): v for k, v in sorted(summary.statuses.items())},
+    }
+    with open(path, "w") as fh:
+        json.dump(data, fh, indent=1)
 
 
 def _open_store(path):
@@ -325,6 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="which compiled function runs (trajden.evaluator.aggregate; default auto)")
     pr.add_argument("--dry-run", action="store_true", help="print the cluster set-up (SLURM job script) and exit")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
+    pr.add_argument("--profile", metavar="JSON", help="write where the time went (start-up, store preparation, "
+                    "per-stage seconds summed over tasks: read, scale, graph, model, classify, write; idle) "
+                    "to this JSON file")
     pr.set_defaults(func=_cmd_process)
 
     f = sub.add_parser("fractions", help="phase fractions over time from a store")

@@ -28,6 +28,7 @@ from trajden.model.options import EvaluatorOptions
 from trajden.model.package import LoadedModel
 from trajden.neighbors import build_graph, spatial_order
 from trajden.scale import estimate_nn_distance
+from trajden.spans import span
 
 #: default maximum number of iterations (the paper uses 8)
 DEFAULT_ITERATIONS = 8
@@ -87,8 +88,9 @@ class _Whole:
     def __init__(self, model: LoadedModel, cell: np.ndarray, types: torch.Tensor, skin: float, block_edges: int,
                  frames_per_worker: int = 1, options: EvaluatorOptions | None = None):
         self.model, self.cell, self.types, self.skin = model, cell, types, skin
-        self.evaluate = evaluator(model, block_edges,
-                                  decompose.compile_request(len(types), model.device, frames_per_worker), options)
+        with span("start-up"):  # cached per model and set-up: compiles (if asked) only the first time
+            self.evaluate = evaluator(model, block_edges,
+                                      decompose.compile_request(len(types), model.device, frames_per_worker), options)
         self.graph = None
         self.compiled = bool(self.evaluate.compiled)  # whether an evaluation ran compiled code
 
@@ -189,7 +191,8 @@ def _iterate(
     """
     x = torch.as_tensor(x0, dtype=torch.float32, device=device)
     ref = x.clone()
-    backend.rebuild(ref)
+    with span("graph"):
+        backend.rebuild(ref)
     history: list[float] = []
     growing = 0
     status = names.FRAME_STATUS_CONVERGED
@@ -199,8 +202,10 @@ def _iterate(
         # Verlet rule: the list (and the blocks' halos) stay exact while no atom moved more than skin / 2
         if float(((x - ref) ** 2).sum(-1).max()) > (0.5 * skin) ** 2:
             ref = x.clone()
-            backend.rebuild(ref)
-        delta = backend.step(x, moving)
+            with span("graph"):
+                backend.rebuild(ref)
+        with span("model"):
+            delta = backend.step(x, moving)
         x = x - delta
         step = (delta * delta).sum(-1)
         rms = float(torch.sqrt(step.mean()))
@@ -220,7 +225,9 @@ def _iterate(
     if step is not None and tol > 0:
         mobile = float((step > (MOBILE_TOL_FACTOR * tol) ** 2).float().mean())
     if status == names.FRAME_STATUS_CONVERGED:
-        if backend.min_pair_distance(x) < 0.5:
+        with span("graph"):
+            overlap = backend.min_pair_distance(x) < 0.5
+        if overlap:
             status = names.FRAME_STATUS_DIVERGED
         elif history and history[-1] >= tol and len(history) == k and tol > 0:
             status = names.FRAME_STATUS_MAX_ITERATIONS
@@ -299,14 +306,16 @@ def denoise(
         types = np.zeros(len(positions), dtype=np.int64)
     # atoms in Morton order of space for the whole computation (cache-friendly gathers, faster cell lists);
     # the result is put back into the input's order
-    order = spatial_order(positions, cell)
+    with span("graph"):
+        order = spatial_order(positions, cell)
     positions = positions[order]
     t = torch.as_tensor(map_types(np.asarray(types)[order], model.num_types), device=model.device)
     auto = isinstance(scale, str)
     if auto:
         if scale != "auto":
             raise ValueError(f"scale must be 'auto' or a number, not {scale!r}")
-        nn = estimate_nn_distance(positions, cell)
+        with span("scale"):
+            nn = estimate_nn_distance(positions, cell)
     else:
         nn = float(scale)
         if not nn > 0:
@@ -328,7 +337,8 @@ def denoise(
         x, history, status, mobile = _iterate(backend, positions / factor, k, tol_model, skin, act, model.device)
         if not auto or attempt == 1 or status == names.FRAME_STATUS_DIVERGED:
             break
-        refined = estimate_nn_distance(x * factor, cell)
+        with span("scale"):
+            refined = estimate_nn_distance(x * factor, cell)
         if abs(refined / nn - 1.0) <= refine_tol:
             break
         nn = refined

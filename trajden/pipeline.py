@@ -28,6 +28,7 @@ from trajden.classify import DEFAULT_PTM_RMSD_CUTOFF, classify
 from trajden.denoise import DEFAULT_ITERATIONS, denoise
 from trajden.io.readers import Frame, Trajectory
 from trajden.model.options import EvaluatorOptions
+from trajden.spans import add, span, take
 
 
 @dataclass
@@ -74,10 +75,14 @@ class ChunkReport:
     seconds: float
     failures: dict[int, str] = field(default_factory=dict)
     statuses: dict[int, int] = field(default_factory=dict)
+    #: seconds per stage in this task (:mod:`trajden.spans`)
+    stages: dict[str, float] = field(default_factory=dict)
 
 
 def label_frame(positions, cell, origin, settings: ProcessSettings) -> dict[str, np.ndarray]:
-    return classify(positions, cell, settings.classifiers, origin=origin, ptm_rmsd_cutoff=settings.ptm_rmsd_cutoff)
+    with span("classify"):
+        return classify(positions, cell, settings.classifiers, origin=origin,
+                        ptm_rmsd_cutoff=settings.ptm_rmsd_cutoff)
 
 
 def process_frame(frame: Frame, settings: ProcessSettings, model=None):
@@ -87,7 +92,8 @@ def process_frame(frame: Frame, settings: ProcessSettings, model=None):
     if model is None:
         from trajden.cluster import get_model
 
-        model = get_model(settings.model, settings.device)
+        with span("start-up"):  # once per process (cached), or the worker plugin's model
+            model = get_model(settings.model, settings.device)
     check_frame(frame)
     raw_labels = label_frame(frame.positions, frame.cell, frame.origin, settings)
     result = _denoise(frame, settings, model)
@@ -175,6 +181,7 @@ def process_chunk(
     from trajden.store import FrameResult, Store
 
     t0 = time.perf_counter()
+    take()  # this task's stage times only
     failures: dict[int, str] = {}
     results = []
     if settings.method == "average":
@@ -186,19 +193,23 @@ def process_chunk(
     else:
         for j, t in pairs:
             try:
-                r = process_frame(traj.frame(t), settings)
+                with span("read"):
+                    frame = traj.frame(t)
+                r = process_frame(frame, settings)
                 r.index = j
             except Exception as exc:  # noqa: BLE001 - reported per frame to the driver
                 failures[j] = _describe(exc)
                 r = FrameResult.failed(j)
             results.append(r)
-    Store.open(store_path, mode="r+").write_frames(results)
+    with span("write"):
+        Store.open(store_path, mode="r+").write_frames(results)
     return ChunkReport(
         frames=[r.index for r in results],
         n_atoms=traj.n_atoms,
         seconds=time.perf_counter() - t0,
         failures=failures,
         statuses={r.index: r.status for r in results},
+        stages=take(),
     )
 
 
@@ -265,14 +276,14 @@ def store_attrs(traj: Trajectory, settings: ProcessSettings, model_meta: tuple[s
 def prepare_store(traj: Trajectory, frames: list[int], store_path: str, settings: ProcessSettings, overwrite=False,
                   frames_per_chunk: int = 1, argv=None, execution: tuple[str, str] | None = None):
     """Open (resume) or create the store for ``frames`` of ``traj``."""
-    from trajden.model.package import load_model
+    from trajden.cluster import get_model
     from trajden.store import Store
 
     m = None
     if settings.method == "average":
         model_meta = ("vibration-average", "")
     else:
-        m = load_model(settings.model)
+        m = get_model(settings.model, "cpu")  # cached: a serial run on the CPU loads the model once
         model_meta = (m.name, m.sha256)
     # validate what the store is built from before touching the output path
     first = check_frame(traj.frame(frames[0]))
@@ -319,6 +330,12 @@ class RunSummary:
     seconds: float
     failures: dict[int, str]
     statuses: dict[int, int]
+    #: summed over tasks: seconds per stage (:mod:`trajden.spans`), and ``"tasks"``: the tasks' own wall time
+    stages: dict[str, float] = field(default_factory=dict)
+    #: seconds spent before the frames started (store preparation: model file check, first frame, times)
+    prepare_seconds: float = 0.0
+    #: worker processes the frames ran on (1: serial)
+    n_workers: int = 1
 
 
 def run(
@@ -343,11 +360,13 @@ def run(
 
     if execution is None:
         execution = ("serial", "no client given") if client is None else ("client", "a client was given")
+    t_prepare = time.perf_counter()
     store, created = prepare_store(traj, frames, store_path, settings, overwrite, frames_per_chunk, argv,
                                    execution)
     t0 = time.perf_counter()
     failures: dict[int, str] = {}
     statuses: dict[int, int] = {}
+    stages: dict[str, float] = {}
     with store.lock():
         pending = store.pending_chunks(retry_failed=True)
         n_pending = sum(len(c) for c in pending)
@@ -363,6 +382,8 @@ def run(
             nonlocal done_atoms
             failures.update(report.failures)
             statuses.update(report.statuses)
+            add(stages, report.stages)
+            add(stages, {"tasks": report.seconds})
             done_atoms += report.n_atoms * len(report.frames)
             bar.update(len(report.frames))
             el = time.perf_counter() - t0
@@ -394,6 +415,7 @@ def run(
     return RunSummary(
         store=str(store.path), frames_total=len(frames), frames_done=n_pending, frames_skipped=skipped,
         n_atoms=traj.n_atoms, seconds=time.perf_counter() - t0, failures=failures, statuses=statuses,
+        stages=stages, prepare_seconds=t0 - t_prepare, n_workers=n_workers,
     )
 
 
