@@ -22,7 +22,7 @@ from pipelines.bench.machine import _busy_jiffies
 def _child_env(threads: int, baseline: bool = False) -> dict:
     env = dict(os.environ)
     if baseline:
-        env["DASK_TRAJDEN__EVALUATOR__FUSED"] = "False"  # trajden.evaluator.fused through Dask's config
+        env["DASK_TRAJDEN__EVALUATOR__FUSED"] = "False"  # trajden.evaluator.fused for any call without options
     env.update(
         OVITO_THREAD_COUNT=str(threads),
         OMP_NUM_THREADS=str(threads),

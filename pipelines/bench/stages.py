@@ -202,12 +202,15 @@ def _stage_denoise(spec, k: int, tol, blocks=None):
     timers = _Timers(spec["stage"], progress=len(pos) >= 100_000)
     timers.install(model, dn, nb)
 
+    from trajden.model.options import EvaluatorOptions
+
     kw = {"block_edges": BASELINE_BLOCK_EDGES} if spec.get("baseline") else {}
+    kw["options"] = EvaluatorOptions(fused=not spec.get("baseline"))  # the baseline: e3nn's own products
     # per-worker set-up, like loading the model: the fast path's fused tensor products and radial tables
     # (with the compiled code that large CPU frames ask for: compiling is once per worker process as well)
     t_setup = time.perf_counter()
     ev = dn.evaluator(model, kw.get("block_edges", dn.CPU_BLOCK_EDGES),
-                      None if spec.get("baseline") else compile_request(len(pos), model.device))
+                      None if spec.get("baseline") else compile_request(len(pos), model.device), kw["options"])
     t_setup = time.perf_counter() - t_setup
     if blocks is not None:
         kw["blocks"] = blocks
