@@ -745,6 +745,12 @@ def get_model(model: str | os.PathLike, device: str = "auto") -> LoadedModel:
         return loaded
 
 
+def remember_model(model: str | os.PathLike, loaded: LoadedModel) -> None:
+    """Put an already loaded (and verified) model into this process's cache for :func:`get_model`."""
+    with _CACHE_LOCK:
+        _CACHE[(_model_key(model), str(loaded.device))] = loaded
+
+
 def clear_model_cache() -> None:
     """Forget this process's cached models (not the workers' plugins)."""
     with _CACHE_LOCK:

@@ -276,14 +276,16 @@ def store_attrs(traj: Trajectory, settings: ProcessSettings, model_meta: tuple[s
 def prepare_store(traj: Trajectory, frames: list[int], store_path: str, settings: ProcessSettings, overwrite=False,
                   frames_per_chunk: int = 1, argv=None, execution: tuple[str, str] | None = None):
     """Open (resume) or create the store for ``frames`` of ``traj``."""
-    from trajden.cluster import get_model
+    from trajden.cluster import remember_model
+    from trajden.model.package import load_model
     from trajden.store import Store
 
     m = None
     if settings.method == "average":
         model_meta = ("vibration-average", "")
     else:
-        m = get_model(settings.model, "cpu")  # cached: a serial run on the CPU loads the model once
+        m = load_model(settings.model)  # verified against its recorded sha256 on every run
+        remember_model(settings.model, m)  # a serial run on the CPU then uses it instead of loading it again
         model_meta = (m.name, m.sha256)
     # validate what the store is built from before touching the output path
     first = check_frame(traj.frame(frames[0]))
