@@ -124,7 +124,7 @@ def _cmd_process(args) -> int:
 def _write_profile(path, summary, mode: str, reason: str, startup: float, close: float, frames_per_chunk: int):
     """``--profile``: where the command's time went, as JSON (stages summed over tasks, :mod:`trajden.spans`).
 
-    ``startup_s``: from :func:`main` until the frames could start (input opened, cluster started);
+    ``startup_s``: from importing the command line until the frames could start (input opened, cluster started);
     ``prepare_s``: store preparation; ``frames_s``: the frames' wall time; ``idle_s``: worker time in no task
     (``n_workers * frames_s`` minus the tasks' own time); ``other`` in ``stages``: task time in no span.
     """
