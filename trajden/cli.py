@@ -68,6 +68,9 @@ def _cmd_process(args) -> int:
         text = start_cluster(kind, cluster_config=args.cluster_config, scheduler_file=args.scheduler_file,
                              n_workers=args.workers, dry_run=True, device=args.device,
                              torch_threads=args.torch_threads, ovito_threads=args.ovito_threads)
+        if requested == execution.AUTO:
+            text += (f"\n(--cluster auto: a single frame or fewer than {execution.SERIAL_MAX_ATOM_FRAMES} atom-frames "
+                     "run in this process instead)")
         print(text)
         return 0
     traj = Trajectory(args.trajectory, format=args.format, topology=args.topology, timestep_ps=args.timestep)
