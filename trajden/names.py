@@ -65,6 +65,7 @@ VAR_COMPLETE = "complete"  # (frame,) bool, frame fully written
 VAR_EVALUATOR = "evaluator"  # (frame,) int8, how the model ran, see EVALUATOR_*
 VAR_RMS_HISTORY = "rms_history"  # (frame, iteration) float32, RMS update per iteration, NaN after the last
 VAR_ELEMENT = "element"  # (atom,) int16, atomic number (0 = unknown), CF flag_values/flag_meanings = symbols
+VAR_MOBILE_FRACTION = "mobile_fraction"  # (frame,) float32, atoms whose last update exceeded tol (NaN: tol 0)
 
 
 def structure_var(classifier: str, raw: bool = False) -> str:
@@ -74,12 +75,20 @@ def structure_var(classifier: str, raw: bool = False) -> str:
     return f"structure_{classifier}" + ("_raw" if raw else "")
 
 
-# --- per-frame status codes ------------------------------------------------------------------
-FRAME_STATUS_OK = 0
-FRAME_STATUS_NOT_CONVERGED = 1  # k reached with residual above tol
+# --- per-frame status codes: why denoising stopped (VAR_STATUS) ------------------------------------
+FRAME_STATUS_CONVERGED = 0  # RMS update below tol (tol 0: the k iterations asked for ran)
+#: k iterations reached with atoms still moving: the expected outcome where a frame holds liquid or other
+#: disordered regions (their atoms have no crystal site to settle on); a valid result, not a failure.
+#: VAR_MOBILE_FRACTION says how much of the frame was still moving.
+FRAME_STATUS_MAX_ITERATIONS = 1
 FRAME_STATUS_DIVERGED = 2  # RMS update grew / atoms overlapped: positions are the raw ones
 FRAME_STATUS_FAILED = 3  # the task raised; nothing but this flag is valid
-FRAME_STATUS_NAMES = {0: "ok", 1: "not_converged", 2: "diverged", 3: "failed"}
+FRAME_STATUS_NAMES = {0: "converged", 1: "max_iterations", 2: "diverged", 3: "failed"}
+#: statuses whose denoised positions and labels are a valid result
+FRAME_STATUS_VALID = (FRAME_STATUS_CONVERGED, FRAME_STATUS_MAX_ITERATIONS)
+#: earlier names of the same codes (stores written with them open unchanged: the codes did not change)
+FRAME_STATUS_OK = FRAME_STATUS_CONVERGED
+FRAME_STATUS_NOT_CONVERGED = FRAME_STATUS_MAX_ITERATIONS
 
 # --- per-frame evaluator codes (VAR_EVALUATOR) ---------------------------------------------------
 EVALUATOR_EAGER = 0  # eager torch: bit-identical whatever the thread count or the blocks
@@ -97,6 +106,9 @@ ATTR_INPUTS = "inputs"
 ATTR_COMMAND = "command_line"
 ATTR_METHOD = "method"
 ATTR_RUN_CONFIG = "run_config"  # JSON string: every setting that must match for a resume
+ATTR_EVALUATOR_OPTIONS = "evaluator_options"  # JSON {"compile", "fused", "aggregate"}: trajden.evaluator.*
+ATTR_EXECUTION = "execution"  # how the creating run ran frames: "serial", "local", "slurm", "scheduler"
+ATTR_EXECUTION_REASON = "execution_reason"  # why (e.g. "small input: 20 frames x 5324 atoms < ...")
 ATTR_STORE_FORMAT = "trajden_store_format"  # int, store layout version; marks a directory as a trajden store
 ATTR_SPECIES = "species"  # JSON {"type": "element"} of the types whose element is known; also a run_config key
 ATTR_SPECIES_SOURCE = "species_source"  # where the elements came from (trajden.io.species.ORIGIN_*), "" if unknown

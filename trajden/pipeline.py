@@ -29,6 +29,8 @@ from trajden.classify import DEFAULT_PTM_RMSD_CUTOFF, classify
 from trajden.denoise import DEFAULT_ITERATIONS, denoise
 from trajden.io.readers import Frame, Trajectory
 from trajden.io.species import require_elements
+from trajden.model.options import EvaluatorOptions
+from trajden.spans import add, span, take
 
 
 @dataclass
@@ -53,12 +55,14 @@ class ProcessSettings:
     #: frames each worker denoises in this run (set by :func:`run`): a long run of smaller frames asks for
     #: compiled layers on a CPU too (:func:`trajden.decompose.compile_request`)
     frames_per_worker: int = 1
+    #: how the model is evaluated (``trajden.evaluator.*``: compile, fused, aggregate), passed to the evaluator
+    evaluator: EvaluatorOptions = field(default_factory=EvaluatorOptions)
 
     def run_config(self) -> dict:
-        """The settings that must match for a store to be resumed (device, threads, blocks and the run's
-        share per worker excluded: they do not change the result beyond float32 rounding)."""
+        """The settings that must match for a store to be resumed (device, threads, blocks, evaluator options
+        and the run's share per worker excluded: they do not change the result beyond float32 rounding)."""
         d = asdict(self)
-        for k in ("device", "torch_threads", "ovito_threads", "blocks", "frames_per_worker"):
+        for k in ("device", "torch_threads", "ovito_threads", "blocks", "frames_per_worker", "evaluator"):
             d.pop(k)
         d["classifiers"] = list(self.classifiers)
         return d
@@ -73,10 +77,14 @@ class ChunkReport:
     seconds: float
     failures: dict[int, str] = field(default_factory=dict)
     statuses: dict[int, int] = field(default_factory=dict)
+    #: seconds per stage in this task (:mod:`trajden.spans`)
+    stages: dict[str, float] = field(default_factory=dict)
 
 
 def label_frame(positions, cell, origin, settings: ProcessSettings) -> dict[str, np.ndarray]:
-    return classify(positions, cell, settings.classifiers, origin=origin, ptm_rmsd_cutoff=settings.ptm_rmsd_cutoff)
+    with span("classify"):
+        return classify(positions, cell, settings.classifiers, origin=origin,
+                        ptm_rmsd_cutoff=settings.ptm_rmsd_cutoff)
 
 
 def process_frame(frame: Frame, settings: ProcessSettings, model=None):
@@ -86,7 +94,8 @@ def process_frame(frame: Frame, settings: ProcessSettings, model=None):
     if model is None:
         from trajden.cluster import get_model
 
-        model = get_model(settings.model, settings.device)
+        with span("start-up"):  # once per process (cached), or the worker plugin's model
+            model = get_model(settings.model, settings.device)
     check_frame(frame)
     require_elements(frame)
     raw_labels = label_frame(frame.positions, frame.cell, frame.origin, settings)
@@ -95,6 +104,7 @@ def process_frame(frame: Frame, settings: ProcessSettings, model=None):
                         result.scale, result.status, FrameResult)
     out.rms_history = np.asarray(result.rms_history, dtype=np.float32)
     out.evaluator = result.evaluator
+    out.mobile_fraction = result.mobile_fraction
     return out
 
 
@@ -102,7 +112,7 @@ def _denoise(frame: Frame, settings: ProcessSettings, model):
     # frame.elements (per-atom symbols, or None where unknown) and frame.type_elements are here for a
     # species-aware model; the models of today take frame.types only
     kw = dict(k=settings.iterations, tol=settings.tol, scale=settings.scale,
-              frames_per_worker=settings.frames_per_worker)
+              frames_per_worker=settings.frames_per_worker, options=settings.evaluator)
     blocks = settings.blocks
     if blocks is not None and not isinstance(blocks, str):
         blocks = tuple(blocks)
@@ -176,6 +186,7 @@ def process_chunk(
     from trajden.store import FrameResult, Store
 
     t0 = time.perf_counter()
+    take()  # this task's stage times only
     failures: dict[int, str] = {}
     results = []
     if settings.method == "average":
@@ -187,19 +198,23 @@ def process_chunk(
     else:
         for j, t in pairs:
             try:
-                r = process_frame(traj.frame(t), settings)
+                with span("read"):
+                    frame = traj.frame(t)
+                r = process_frame(frame, settings)
                 r.index = j
             except Exception as exc:  # noqa: BLE001 - reported per frame to the driver
                 failures[j] = _describe(exc)
                 r = FrameResult.failed(j)
             results.append(r)
-    Store.open(store_path, mode="r+").write_frames(results)
+    with span("write"):
+        Store.open(store_path, mode="r+").write_frames(results)
     return ChunkReport(
         frames=[r.index for r in results],
         n_atoms=traj.n_atoms,
         seconds=time.perf_counter() - t0,
         failures=failures,
         statuses={r.index: r.status for r in results},
+        stages=take(),
     )
 
 
@@ -239,9 +254,11 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {msg}{loc}"
 
 
-def store_attrs(traj: Trajectory, settings: ProcessSettings, model_meta: tuple[str, str], argv=None) -> dict:
+def store_attrs(traj: Trajectory, settings: ProcessSettings, model_meta: tuple[str, str], argv=None,
+                execution: tuple[str, str] | None = None) -> dict:
+    """The store's root attributes; ``execution``: (mode, reason) of the run that creates the store."""
     name, sha = model_meta
-    return {
+    attrs = {
         names.ATTR_VERSION: __version__,
         names.ATTR_MODEL: name,
         names.ATTR_MODEL_SHA256: sha,
@@ -254,11 +271,17 @@ def store_attrs(traj: Trajectory, settings: ProcessSettings, model_meta: tuple[s
         names.ATTR_METHOD: settings.method,
         "scale_mode": str(settings.scale),
     }
+    if settings.method == "denoise":
+        attrs[names.ATTR_EVALUATOR_OPTIONS] = settings.evaluator.as_dict()
+    if execution is not None:
+        attrs[names.ATTR_EXECUTION], attrs[names.ATTR_EXECUTION_REASON] = execution
+    return attrs
 
 
 def prepare_store(traj: Trajectory, frames: list[int], store_path: str, settings: ProcessSettings, overwrite=False,
-                  frames_per_chunk: int = 1, argv=None):
+                  frames_per_chunk: int = 1, argv=None, execution: tuple[str, str] | None = None):
     """Open (resume) or create the store for ``frames`` of ``traj``."""
+    from trajden.cluster import remember_model
     from trajden.model.package import load_model
     from trajden.store import Store
 
@@ -266,7 +289,8 @@ def prepare_store(traj: Trajectory, frames: list[int], store_path: str, settings
     if settings.method == "average":
         model_meta = ("vibration-average", "")
     else:
-        m = load_model(settings.model)
+        m = load_model(settings.model)  # verified against its recorded sha256 on every run
+        remember_model(settings.model, m)  # a serial run on the CPU then uses it instead of loading it again
         model_meta = (m.name, m.sha256)
     # validate what the store is built from before touching the output path
     first = check_frame(traj.frame(frames[0]))
@@ -291,7 +315,7 @@ def prepare_store(traj: Trajectory, frames: list[int], store_path: str, settings
         steps=np.asarray(steps, dtype=np.int64),
         classifiers=tuple(settings.classifiers),
         keep_raw=settings.keep_raw,
-        attrs=store_attrs(traj, settings, model_meta, argv),
+        attrs=store_attrs(traj, settings, model_meta, argv, execution),
         run_config=run_config,
         frames_per_chunk=frames_per_chunk,
         max_iterations=settings.iterations if settings.method == "denoise" else None,
@@ -319,6 +343,12 @@ class RunSummary:
     seconds: float
     failures: dict[int, str]
     statuses: dict[int, int]
+    #: summed over tasks: seconds per stage (:mod:`trajden.spans`), and ``"tasks"``: the tasks' own wall time
+    stages: dict[str, float] = field(default_factory=dict)
+    #: seconds spent before the frames started (store preparation: model file check, first frame, times)
+    prepare_seconds: float = 0.0
+    #: worker processes the frames ran on (1: serial)
+    n_workers: int = 1
 
 
 def run(
@@ -331,18 +361,25 @@ def run(
     frames_per_chunk: int = 1,
     progress: bool = True,
     argv=None,
+    execution: tuple[str, str] | None = None,
 ) -> RunSummary:
     """Process ``frames`` of ``traj`` into the store at ``store_path`` (resuming it if compatible).
 
     With ``client=None`` chunks run one after another in this process; with a ``distributed.Client`` each
     chunk is one task (retried on another worker if its worker dies). Completed frames are skipped.
+    ``execution``: (mode, reason) recorded in a new store's attributes (default: ``serial`` or ``client``).
     """
     from tqdm.auto import tqdm
 
-    store, created = prepare_store(traj, frames, store_path, settings, overwrite, frames_per_chunk, argv)
+    if execution is None:
+        execution = ("serial", "no client given") if client is None else ("client", "a client was given")
+    t_prepare = time.perf_counter()
+    store, created = prepare_store(traj, frames, store_path, settings, overwrite, frames_per_chunk, argv,
+                                   execution)
     t0 = time.perf_counter()
     failures: dict[int, str] = {}
     statuses: dict[int, int] = {}
+    stages: dict[str, float] = {}
     with store.lock():
         pending = store.pending_chunks(retry_failed=True)
         n_pending = sum(len(c) for c in pending)
@@ -358,6 +395,8 @@ def run(
             nonlocal done_atoms
             failures.update(report.failures)
             statuses.update(report.statuses)
+            add(stages, report.stages)
+            add(stages, {"tasks": report.seconds})
             done_atoms += report.n_atoms * len(report.frames)
             # atoms/s of this run so far and the time left at that rate (set before update() draws the bar)
             rate = done_atoms / max(time.perf_counter() - t0, 1e-9)
@@ -391,6 +430,7 @@ def run(
     return RunSummary(
         store=str(store.path), frames_total=len(frames), frames_done=n_pending, frames_skipped=skipped,
         n_atoms=traj.n_atoms, seconds=time.perf_counter() - t0, failures=failures, statuses=statuses,
+        stages=stages, prepare_seconds=t0 - t_prepare, n_workers=n_workers,
     )
 
 
@@ -418,15 +458,10 @@ def summary_text(summary: RunSummary, method: str = "ptm") -> str:
         + (f" ({summary.frames_done / summary.seconds:.2f} frames/s,"
            f" {summary.frames_done * summary.n_atoms / summary.seconds:.3g} atoms/s)" if summary.frames_done else ""),
     ]
-    bad = {k: v for k, v in summary.statuses.items() if v not in (names.FRAME_STATUS_OK,)}
-    if bad:
-        counts: dict[str, int] = {}
-        for v in bad.values():
-            counts[names.FRAME_STATUS_NAMES.get(v, str(v))] = counts.get(names.FRAME_STATUS_NAMES.get(v, str(v)), 0) + 1
-        lines.append("status     " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+    ds = xr.open_zarr(summary.store, consolidated=False)
+    lines += _convergence_lines(summary, ds)
     for j, why in sorted(summary.failures.items())[:10]:
         lines.append(f"FAILED     frame {j}: {why}")
-    ds = xr.open_zarr(summary.store, consolidated=False)
     species = json.loads(ds.attrs.get(names.ATTR_SPECIES, "{}"))
     if species:
         lines.insert(3, "species    " + ", ".join(f"type {t} {e}" for t, e in species.items())
@@ -445,3 +480,31 @@ def summary_text(summary: RunSummary, method: str = "ptm") -> str:
                          if float(v) >= 0.0005]
                 lines.append(f"  {c:4s} {'raw' if raw else 'denoised':8s} " + "  ".join(parts))
     return "\n".join(lines)
+
+
+def _convergence_lines(summary: RunSummary, ds) -> list[str]:
+    """Why this run's frames stopped: converged, or k reached with atoms still moving (liquid, expected: how
+    much of the frame moved is said, not counted as a problem), and the problems apart (diverged, failed)."""
+    codes = summary.statuses
+    if not codes:
+        return []
+    count = {c: sum(1 for v in codes.values() if v == c) for c in names.FRAME_STATUS_NAMES}
+    at_k = [j for j, v in codes.items() if v == names.FRAME_STATUS_MAX_ITERATIONS]
+    parts = [f"{count[names.FRAME_STATUS_CONVERGED]} converged"]
+    if at_k:
+        k = int(ds.attrs.get(names.ATTR_ITERATIONS, 0)) or "?"
+        text = f"{len(at_k)} stopped at k = {k} with atoms still moving"
+        if names.VAR_MOBILE_FRACTION in ds:
+            mobile = ds[names.VAR_MOBILE_FRACTION].values[sorted(at_k)]
+            mobile = mobile[np.isfinite(mobile)]
+            if mobile.size:
+                text += f" ({100 * mobile.min():.0f}-{100 * mobile.max():.0f} % of atoms"
+                text += "; expected where liquid or disordered regions remain)"
+        parts.append(text)
+    lines = [] if ds.attrs.get(names.ATTR_METHOD) == "average" else ["denoising  " + ", ".join(parts)]
+    problems = [f"{count[c]} {names.FRAME_STATUS_NAMES[c]}" for c in (names.FRAME_STATUS_DIVERGED,
+                                                                     names.FRAME_STATUS_FAILED) if count[c]]
+    if problems:
+        lines.append("problems   " + ", ".join(problems)
+                     + (" (diverged: raw positions kept)" if count[names.FRAME_STATUS_DIVERGED] else ""))
+    return lines

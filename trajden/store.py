@@ -10,10 +10,12 @@ Layout (all names from :mod:`trajden.names`), readable with ``xarray.open_zarr(p
   ``displacement(frame, atom)`` float32, ``cell(frame, cell_vector, spatial)`` float64, ``type(atom)`` int32,
   ``element(atom)`` int16 (atomic number, 0 = unknown; CF ``flag_values``/``flag_meanings`` = the symbols),
   ``iterations(frame)`` int16, ``residual(frame)`` float32, ``scale(frame)`` float32, ``status(frame)`` int8,
-  ``complete(frame)`` bool; ``rms_history(frame, iteration)`` float32 only when created with ``max_iterations``.
+  ``complete(frame)`` bool; ``rms_history(frame, iteration)`` and ``mobile_fraction(frame)`` float32 only when
+  created with ``max_iterations`` (stores written before ``mobile_fraction`` existed lack it and still open).
 
 Fill values (what a never-written frame reads as): NaN for floats, -1 for the label arrays, ``iterations`` and
-``status`` (so "not written" is never confused with label 0 = "other" or status 0 = "ok"), False for ``complete``.
+``status`` (so "not written" is never confused with label 0 = "other" or status 0 = "converged"), False for
+``complete``.
 The fill values are zarr metadata only: xarray does not mask them (int8 stays int8).
 
 ``time`` carries ``units = "ps"``, which xarray does not know as a time unit, so it stays float64 (it is not
@@ -107,6 +109,7 @@ class FrameResult:
     positions_raw: np.ndarray | None = None
     rms_history: np.ndarray | None = None  # (<= max_iterations,) RMS update per iteration; stored if the store has it
     evaluator: int | None = None  # names.EVALUATOR_* (how the model ran); stored if the store has it
+    mobile_fraction: float | None = None  # atoms still moving when denoising stopped; stored if the store has it
 
     @classmethod
     def failed(cls, index: int, cell: np.ndarray | None = None) -> FrameResult:
@@ -448,6 +451,7 @@ class Store:
         self._history_len = int(group[names.VAR_RMS_HISTORY].shape[1]) if names.VAR_RMS_HISTORY in present else 0
         self._has_evaluator = names.VAR_EVALUATOR in present  # stores written before it existed lack it
         self._has_element = names.VAR_ELEMENT in present  # stores written before species were read lack it
+        self._has_mobile = names.VAR_MOBILE_FRACTION in present  # likewise
 
     # ---- construction ------------------------------------------------------------------------
 
@@ -587,6 +591,10 @@ class Store:
         arr(names.VAR_STATUS, (n_frames,), (F,), "int8", INT_FILL, (fpc,),
             **_flag_attrs(names.FRAME_STATUS_NAMES, sorted(names.FRAME_STATUS_NAMES), "frame status",
                           f"{INT_FILL} = not written"))
+        if max_iterations is not None:
+            arr(names.VAR_MOBILE_FRACTION, (n_frames,), (F,), "float32", nan, (fpc,),
+                **{names.CF_UNITS: "1", names.CF_LONG_NAME: "fraction of atoms still moving when denoising stopped",
+                   names.CF_COMMENT: "last update above the tolerance; NaN: tol 0 or not written"})
         arr(names.VAR_EVALUATOR, (n_frames,), (F,), "int8", INT_FILL, (fpc,),
             **_flag_attrs(names.EVALUATOR_NAMES, sorted(names.EVALUATOR_NAMES), "how the model was evaluated",
                           f"{INT_FILL} = not written or no model (averaging); compiled: equal to eager to "
@@ -852,6 +860,8 @@ class Store:
             out[names.VAR_RMS_HISTORY] = np.full((m, self._history_len), np.nan, np.float32)
         if self._has_evaluator:
             out[names.VAR_EVALUATOR] = np.full(m, INT_FILL, np.int8)
+        if self._has_mobile:
+            out[names.VAR_MOBILE_FRACTION] = np.full(m, np.nan, np.float32)
         label_vars = self.label_vars
         for var in label_vars:
             out[var] = np.full((m, N), LABEL_FILL, np.int8)
@@ -897,6 +907,8 @@ class Store:
                 if int(res.evaluator) not in names.EVALUATOR_NAMES:
                     raise StoreError(f"{where}: unknown evaluator code {res.evaluator}")
                 out[names.VAR_EVALUATOR][k] = int(res.evaluator)
+            if self._has_mobile and res.mobile_fraction is not None:
+                out[names.VAR_MOBILE_FRACTION][k] = float(res.mobile_fraction)
         return out
 
     # ---- locking and reading ------------------------------------------------------------------
