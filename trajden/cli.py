@@ -3,13 +3,37 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 
 from trajden import __version__
+from trajden.errors import InputError, StoreError, TrajdenError
 
 
-class UserError(Exception):
-    """An error caused by the input, reported as one line (no traceback unless --debug)."""
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors as one line (``trajden: error: ...``) and exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"trajden: error: {self.prog}: {message}; see `{self.prog} --help`\n")
+
+
+def _check_options(args) -> None:
+    """Options argparse cannot check by type alone: one-line InputError naming the flag."""
+    positive = {"--iterations": args.iterations, "--window": args.window,
+                "--frames-per-chunk": args.frames_per_chunk, "--workers": args.workers,
+                "--torch-threads": args.torch_threads, "--ovito-threads": args.ovito_threads}
+    for flag, value in positive.items():
+        if value is not None and value < 1:
+            raise InputError(f"{flag} {value}: expected a positive integer")
+    finite = {"--tol": (args.tol, 0.0), "--ptm-rmsd-cutoff": (args.ptm_rmsd_cutoff, 0.0),
+              "--timestep": (args.timestep, None)}
+    for flag, (value, lowest) in finite.items():
+        if value is None:
+            continue
+        ok = value == value and abs(value) != float("inf") and (value >= lowest if lowest is not None else value > 0)
+        if not ok:
+            what = "a number >= 0" if lowest is not None else "a positive number"
+            raise InputError(f"{flag} {value}: expected {what}")
 
 
 def _cmd_train(args) -> int:
@@ -35,7 +59,7 @@ def _blocks_arg(values):
     except ValueError:
         counts = ()
     if len(counts) != 3 or min(counts) < 1:
-        raise UserError(f"--blocks {' '.join(values)}: expected 'auto' or three positive integers NX NY NZ")
+        raise InputError(f"--blocks {' '.join(values)}: expected 'auto' or three positive integers NX NY NZ")
     return counts
 
 
@@ -45,10 +69,13 @@ def _cmd_process(args) -> int:
     from trajden.io.readers import Trajectory, parse_frames
     from trajden.pipeline import ProcessSettings, run, summary_text
 
+    _check_options(args)
     try:
         scale = args.scale if args.scale == "auto" else float(args.scale)
     except ValueError:
-        raise UserError(f"--scale {args.scale!r}: expected 'auto' or a nearest-neighbour distance (angstrom)") from None
+        scale = None
+    if scale is None or (scale != "auto" and not 0 < scale < float("inf")):
+        raise InputError(f"--scale {args.scale}: expected 'auto' or a positive nearest-neighbour distance (angstrom)")
     classifiers = tuple(names.CLASSIFIERS) if args.classifier == "both" else (args.classifier,)
     settings = ProcessSettings(
         model=args.model, device=args.device, method=args.method, iterations=args.iterations, tol=args.tol,
@@ -68,7 +95,7 @@ def _cmd_process(args) -> int:
         print(f"trajden: warning: {w}", file=sys.stderr)
     frames = parse_frames(args.frames, len(traj))
     if not frames:
-        raise UserError(f"{args.trajectory[0]}: no frames selected by --frames {args.frames}")
+        raise InputError(f"{args.trajectory[0]}: no frames selected by --frames {args.frames}")
     client = cluster = None
     if kind == "serial":
         configure_process_threads(args.torch_threads or 1, args.ovito_threads or args.torch_threads or 1)
@@ -88,19 +115,33 @@ def _cmd_process(args) -> int:
     if summary.failures:
         first, why = min(summary.failures.items())
         more = f"; {len(summary.failures) - 1} more in the summary" if len(summary.failures) > 1 else ""
+        if set(summary.failures) <= summary.retryable:
+            todo = "re-run the same command to retry them"
+        elif all(summary.statuses.get(j) == names.FRAME_STATUS_BAD_INPUT for j in summary.failures):
+            todo = "fix the input, or leave those frames out with --frames"
+        else:
+            todo = "an unexpected error (a bug? please report it with the summary above)"
         print(f"trajden: error: {len(summary.failures)} of {summary.frames_total} frame(s) failed (frame {first}: "
-              f"{why}{more}); re-run the same command to retry them", file=sys.stderr)
+              f"{why}{more}); {todo}", file=sys.stderr)
         return 1
     return 0
 
 
 def _open_store(path):
-    from trajden.store import Store, StoreError
+    from trajden.store import Store
 
+    return Store.open(path, mode="r").to_xarray()
+
+
+@contextlib.contextmanager
+def _about_store(path):
+    """Name the store in store errors raised by the analysis and export functions (which see a Dataset)."""
     try:
-        return Store.open(path, mode="r").to_xarray()
+        yield
     except StoreError as exc:
-        raise UserError(str(exc)) from None
+        if str(exc).startswith(str(path)):
+            raise
+        raise type(exc)(f"{path}: {exc.message}", hint=exc.hint, retryable=exc.retryable) from None
 
 
 def _cmd_fractions(args) -> int:
@@ -114,7 +155,7 @@ def _cmd_fractions(args) -> int:
     tables = {}
     for m in methods:
         if names.structure_var(m, raw=args.raw) not in ds:
-            raise UserError(f"{args.store}: no {names.structure_var(m, raw=args.raw)} in this store")
+            raise InputError(f"{args.store}: no {names.structure_var(m, raw=args.raw)} in this store")
         tables[m] = phase_fractions(ds, method=m, raw=args.raw).compute()
     if args.csv:
         import csv
@@ -241,7 +282,7 @@ def _cmd_models(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="trajden",
         description="Score-based denoising of MD trajectories for structure identification (a-CNA, PTM).",
     )
@@ -340,15 +381,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return int(args.func(args) or 0)
+        store = getattr(args, "store", None)
+        with _about_store(store) if store else contextlib.nullcontext():
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("trajden: interrupted", file=sys.stderr)
         return 130
-    except (UserError, FileNotFoundError, ValueError, OSError) as exc:
+    except TrajdenError as exc:  # known problems: one line; anything else is a bug and keeps its traceback
         if args.debug:
             raise
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"trajden: error: {msg}", file=sys.stderr)
+        print(f"trajden: error: {exc.one_line()}", file=sys.stderr)
         return 2
 
 

@@ -77,8 +77,11 @@ def structure_var(classifier: str, raw: bool = False) -> str:
 FRAME_STATUS_OK = 0
 FRAME_STATUS_NOT_CONVERGED = 1  # k reached with residual above tol
 FRAME_STATUS_DIVERGED = 2  # RMS update grew / atoms overlapped: positions are the raw ones
-FRAME_STATUS_FAILED = 3  # the task raised; nothing but this flag is valid
-FRAME_STATUS_NAMES = {0: "ok", 1: "not_converged", 2: "diverged", 3: "failed"}
+FRAME_STATUS_FAILED = 3  # the task raised an unexpected error; nothing but this flag is valid; not complete
+FRAME_STATUS_BAD_INPUT = 4  # the frame cannot be used as input (unreadable, non-finite, ...); not complete
+FRAME_STATUS_NAMES = {0: "ok", 1: "not_converged", 2: "diverged", 3: "failed", 4: "bad_input"}
+#: statuses of frames that hold no result (their ``complete`` stays False; a resume retries them)
+FRAME_STATUS_NO_RESULT = (FRAME_STATUS_FAILED, FRAME_STATUS_BAD_INPUT)
 
 # --- per-frame evaluator codes (VAR_EVALUATOR) ---------------------------------------------------
 EVALUATOR_EAGER = 0  # eager torch: bit-identical whatever the thread count or the blocks

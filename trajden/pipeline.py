@@ -26,6 +26,7 @@ import numpy as np
 from trajden import __version__, names
 from trajden.classify import DEFAULT_PTM_RMSD_CUTOFF, classify
 from trajden.denoise import DEFAULT_ITERATIONS, denoise
+from trajden.errors import InputError, ModelError, TrajdenError
 from trajden.io.readers import Frame, Trajectory
 
 
@@ -71,6 +72,18 @@ class ChunkReport:
     seconds: float
     failures: dict[int, str] = field(default_factory=dict)
     statuses: dict[int, int] = field(default_factory=dict)
+    #: failed frames that a re-run can process (a lost worker, a full disk, a held lock)
+    retryable: set[int] = field(default_factory=set)
+
+
+def _failure_status(exc: BaseException) -> int:
+    """FRAME_STATUS_BAD_INPUT for a known input problem, FRAME_STATUS_FAILED for anything else."""
+    return names.FRAME_STATUS_BAD_INPUT if isinstance(exc, InputError) else names.FRAME_STATUS_FAILED
+
+
+def _retryable(exc: BaseException) -> bool:
+    """Whether running again can succeed: a TrajdenError that says so, or the environment (OSError)."""
+    return bool(getattr(exc, "retryable", False)) if isinstance(exc, TrajdenError) else isinstance(exc, OSError)
 
 
 def label_frame(positions, cell, origin, settings: ProcessSettings) -> dict[str, np.ndarray]:
@@ -165,20 +178,24 @@ def process_chunk(
 ) -> ChunkReport:
     """Process the frames of one store chunk and region-write them; failures are reported, not raised.
 
-    ``pairs`` are (store index, trajectory index). A frame that raises is written as FAILED (no data) and
+    ``pairs`` are (store index, trajectory index). A frame that raises is written with a status saying why
+    (BAD_INPUT for an :class:`~trajden.errors.InputError`, FAILED otherwise), no data and not complete, and is
     named in the report; the other frames of the run go on.
     """
     from trajden.store import FrameResult, Store
 
     t0 = time.perf_counter()
     failures: dict[int, str] = {}
+    retryable: set[int] = set()
     results = []
     if settings.method == "average":
         try:
             results = process_average_chunk(traj, pairs, settings)
         except Exception as exc:  # noqa: BLE001 - reported per frame to the driver
             failures = {j: _describe(exc) for j, _ in pairs}
-            results = [FrameResult.failed(j) for j, _ in pairs]
+            results = [FrameResult.failed(j, status=_failure_status(exc)) for j, _ in pairs]
+            if _retryable(exc):
+                retryable.update(failures)
     else:
         for j, t in pairs:
             try:
@@ -186,7 +203,9 @@ def process_chunk(
                 r.index = j
             except Exception as exc:  # noqa: BLE001 - reported per frame to the driver
                 failures[j] = _describe(exc)
-                r = FrameResult.failed(j)
+                r = FrameResult.failed(j, status=_failure_status(exc))
+                if _retryable(exc):
+                    retryable.add(j)
             results.append(r)
     Store.open(store_path, mode="r+").write_frames(results)
     return ChunkReport(
@@ -195,11 +214,12 @@ def process_chunk(
         seconds=time.perf_counter() - t0,
         failures=failures,
         statuses={r.index: r.status for r in results},
+        retryable=retryable,
     )
 
 
 def check_frame(frame: Frame) -> Frame:
-    """Raise ValueError (one line naming file and frame) unless ``frame`` has a finite, periodic, 3-D cell.
+    """Raise InputError (one line naming file and frame) unless ``frame`` has a finite, periodic, 3-D cell.
 
     Denoising and both classifiers assume periodic boundaries; a frame without a cell (all zeros: a
     non-periodic XYZ/MDAnalysis frame) or with a flat cell would otherwise fail deep inside OVITO.
@@ -207,12 +227,12 @@ def check_frame(frame: Frame) -> Frame:
     cell = np.asarray(frame.cell, dtype=np.float64)
     where = f"{frame.source}: frame {frame.index}"
     if cell.shape != (3, 3) or not np.all(np.isfinite(cell)):
-        raise ValueError(f"{where}: the cell is not a finite 3x3 matrix")
+        raise InputError(f"{where}: the cell is not a finite 3x3 matrix")
     if not np.any(cell):
-        raise ValueError(f"{where}: no periodic cell (non-periodic box); trajden needs periodic boundaries")
+        raise InputError(f"{where}: no periodic cell (non-periodic box); trajden needs periodic boundaries")
     volume = abs(float(np.linalg.det(cell)))
     if not volume > 1e-9 * max(1.0, float(np.prod(np.linalg.norm(cell, axis=1)))):
-        raise ValueError(f"{where}: zero-volume box (volume {volume:.3g}); trajden needs a periodic 3-D cell")
+        raise InputError(f"{where}: zero-volume box (volume {volume:.3g}); trajden needs a periodic 3-D cell")
     return frame
 
 
@@ -223,7 +243,7 @@ def _check_types(first: Frame, model) -> None:
     kinds = np.unique(first.types)
     if len(kinds) > model.num_types:
         shown = ", ".join(str(k) for k in kinds[:10]) + (", ..." if len(kinds) > 10 else "")
-        raise ValueError(f"{first.source}: {len(kinds)} atom types ({shown}) but model {model.path} knows "
+        raise ModelError(f"{first.source}: {len(kinds)} atom types ({shown}) but model {model.path} knows "
                          f"{model.num_types} species ({', '.join(map(str, model.metadata['species']))})")
 
 
@@ -308,6 +328,7 @@ class RunSummary:
     seconds: float
     failures: dict[int, str]
     statuses: dict[int, int]
+    retryable: set[int] = field(default_factory=set)
 
 
 def run(
@@ -332,6 +353,7 @@ def run(
     t0 = time.perf_counter()
     failures: dict[int, str] = {}
     statuses: dict[int, int] = {}
+    retryable: set[int] = set()
     with store.lock():
         pending = store.pending_chunks(retry_failed=True)
         n_pending = sum(len(c) for c in pending)
@@ -347,6 +369,7 @@ def run(
             nonlocal done_atoms
             failures.update(report.failures)
             statuses.update(report.statuses)
+            retryable.update(report.retryable)
             done_atoms += report.n_atoms * len(report.frames)
             bar.update(len(report.frames))
             el = time.perf_counter() - t0
@@ -372,12 +395,14 @@ def run(
                     why = f"chunk task failed, frames not written: {_describe(exc)}"
                     report = ChunkReport(frames=[j for j, _ in pairs], n_atoms=traj.n_atoms, seconds=0.0,
                                          failures={j: why for j, _ in pairs},
-                                         statuses={j: names.FRAME_STATUS_FAILED for j, _ in pairs})
+                                         statuses={j: names.FRAME_STATUS_FAILED for j, _ in pairs},
+                                         retryable={j for j, _ in pairs})
                 collect(report)
         bar.close()
     return RunSummary(
         store=str(store.path), frames_total=len(frames), frames_done=n_pending, frames_skipped=skipped,
         n_atoms=traj.n_atoms, seconds=time.perf_counter() - t0, failures=failures, statuses=statuses,
+        retryable=retryable,
     )
 
 
@@ -406,7 +431,7 @@ def summary_text(summary: RunSummary, method: str = "ptm") -> str:
         lines.append(f"FAILED     frame {j}: {why}")
     ds = xr.open_zarr(summary.store, consolidated=False)
     methods = [c for c in names.CLASSIFIERS if names.structure_var(c) in ds]
-    ok = ds[names.VAR_COMPLETE].values & (ds[names.VAR_STATUS].values != names.FRAME_STATUS_FAILED)
+    ok = ds[names.VAR_COMPLETE].values & ~np.isin(ds[names.VAR_STATUS].values, names.FRAME_STATUS_NO_RESULT)
     complete = np.flatnonzero(ok)
     if len(complete) and methods:
         last = int(complete[-1])

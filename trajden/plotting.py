@@ -11,6 +11,7 @@ import numpy as np
 import xarray as xr
 
 from trajden import analysis, names
+from trajden.errors import StoreVariableError
 
 #: line colour per structure name (readable on white; the same structure always gets the same colour)
 STRUCTURE_COLORS: dict[str, str] = {
@@ -90,7 +91,7 @@ def plot_fractions(
         if names.structure_var(method, raw) in ds:
             series[raw] = analysis.phase_fractions(ds, method=method, raw=raw, region=region).compute()
     if not series:
-        raise KeyError(f"the store has no {method} labels ({names.structure_var(method)})")
+        raise StoreVariableError(f"the store has no {method} labels ({names.structure_var(method)})")
     t, xlabel = _time_axis(ds)
     structures = [
         s
@@ -175,7 +176,7 @@ def plot_convergence(ds_or_path, out, title: str | None = None) -> str:
         return _save(fig, out)
 
     if names.VAR_RESIDUAL not in ds and names.VAR_ITERATIONS not in ds:
-        raise KeyError(
+        raise StoreVariableError(
             f"the store has neither {names.VAR_RMS_HISTORY!r} nor {names.VAR_RESIDUAL!r}/{names.VAR_ITERATIONS!r}"
         )
     t, xlabel = _time_axis(ds)

@@ -55,6 +55,7 @@ from typing import Any
 import numpy as np
 
 from trajden import __version__, names
+from trajden.errors import StoreError
 
 try:  # fcntl is POSIX-only; without it stale-lock takeovers are simply not serialised
     import fcntl
@@ -74,10 +75,6 @@ INT_FILL = -1
 _ZARR_JSON = "zarr.json"
 _LOCK_INFO = "trajden_lock"  # key of the holder info inside the lock group's attributes
 _UNITS_ANGSTROM = "angstrom"
-
-
-class StoreError(ValueError):
-    """A problem with the output store; the message is one line and names the path."""
 
 
 class StaleLockWarning(UserWarning):
@@ -106,10 +103,10 @@ class FrameResult:
     evaluator: int | None = None  # names.EVALUATOR_* (how the model ran); stored if the store has it
 
     @classmethod
-    def failed(cls, index: int, cell: np.ndarray | None = None) -> FrameResult:
-        """A result recording only that frame ``index`` failed."""
-        return cls(index=index, positions=None, displacement=None, labels={}, cell=cell,
-                   status=names.FRAME_STATUS_FAILED)
+    def failed(cls, index: int, cell: np.ndarray | None = None, status: int = names.FRAME_STATUS_FAILED
+               ) -> FrameResult:
+        """A result recording only that frame ``index`` failed (``status``: one of FRAME_STATUS_NO_RESULT)."""
+        return cls(index=index, positions=None, displacement=None, labels={}, cell=cell, status=status)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -717,17 +714,22 @@ class Store:
     def pending_chunks(self, retry_failed: bool = False) -> list[list[int]]:
         """Frame chunks (all their frame indices) that hold an incomplete frame.
 
-        With ``retry_failed`` chunks holding a frame whose status is FAILED count as pending too.
+        With ``retry_failed`` chunks holding a frame without a result (FAILED, BAD_INPUT) count as pending too
+        (such frames are never marked complete; this also covers stores of older versions that marked them).
         """
         todo = ~self.completed()
         if retry_failed:
-            todo |= self._array(names.VAR_STATUS)[:] == names.FRAME_STATUS_FAILED
+            todo |= np.isin(self._array(names.VAR_STATUS)[:], names.FRAME_STATUS_NO_RESULT)
         return [chunk for chunk in self.frame_chunks() if todo[chunk[0]: chunk[-1] + 1].any()]
 
     # ---- writing ------------------------------------------------------------------------------
 
     def write_frames(self, results: Sequence[FrameResult]) -> None:
-        """Region-write the frames of ``results`` (whole frame chunks), then mark them complete."""
+        """Region-write the frames of ``results`` (whole frame chunks), then mark those with a result complete.
+
+        Frames whose status is one of ``names.FRAME_STATUS_NO_RESULT`` are written (their status, fill values
+        elsewhere) but stay incomplete, so that readers skip them and a resumed run retries them.
+        """
         if not results:
             return
         if self._mode == "r":
@@ -760,11 +762,11 @@ class Store:
             for name, data in block.items():
                 self._array(name)[start:stop] = data
         # the completion mark goes last
-        for start, stop, _ in blocks:
-            self._mark_complete(start, stop)
+        for start, stop, block in blocks:
+            self._mark_complete(start, stop, ~np.isin(block[names.VAR_STATUS], names.FRAME_STATUS_NO_RESULT))
 
-    def _mark_complete(self, start: int, stop: int) -> None:
-        self._array(names.VAR_COMPLETE)[start:stop] = np.ones(stop - start, dtype=bool)
+    def _mark_complete(self, start: int, stop: int, done: np.ndarray) -> None:
+        self._array(names.VAR_COMPLETE)[start:stop] = np.asarray(done, dtype=bool)
 
     def _blocks(self, results: list[FrameResult]) -> dict[str, np.ndarray]:
         m, N = len(results), self._n_atoms
@@ -791,7 +793,7 @@ class Store:
             status = int(res.status)
             if status not in names.FRAME_STATUS_NAMES:
                 raise StoreError(f"{where}: unknown status {status}")
-            failed = status == names.FRAME_STATUS_FAILED
+            failed = status in names.FRAME_STATUS_NO_RESULT
             out[names.VAR_STATUS][k] = status
 
             put = _BlockPut(out, k, where, required=not failed)

@@ -305,7 +305,7 @@ def pdb_xtc(tmp_path):
 
 def test_xtc_needs_topology(pdb_xtc):
     pdb, xtc, u = pdb_xtc
-    with pytest.raises(TrajectoryError, match=r"traj\.xtc: format XTC holds no topology; pass topology="):
+    with pytest.raises(TrajectoryError, match=r"traj\.xtc: format XTC holds no topology; pass --topology"):
         Trajectory(xtc)
     traj = Trajectory(xtc, topology=pdb)
     assert (traj.n_frames, traj.n_atoms) == (3, 12)

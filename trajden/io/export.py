@@ -14,6 +14,7 @@ import numpy as np
 import xarray as xr
 
 from trajden import analysis, names
+from trajden.errors import StoreError, StoreVariableError
 
 #: label variables exported as per-atom columns, in this order (those present in the store)
 LABEL_VARS = tuple(names.structure_var(c, raw) for raw in (False, True) for c in names.CLASSIFIERS)
@@ -54,6 +55,16 @@ def select_frames(ds: xr.Dataset, frames=None) -> list[int]:
         if not -n <= i < n:
             raise IndexError(f"frame {f} out of range for a store of {n} frames")
         out.append(i % n)
+    if names.VAR_COMPLETE in ds:
+        done = np.asarray(ds[names.VAR_COMPLETE].values, dtype=bool)
+        missing = [i for i in out if not done[i]]
+        if missing:
+            why = ""
+            if names.VAR_STATUS in ds:
+                code = int(ds[names.VAR_STATUS].values[missing[0]])
+                why = f" (status {names.FRAME_STATUS_NAMES.get(code, 'not written')})"
+            raise StoreError(f"frame {missing[0]} is not complete{why}; {len(missing)} selected frame(s) are not",
+                             hint="select complete frames with --frames, or process the missing ones first")
     return out
 
 
@@ -126,7 +137,7 @@ def export_dump(ds, out, frames=None, raw: bool = False, displacement: bool = Tr
             fr = _frame_data(ds, i, pos_var, extra)
             pos = np.asarray(fr[pos_var].transpose(names.DIM_ATOM, names.DIM_SPATIAL).values, dtype=np.float64)
             if not np.isfinite(pos).all():
-                raise ValueError(f"frame {i} of {pos_var!r} holds non-finite positions (frame not written?)")
+                raise StoreError(f"frame {i} of {pos_var!r} holds non-finite positions (frame not written?)")
             cell = np.asarray(fr[names.VAR_CELL].transpose(names.DIM_CELL_VECTOR, names.DIM_SPATIAL).values)
             lmp, rotated = lammps_cell(cell)
             if rotated:
@@ -199,7 +210,7 @@ def export_extxyz(ds, out, frames=None, raw: bool = False, symbols=None) -> str:
             fr = _frame_data(ds, i, pos_var, extra)
             pos = np.asarray(fr[pos_var].transpose(names.DIM_ATOM, names.DIM_SPATIAL).values, dtype=np.float64)
             if not np.isfinite(pos).all():
-                raise ValueError(f"frame {i} of {pos_var!r} holds non-finite positions (frame not written?)")
+                raise StoreError(f"frame {i} of {pos_var!r} holds non-finite positions (frame not written?)")
             cell = np.asarray(fr[names.VAR_CELL].transpose(names.DIM_CELL_VECTOR, names.DIM_SPATIAL).values)
             atoms = ase.Atoms(numbers=numbers, positions=pos, cell=cell, pbc=True)
             atoms.set_array("id", ids)
@@ -236,10 +247,10 @@ def _panel_data(ds: xr.Dataset, i: int, method: str):
         pos = np.asarray(fr[pos_var].transpose(names.DIM_ATOM, names.DIM_SPATIAL).values, dtype=np.float64)
         lab = np.asarray(fr[lab_var].values, dtype=np.int64)
         if not np.isfinite(pos).all() or (lab < 0).all():
-            raise ValueError(f"frame {i} is not written ({pos_var} / {lab_var})")
+            raise StoreError(f"frame {i} is not written ({pos_var} / {lab_var})")
         panels.append((title, pos, lab))
     if not panels:
-        raise KeyError(f"the store has no {method} labels ({names.structure_var(method)})")
+        raise StoreVariableError(f"the store has no {method} labels ({names.structure_var(method)})")
     return panels
 
 

@@ -37,6 +37,8 @@ from MDAnalysis.lib.mdamath import triclinic_box, triclinic_vectors
 from MDAnalysis.lib.util import store_init_arguments
 from MDAnalysis.topology.base import TopologyReaderBase
 
+from trajden.errors import TrajectoryError
+
 __all__ = [
     "COORDINATE_COLUMNS",
     "DumpFrame",
@@ -79,10 +81,6 @@ _CHUNK = 16 << 20  # bytes read at a time while indexing
 _LINE_COUNT_LIMIT = 4 << 30  # error messages count lines only in the first 4 GiB of a file
 _MAX_HEADER_LINES = 64  # a frame header longer than this is not a LAMMPS dump header
 _FIXED_ITEM_LINES = {"TIMESTEP": 1, "TIME": 1, "UNITS": 1, "NUMBER OF ATOMS": 1, "BOX BOUNDS": 3}
-
-
-class TrajectoryError(ValueError):
-    """A trajectory file cannot be read; the message is one line naming the file (and frame, line)."""
 
 
 def _where(path: str, frame: int | None = None, line: int | None = None) -> str:

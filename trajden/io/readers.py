@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from trajden.errors import InputError
 from trajden.io.lammps_dump import DumpFrame, DumpIndex, LammpsDump, TrajectoryError, _error, is_lammps_dump
 
 __all__ = ["Frame", "Trajectory", "TrajectoryError", "parse_frames", "resolve_format"]
@@ -79,8 +80,8 @@ def parse_frames(spec: str | None, n_frames: int) -> list[int]:
 
     Raises
     ------
-    ValueError
-        on a malformed spec, a zero step, an index out of range or an empty selection.
+    InputError
+        (a ``ValueError``) on a malformed spec, a zero step, an index out of range or an empty selection.
     """
     if spec is None:
         return list(range(n_frames))
@@ -89,23 +90,25 @@ def parse_frames(spec: str | None, n_frames: int) -> list[int]:
         return list(range(n_frames))
     parts = text.split(":")
     if len(parts) > 3:
-        raise ValueError(f"bad frame selection {spec!r}: expected START:STOP:STEP (e.g. '0:100:10') or one index")
+        raise InputError(
+            f"--frames {spec}: bad frame selection; expected START:STOP:STEP (e.g. '0:100:10') or one index"
+        )
     try:
         nums = [int(p) if p.strip() else None for p in parts]
     except ValueError:
-        raise ValueError(
-            f"bad frame selection {spec!r}: START, STOP and STEP must be integers (e.g. '0:100:10', '-5:', '7')"
+        raise InputError(
+            f"--frames {spec}: bad frame selection; START, STOP and STEP must be integers (e.g. '0:100:10', '-5:', '7')"
         ) from None
     if len(nums) == 1:
         i = nums[0]
         if not -n_frames <= i < n_frames:
-            raise ValueError(f"frame selection {spec!r}: index out of range for {n_frames} frames")
+            raise InputError(f"--frames {spec}: frame index out of range for {n_frames} frames")
         return [i % n_frames]
     if len(nums) == 3 and nums[2] == 0:
-        raise ValueError(f"bad frame selection {spec!r}: STEP must not be zero")
+        raise InputError(f"--frames {spec}: bad frame selection; STEP must not be zero")
     out = list(range(n_frames))[slice(*nums)]
     if not out:
-        raise ValueError(f"frame selection {spec!r} selects no frames (the trajectory has {n_frames})")
+        raise InputError(f"--frames {spec}: selects no frames (the trajectory has {n_frames})")
     return out
 
 
@@ -143,7 +146,7 @@ def resolve_format(path: str, format: str | None = None) -> str:
     try:
         return guess_format(path).upper()
     except (ValueError, TypeError):
-        raise _error(path, "cannot tell the file format from the name; pass format=") from None
+        raise _error(path, "cannot tell the file format from the name; pass --format") from None
 
 
 def _expand(paths: str | os.PathLike | list) -> list[str]:
@@ -309,7 +312,7 @@ class _MDASource:
         if topology is None and (fmt in _COORDINATE_ONLY or fmt not in _PARSERS):
             raise _error(
                 path,
-                f"format {fmt} holds no topology; pass topology= (e.g. a PDB, GRO or LAMMPS data file)",
+                f"format {fmt} holds no topology; pass --topology (e.g. a PDB, GRO or LAMMPS data file)",
             )
         if topology is not None and not os.path.isfile(topology):
             raise _error(topology, "no such topology file")
