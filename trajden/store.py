@@ -336,7 +336,8 @@ class RunLock:
                         holder = _read_lock(self.lock_dir)
                         if holder is None:
                             continue
-                    raise StoreError(_lock_message(self.path, holder))
+                    raise StoreError(_lock_message(self.path, holder), hint="wait for that run to end",
+                                     retryable=True)
                 tmp = self.path / f"{names.STORE_LOCK}.tmp-{token}"
                 os.mkdir(tmp)
                 with open(tmp / _ZARR_JSON, "w", encoding="utf-8") as fh:
@@ -571,7 +572,8 @@ class Store:
             raise StoreError(f"{path} exists; pass overwrite (--overwrite) to replace it, or resume it")
         holder = _read_lock(path / names.STORE_LOCK)
         if holder is not None and not (holder and _lock_is_stale(holder)):
-            raise StoreError(_lock_message(path, holder) + "; refusing to overwrite")
+            raise StoreError(_lock_message(path, holder) + "; refusing to overwrite",
+                             hint="wait for that run to end", retryable=True)
 
     @classmethod
     def open(cls, path: str | os.PathLike, mode: str = "r+") -> Store:

@@ -160,10 +160,19 @@ class _Header:
     columns: tuple[str, ...]
 
 
+class _HeaderError(ValueError):
+    """A malformed frame header: a short message (no file name) and ``line``, the 0-based line of the header."""
+
+    def __init__(self, message: str, line: int = 0):
+        super().__init__(message)
+        self.line = line
+
+
 def _parse_header(text: str) -> _Header:
     """Parse the items of one frame header (everything up to and including the ``ITEM: ATOMS`` line).
 
-    Raises ``ValueError`` with a short message (no file name) on a malformed header.
+    Raises :class:`_HeaderError` (a ``ValueError``) with a short message and the offending line on a
+    malformed header.
     """
     lines = text.splitlines()
     step = n_atoms = bounds = columns = None
@@ -176,7 +185,7 @@ def _parse_header(text: str) -> _Header:
         if not line:
             continue
         if not line.startswith("ITEM:"):
-            raise ValueError(f"expected an 'ITEM:' line, found {_show(line)}")
+            raise _HeaderError(f"expected an 'ITEM:' line, found {_show(line)}", i - 1)
         item = line[5:].strip()
         if item.startswith("ATOMS"):
             columns = tuple(item.split()[1:])
@@ -187,9 +196,11 @@ def _parse_header(text: str) -> _Header:
                 i += 1
             continue
         body = lines[i : i + _FIXED_ITEM_LINES[key]]
+        first_body = i
         i += _FIXED_ITEM_LINES[key]
         if len(body) < _FIXED_ITEM_LINES[key]:
-            raise ValueError(f"'ITEM: {key}' is cut short")
+            raise _HeaderError(f"'ITEM: {key}' is cut short", first_body - 1)
+        bad = first_body  # the body line being parsed, for the error
         try:
             if key == "TIMESTEP":
                 step = int(body[0].split()[0])
@@ -208,13 +219,16 @@ def _parse_header(text: str) -> _Header:
                     box_kind, width = "triclinic", 3
                 else:
                     box_kind, width = "orthogonal", 2
-                rows = [[float(v) for v in ln.split()[:width]] for ln in body]
-                if any(len(r) != width for r in rows):
-                    raise ValueError("bad")
+                rows = []
+                for k, ln in enumerate(body):
+                    bad = first_body + k
+                    rows.append([float(v) for v in ln.split()[:width]])
+                    if len(rows[-1]) != width:
+                        raise ValueError("bad")
                 bounds = np.array(rows)
         except (ValueError, IndexError):
-            shown = " / ".join(ln.strip() for ln in body)
-            raise ValueError(f"malformed 'ITEM: {key}' data: {_show(shown)}") from None
+            shown = body[bad - first_body].strip()
+            raise _HeaderError(f"malformed 'ITEM: {key}' data: {_show(shown)}", bad) from None
         if key == "BOX BOUNDS" and any(f != "pp" for f in flags):
             raise ValueError(f"non-periodic box (boundary flags {' '.join(flags)}); trajden needs periodic "
                              "boundaries in x, y and z")
@@ -315,6 +329,8 @@ class DumpIndex:
     units: str | None = None
     errors: dict[int, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    #: for a frame in ``errors``: the line of the problem, counted from the frame's first line (0)
+    error_lines: dict[int, int] = field(default_factory=dict)
 
     @property
     def n_frames(self) -> int:
@@ -435,6 +451,7 @@ def _scan(path: str, gz: bool, size: int, s: _Stream) -> DumpIndex:
     times: list[float] = []
     counts: list[int] = []
     errors: dict[int, str] = {}
+    error_lines: dict[int, int] = {}
     warnings: list[str] = []
     units: str | None = None
 
@@ -492,7 +509,9 @@ def _scan(path: str, gz: bool, size: int, s: _Stream) -> DumpIndex:
             if at_eof and frame > 0:
                 warnings.append(f"{_where(path, frame)}: incomplete last frame ({exc}); dropped")
                 break
-            errors.setdefault(frame, str(exc))
+            if frame not in errors:
+                errors[frame] = str(exc)
+                error_lines[frame] = getattr(exc, "line", 0)
             hdr = None
         if hdr is not None:
             if hdr.units is not None:
@@ -541,6 +560,7 @@ def _scan(path: str, gz: bool, size: int, s: _Stream) -> DumpIndex:
         n_atoms=np.asarray(counts, dtype=np.int64),
         units=units,
         errors=errors,
+        error_lines=error_lines,
         warnings=warnings,
     )
 
@@ -767,13 +787,16 @@ class LammpsDump:
         i = int(i) % n
         path = self.path
         if i in idx.errors:
-            raise _error(path, idx.errors[i], i, self.line_number(int(idx.frame_start[i])))
+            first = self.line_number(int(idx.frame_start[i]))
+            line = None if first is None else first + idx.error_lines.get(i, 0)
+            raise _error(path, idx.errors[i], i, line)
         f0, a0, a1 = int(idx.frame_start[i]), int(idx.atoms_start[i]), int(idx.atoms_end[i])
         data = self._bytes(f0, a1, i)
         try:
             hdr = _parse_header(data[: a0 - f0].decode("latin-1"))
         except ValueError as exc:
-            raise _error(path, str(exc), i, self.line_number(f0)) from None
+            first = self.line_number(f0)
+            raise _error(path, str(exc), i, None if first is None else first + getattr(exc, "line", 0)) from None
         block = memoryview(data)[a0 - f0 :]
 
         # --- box

@@ -16,6 +16,7 @@ import io
 import os
 import re
 import threading
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -294,6 +295,46 @@ class _XYZSource:
         )
 
 
+#: ``--atom-style`` names -> MDAnalysis' ``atom_style`` strings (the Atoms section columns of a LAMMPS data file)
+ATOM_STYLES = {
+    "atomic": "id type x y z",
+    "charge": "id type q x y z",
+    "molecular": "id resid type x y z",
+    "full": "id resid type q x y z",
+}
+
+
+def mda_atom_style(atom_style: str | None) -> str | None:
+    """MDAnalysis' ``atom_style`` for a LAMMPS style name (atomic, charge, molecular, full) or a column list.
+
+    A column list (e.g. ``"id type q x y z"``) is passed through; MDAnalysis checks it.
+    """
+    if atom_style is None:
+        return None
+    text = " ".join(str(atom_style).split())
+    if text.lower() in ATOM_STYLES:
+        return ATOM_STYLES[text.lower()]
+    if len(text.split()) < 5:
+        raise InputError(f"--atom-style {atom_style}: expected one of {', '.join(ATOM_STYLES)} or the Atoms "
+                         "columns, e.g. 'id type x y z'")
+    return text
+
+
+def _data_hint(path: str) -> str:
+    """What the '# style' comment of a LAMMPS data file's Atoms line suggests, for an error message."""
+    try:
+        with open(path, "rb") as fh:
+            for raw in fh:
+                if raw.lstrip().startswith(b"Atoms"):
+                    style = raw.partition(b"#")[2].decode("latin-1").strip()
+                    if style:
+                        return f"the Atoms section says '# {style}': pass --atom-style {style}"
+                    break
+    except OSError:
+        pass
+    return f"pass --atom-style ({', '.join(ATOM_STYLES)}) matching the Atoms section"
+
+
 #: MDAnalysis formats that carry no atoms of their own and need ``topology``
 _COORDINATE_ONLY = {"XTC", "TRR", "DCD", "NC", "NCDF", "TNG", "LAMMPS", "MDCRD", "TRJ", "INPCRD", "RESTRT", "TRZ"}
 
@@ -301,8 +342,10 @@ _COORDINATE_ONLY = {"XTC", "TRR", "DCD", "NC", "NCDF", "TNG", "LAMMPS", "MDCRD",
 class _MDASource:
     """Any MDAnalysis-readable format; the Universe is created on first use in each process."""
 
-    def __init__(self, path: str, fmt: str, topology: str | None, state: dict | None = None):
+    def __init__(self, path: str, fmt: str, topology: str | None, state: dict | None = None,
+                 atom_style: str | None = None):
         self.path, self.fmt, self.topology = path, fmt, topology
+        self.atom_style = atom_style
         if not os.path.isfile(path):
             raise _error(path, "no such file")
         if os.path.getsize(path) == 0:
@@ -334,15 +377,28 @@ class _MDASource:
             import warnings as _w
 
             import MDAnalysis as mda
+            from MDAnalysis.lib.util import guess_format
 
+            top = self.path if self.topology is None else self.topology
+            try:
+                top_fmt = self.fmt if self.topology is None else guess_format(top).upper()
+            except (ValueError, TypeError):
+                top_fmt = None
+            kw = {}
+            if top_fmt == "DATA" and self.atom_style is not None:
+                kw["atom_style"] = mda_atom_style(self.atom_style)
             try:
                 with _w.catch_warnings():
                     _w.simplefilter("ignore")
                     if self.topology is None:
-                        self._u = mda.Universe(self.path, format=self.fmt)
+                        self._u = mda.Universe(self.path, format=self.fmt, **kw)
                     else:
-                        self._u = mda.Universe(self.topology, self.path, format=self.fmt)
+                        self._u = mda.Universe(self.topology, self.path, format=self.fmt, **kw)
             except Exception as exc:  # MDAnalysis raises many types on unreadable input
+                if top_fmt == "DATA" and "atom" in str(exc).lower() and "style" in str(exc).lower():
+                    given = "" if self.atom_style is None else f" with --atom-style {self.atom_style}"
+                    raise InputError(f"{top}: cannot parse the Atoms section of this LAMMPS data file{given}",
+                                     hint=_data_hint(top)) from None
                 msg = " ".join(str(exc).split())[:200]
                 raise _error(
                     self.path, f"MDAnalysis cannot open it as {self.fmt} ({type(exc).__name__}: {msg})"
@@ -362,7 +418,9 @@ class _MDASource:
             dims = None if ts.dimensions is None else np.array(ts.dimensions, dtype=np.float64)
             positions = np.array(ts.positions, dtype=np.float64)
             step = ts.data.get("step")
-            time = float(ts.time)
+            with warnings.catch_warnings():  # "Reader has no dt information": the time is then the frame number
+                warnings.simplefilter("ignore")
+                time = float(ts.time)
         if dims is None or not np.all(np.isfinite(dims)) or np.any(dims[:3] <= 0):
             cell = np.zeros((3, 3))
         else:
@@ -404,6 +462,9 @@ class Trajectory:
         Topology for MDAnalysis formats that have none (XTC, TRR, DCD, ...).
     timestep_ps : float, optional
         ps per MD step, for frames without a time (default 0.001, LAMMPS metal units).
+    atom_style : str, optional
+        For a LAMMPS data file (as the trajectory or the topology): ``atomic``, ``charge``, ``molecular``,
+        ``full`` or the Atoms columns, passed to MDAnalysis as ``atom_style`` (see :data:`ATOM_STYLES`).
 
     Attributes
     ----------
@@ -423,8 +484,11 @@ class Trajectory:
         format: str | None = None,
         topology: str | None = None,
         timestep_ps: float | None = None,
+        atom_style: str | None = None,
     ):
         self.paths = _expand(paths)
+        self.atom_style = atom_style
+        mda_atom_style(atom_style)  # checked before any file is opened
         self.format = format
         self.topology = None if topology is None else os.fspath(topology)
         self.timestep_ps = timestep_ps
@@ -448,7 +512,7 @@ class Trajectory:
             elif fmt == EXTXYZ:
                 src = _XYZSource(path, self._states[k])
             else:
-                src = _MDASource(path, fmt, self.topology)
+                src = _MDASource(path, fmt, self.topology, atom_style=self.atom_style)
             self._states[k] = src.state
             sources.append(src)
         n0 = sources[0].n_atoms
@@ -647,6 +711,7 @@ class Trajectory:
             "format": self.format,
             "topology": self.topology,
             "timestep_ps": self.timestep_ps,
+            "atom_style": self.atom_style,
             "indexes": list(self._states),
             "reference": self._reference,
         }
@@ -656,6 +721,7 @@ class Trajectory:
         self.format = state["format"]
         self.topology = state["topology"]
         self.timestep_ps = state["timestep_ps"]
+        self.atom_style = state.get("atom_style")
         self._states = list(state.get("indexes") or [None] * len(self.paths))
         self._reference = state.get("reference")
         self._sources = None
