@@ -1,4 +1,4 @@
-"""Fast reader for LAMMPS text dumps (``dump atom`` / ``dump custom``), plain or gzip-compressed.
+"""Fast reader for LAMMPS text dumps (``dump atom`` / ``dump custom``), plain or compressed (gzip, bz2, xz).
 
 One pass over the file builds a :class:`DumpIndex` (byte offsets, timesteps, atom counts of every frame);
 :meth:`LammpsDump.read` then seeks straight to a frame and parses its ATOMS block with ``pyarrow.csv``
@@ -19,12 +19,10 @@ The module also registers the format with MDAnalysis as ``"TRAJDEN_LAMMPSDUMP"``
 
 from __future__ import annotations
 
-import gzip
 import math
 import os
 import re
 import threading
-import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,6 +36,7 @@ from MDAnalysis.lib.util import store_init_arguments
 from MDAnalysis.topology.base import TopologyReaderBase
 
 from trajden.errors import TrajectoryError
+from trajden.io.compression import DECOMPRESS_ERRORS, compression, open_binary
 
 __all__ = [
     "COORDINATE_COLUMNS",
@@ -318,7 +317,7 @@ class DumpIndex:
     """
 
     path: str
-    gzip: bool
+    compression: str | None  # "gzip", "bz2", "xz" or None
     file_size: int
     frame_start: np.ndarray  # (F,) int64, first header item of the frame
     atoms_start: np.ndarray  # (F,) int64, first byte after the ITEM: ATOMS line
@@ -335,6 +334,11 @@ class DumpIndex:
     @property
     def n_frames(self) -> int:
         return len(self.frame_start)
+
+    @property
+    def gzip(self) -> bool:
+        """Whether the file is gzip-compressed (see :attr:`compression`)."""
+        return self.compression == "gzip"
 
 
 class _Stream:
@@ -385,18 +389,15 @@ class _Stream:
                 return self.base + k, n_lines + self.buf.count(b"\n", rel, k)
             safe = max(rel, len(self.buf) - 4)  # "ITEM:" may straddle the chunk boundary
             n_lines += self.buf.count(b"\n", rel, safe)
+            nl = self.buf.rfind(b"\n", rel, safe)  # keep the current line whole (see _whole_last_line)
+            keep = self.base + (nl + 1 if nl >= 0 else rel)
             pos = self.base + safe
-            if not self.more(pos):
+            if not self.more(min(keep, pos)):
                 return self.end, n_lines + self.buf.count(b"\n", pos - self.base)
 
 
-def _open_binary(path: str, gz: bool):
-    return gzip.open(path, "rb") if gz else open(path, "rb", buffering=0)
-
-
-def _is_gzip(path: str) -> bool:
-    with open(path, "rb") as f:
-        return f.read(2) == b"\x1f\x8b"
+def _open_binary(path: str, kind: str | bool | None):
+    return open_binary(path, kind)
 
 
 def _check_file(path: str) -> int:
@@ -411,17 +412,17 @@ def _check_file(path: str) -> int:
 
 
 def is_lammps_dump(path: str) -> bool:
-    """True when the first non-blank line of ``path`` (gzip or not) starts with ``ITEM:``."""
+    """True when the first non-blank line of ``path`` (plain or compressed) starts with ``ITEM:``."""
     try:
-        with _open_binary(path, _is_gzip(path)) as f:
+        with _open_binary(path, compression(path)) as f:
             head = f.read(4096)
-    except (OSError, EOFError, zlib.error):
+    except DECOMPRESS_ERRORS:
         return False
     return head.lstrip().startswith(b"ITEM:")
 
 
 def build_index(path: str, chunk: int = _CHUNK) -> DumpIndex:
-    """Index every frame of a LAMMPS text dump in one pass (decompressing once if gzip).
+    """Index every frame of a LAMMPS text dump in one pass (decompressing once if compressed).
 
     A last frame cut short (header or atom lines missing, last line unterminated) is dropped with a
     warning; problems of other frames are recorded in :attr:`DumpIndex.errors` and raised on reading.
@@ -433,11 +434,11 @@ def build_index(path: str, chunk: int = _CHUNK) -> DumpIndex:
     """
     path = os.fspath(path)
     size = _check_file(path)
-    gz = _is_gzip(path)
+    gz = compression(path)
     try:
         with _open_binary(path, gz) as f:
             return _scan(path, gz, size, _Stream(f, chunk))
-    except (OSError, EOFError, zlib.error) as exc:
+    except DECOMPRESS_ERRORS as exc:
         if isinstance(exc, FileNotFoundError):
             raise _error(path, "no such file") from None
         raise _error(path, f"cannot read ({type(exc).__name__}: {exc})") from None
@@ -518,6 +519,8 @@ def _scan(path: str, gz: bool, size: int, s: _Stream) -> DumpIndex:
                 units = units or hdr.units
             if counts and hdr.n_atoms != counts[0]:
                 errors.setdefault(frame, f"atom count {hdr.n_atoms} differs from {counts[0]} in frame 0")
+            if at_eof and n_lines == hdr.n_atoms - 1 and _whole_last_line(s, atoms_start, len(hdr.columns)):
+                n_lines += 1  # a file without a final newline: its last line is whole (as MDAnalysis reads it)
             if n_lines < hdr.n_atoms:
                 if at_eof:
                     warnings.append(
@@ -550,7 +553,7 @@ def _scan(path: str, gz: bool, size: int, s: _Stream) -> DumpIndex:
     time_factor = UNIT_FACTORS.get(units or "metal", (1.0, 1.0))[1]
     return DumpIndex(
         path=path,
-        gzip=gz,
+        compression=gz,
         file_size=size,
         frame_start=np.asarray(starts, dtype=np.int64),
         atoms_start=np.asarray(a_starts, dtype=np.int64),
@@ -563,6 +566,20 @@ def _scan(path: str, gz: bool, size: int, s: _Stream) -> DumpIndex:
         error_lines=error_lines,
         warnings=warnings,
     )
+
+
+def _whole_last_line(s: _Stream, block_start: int, n_columns: int) -> bool:
+    """At end of file: whether the unterminated text after the last newline is a whole atom line.
+
+    A whole line has as many fields as the ``ITEM: ATOMS`` columns and ends in a complete number (a line
+    cut inside its last field cannot be told from a whole one; it has the right count only by chance).
+    """
+    if not s.eof:
+        return False
+    rel = max(block_start - s.base, 0)  # the stream keeps at least the last line of the block
+    k = s.buf.rfind(b"\n", rel)
+    tail = s.buf[(k + 1 if k >= 0 else rel):]
+    return bool(tail.strip()) and len(tail.split()) == n_columns
 
 
 # ------------------------------------------------------------------------------------------------
@@ -647,8 +664,9 @@ class DumpFrame:
 _local = threading.local()
 
 
-def _gzip_handle(path: str):
-    """A per-thread cached GzipFile, so a worker reading frames in order does not decompress from 0 each time."""
+def _gzip_handle(path: str, kind: str = "gzip"):
+    """A per-thread cached decompressing file (gzip, bz2, xz), so a worker reading frames in order does not
+    decompress from 0 each time."""
     cache: dict = getattr(_local, "gz", None)
     if cache is None:
         cache = _local.gz = {}
@@ -656,7 +674,7 @@ def _gzip_handle(path: str):
     if f is None:
         if len(cache) >= 4:
             cache.pop(next(iter(cache))).close()
-        f = cache[path] = gzip.open(path, "rb")
+        f = cache[path] = open_binary(path, kind)
     return f
 
 
@@ -667,7 +685,7 @@ def _drop_gzip_handle(path: str) -> None:
 
 
 class LammpsDump:
-    """Random access to the frames of one LAMMPS text dump (plain or gzip).
+    """Random access to the frames of one LAMMPS text dump (plain, gzip, bz2 or xz).
 
     Parameters
     ----------
@@ -731,8 +749,8 @@ class LammpsDump:
         if size < idx.file_size:
             raise _error(self.path, f"file shrank since it was indexed ({idx.file_size} -> {size} bytes)", frame)
         try:
-            if idx.gzip:
-                f = _gzip_handle(self.path)
+            if idx.compression:
+                f = _gzip_handle(self.path, idx.compression)
                 try:
                     f.seek(start)
                     data = f.read(stop - start)
@@ -748,7 +766,7 @@ class LammpsDump:
                         if not more:
                             break
                         data += more
-        except (OSError, EOFError, zlib.error) as exc:
+        except DECOMPRESS_ERRORS as exc:
             raise _error(self.path, f"cannot read ({type(exc).__name__}: {exc})", frame) from None
         if len(data) != stop - start:
             raise _error(self.path, "file ends early (changed since it was indexed?)", frame)
@@ -760,7 +778,7 @@ class LammpsDump:
             return None
         n = 0
         try:
-            with _open_binary(self.path, self.index.gzip) as f:
+            with _open_binary(self.path, self.index.compression) as f:
                 left = offset
                 while left > 0:
                     data = f.read(min(left, _CHUNK))
@@ -768,7 +786,7 @@ class LammpsDump:
                         break
                     n += data.count(b"\n")
                     left -= len(data)
-        except (OSError, EOFError, zlib.error):
+        except DECOMPRESS_ERRORS:
             return None
         return n + 1
 

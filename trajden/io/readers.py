@@ -10,7 +10,6 @@ where it is unpickled (e.g. in a Dask worker).
 from __future__ import annotations
 
 import glob
-import gzip
 import hashlib
 import io
 import os
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from trajden.errors import InputError
+from trajden.io.compression import DECOMPRESS_ERRORS, compression, open_binary, strip_suffix
 from trajden.io.lammps_dump import DumpFrame, DumpIndex, LammpsDump, TrajectoryError, _error, is_lammps_dump
 
 __all__ = ["Frame", "Trajectory", "TrajectoryError", "parse_frames", "resolve_format"]
@@ -117,14 +117,11 @@ def parse_frames(spec: str | None, n_frames: int) -> list[int]:
 # format resolution
 
 
-def _strip_gz(path: str) -> str:
-    return path[:-3] if path.lower().endswith(".gz") else path
-
-
 def resolve_format(path: str, format: str | None = None) -> str:
     """``"lammpsdump"``, ``"extxyz"`` or an MDAnalysis format name (upper case) for ``path``.
 
-    Without ``format``: by suffix (``.dump``, ``.lammpstrj``, ``.xyz``, ``.extxyz``, with optional ``.gz``),
+    Without ``format``: by suffix (``.dump``, ``.lammpstrj``, ``.xyz``, ``.extxyz``, with optional ``.gz``,
+    ``.bz2`` or ``.xz``),
     then by content (a file starting with ``ITEM:`` is a LAMMPS dump, e.g. ``dump.melt``), then
     MDAnalysis' guess from the extension.
     """
@@ -135,7 +132,7 @@ def resolve_format(path: str, format: str | None = None) -> str:
         if f.lower() in _XYZ_ALIASES:
             return EXTXYZ
         return f.upper()
-    base = _strip_gz(path).lower()
+    base = strip_suffix(path).lower()
     if base.endswith(_LAMMPS_SUFFIXES):
         return LAMMPSDUMP
     if base.endswith(_XYZ_SUFFIXES):
@@ -192,7 +189,7 @@ class _LammpsSource:
 
 
 def _open_text(path: str):
-    return gzip.open(path, "rb") if path.lower().endswith(".gz") else open(path, "rb")
+    return open_binary(path, compression(path))
 
 
 class _XYZSource:
@@ -236,14 +233,16 @@ class _XYZSource:
                             path, f"not an XYZ file: expected an atom count, found {line[:60]!r}", frame, line_no
                         ) from None
                     got = 0
-                    last = b"\n"
+                    last = prev = b"\n"
                     for _ in range(n + 1):
-                        last = f.readline()
+                        prev, last = last, f.readline()
                         if not last:
                             break
                         got += 1
                     line_no += got
-                    if got < n + 1 or not last.endswith(b"\n"):
+                    # a file without a final newline: its last line counts if it is as wide as the one before
+                    whole = last.endswith(b"\n") or len(last.split()) == (len(prev.split()) if n > 1 else 4)
+                    if got < n + 1 or not whole:
                         warnings.append(
                             f"{path}: frame {frame}: incomplete last frame ({max(got - 1, 0)} of {n} atom lines); "
                             "dropped"
@@ -251,7 +250,7 @@ class _XYZSource:
                         break
                     offsets.append(off)
                     counts.append(n)
-        except (OSError, EOFError) as exc:
+        except DECOMPRESS_ERRORS as exc:
             raise _error(path, f"cannot read ({type(exc).__name__}: {exc})") from None
         if not offsets:
             raise _error(path, "no complete frame in file")
@@ -272,6 +271,9 @@ class _XYZSource:
         try:
             atoms = ase.io.read(io.StringIO(text), format="extxyz")
         except Exception as exc:  # ase raises many types on malformed input
+            plain = _plain_xyz(text, n)  # e.g. names that are no element ("A", "CA"), as MDAnalysis reads them
+            if plain is not None:
+                return plain
             msg = " ".join(str(exc).split())[:200]
             raise _error(path, f"cannot parse frame ({type(exc).__name__}: {msg})", i) from None
         info = atoms.info
@@ -293,6 +295,23 @@ class _XYZSource:
             ids=ids,
             types=types,
         )
+
+
+def _plain_xyz(text: str, n: int) -> DumpFrame | None:
+    """A plain XYZ frame (count, comment, ``name x y z`` lines; no cell) as MDAnalysis' XYZ reader reads it,
+    for frames ase's extxyz reader refuses; None unless every atom line has a name and three numbers."""
+    lines = text.splitlines()[2 : 2 + n]
+    if len(lines) != n:
+        return None
+    try:
+        fields = [ln.split() for ln in lines]
+        positions = np.array([[float(v) for v in f[1:4]] for f in fields], dtype=np.float64)
+    except (ValueError, IndexError):
+        return None
+    if positions.shape != (n, 3):
+        return None
+    return DumpFrame(step=None, time=None, positions=positions, cell=np.zeros((3, 3)), origin=np.zeros(3),
+                     ids=np.arange(1, n + 1, dtype=np.int64), types=np.array([f[0] for f in fields], dtype=object))
 
 
 #: ``--atom-style`` names -> MDAnalysis' ``atom_style`` strings (the Atoms section columns of a LAMMPS data file)
