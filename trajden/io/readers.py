@@ -139,12 +139,17 @@ def resolve_format(path: str, format: str | None = None) -> str:
         return EXTXYZ
     if os.path.isfile(path) and is_lammps_dump(path):
         return LAMMPSDUMP
+    from MDAnalysis import _PARSERS, _READERS
     from MDAnalysis.lib.util import guess_format
 
     try:
-        return guess_format(path).upper()
+        fmt = guess_format(path).upper()
     except (ValueError, TypeError):
-        raise _error(path, "cannot tell the file format from the name; pass --format") from None
+        fmt = None
+    if fmt is None or (fmt not in _READERS and fmt not in _PARSERS):
+        raise _error(path, "cannot tell the file format from the name or the content; pass --format "
+                     "(lammpsdump, extxyz or an MDAnalysis format)")
+    return fmt
 
 
 def _expand(paths: str | os.PathLike | list) -> list[str]:
