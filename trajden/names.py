@@ -56,6 +56,7 @@ VAR_POSITIONS = "positions"  # (frame, atom, spatial) float32, denoised, angstro
 VAR_POSITIONS_RAW = "positions_raw"  # (frame, atom, spatial) float32, as read (--keep-raw)
 VAR_DISPLACEMENT = "displacement"  # (frame, atom) float32, |denoised - raw|, angstrom
 VAR_CELL = "cell"  # (frame, cell_vector, spatial) float64, angstrom
+VAR_ORIGIN = "origin"  # (frame, spatial) float64, angstrom: the cell's corner (LAMMPS xlo, ylo, zlo)
 VAR_TYPE = "type"  # (atom,) int32
 VAR_ITERATIONS = "iterations"  # (frame,) int16
 VAR_RESIDUAL = "residual"  # (frame,) float32, RMS update of the last iteration, angstrom

@@ -139,6 +139,7 @@ def _frame_result(frame, positions, raw_labels, settings, iterations, residual, 
         displacement=disp.astype(np.float32),
         labels=out,
         cell=frame.cell,
+        origin=frame.origin,
         iterations=int(iterations),
         residual=float(residual),
         scale=float(scale),
@@ -233,6 +234,10 @@ def check_frame(frame: Frame) -> Frame:
     volume = abs(float(np.linalg.det(cell)))
     if not volume > 1e-9 * max(1.0, float(np.prod(np.linalg.norm(cell, axis=1)))):
         raise InputError(f"{where}: zero-volume box (volume {volume:.3g}); trajden needs a periodic 3-D cell")
+    pbc = np.asarray(getattr(frame, "pbc", (True, True, True)), dtype=bool)
+    if not pbc.all():
+        axes = " ".join(a for a, p in zip("xyz", pbc) if not p)
+        raise InputError(f"{where}: non-periodic boundaries along {axes}; trajden processes periodic frames only")
     return frame
 
 
@@ -248,6 +253,9 @@ def _check_types(first: Frame, model) -> None:
 
 
 def _describe(exc: BaseException) -> str:
+    """One line: a TrajdenError's message and hint; for anything else its type, message and where it rose."""
+    if isinstance(exc, TrajdenError):
+        return exc.one_line()
     msg = str(exc).splitlines()[0] if str(exc) else ""
     where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
     loc = f" ({where.filename.rsplit('/', 1)[-1]}:{where.lineno})" if where else ""

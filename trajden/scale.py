@@ -12,6 +12,10 @@ from __future__ import annotations
 import numpy as np
 from vesin import NeighborList
 
+from trajden.errors import InputError
+
+_SCALE_HINT = "pass the nearest-neighbour distance with --scale"
+
 
 def estimate_nn_distance(
     positions: np.ndarray, cell: np.ndarray, bins: int = 240
@@ -29,14 +33,16 @@ def estimate_nn_distance(
     n = len(positions)
     volume = abs(np.linalg.det(cell))
     if n < 2 or not np.isfinite(volume) or volume <= 0:
-        raise ValueError("cannot estimate the nearest-neighbour distance: need >= 2 atoms and a non-degenerate cell")
+        raise InputError("cannot estimate the nearest-neighbour distance: need >= 2 atoms and a non-degenerate cell",
+                         hint=_SCALE_HINT)
     spacing = (volume / n) ** (1.0 / 3.0)
     r_lo, r_hi = 0.55 * spacing, 1.45 * spacing
     nl = NeighborList(cutoff=float(r_hi), full_list=False)
     d = nl.compute(positions, cell, True, "d")[0]
     d = d[(d > r_lo) & (d < r_hi)]
     if len(d) < 10:
-        raise ValueError("cannot estimate the nearest-neighbour distance: too few pairs")
+        raise InputError(f"cannot estimate the nearest-neighbour distance: too few pairs ({len(d)} of {n} atoms "
+                         "near the typical spacing)", hint=_SCALE_HINT)
     hist, edges = np.histogram(d, bins=bins, range=(r_lo, r_hi))
     r = 0.5 * (edges[1:] + edges[:-1])
     # a Gaussian-blurred shell at distance d has pair-distance density ~ r * N(r; d, s): divide by r (not r^2)

@@ -101,6 +101,7 @@ class FrameResult:
     positions_raw: np.ndarray | None = None
     rms_history: np.ndarray | None = None  # (<= max_iterations,) RMS update per iteration; stored if the store has it
     evaluator: int | None = None  # names.EVALUATOR_* (how the model ran); stored if the store has it
+    origin: np.ndarray | None = None  # (3,) float64, the cell's corner; stored if the store has it
 
     @classmethod
     def failed(cls, index: int, cell: np.ndarray | None = None, status: int = names.FRAME_STATUS_FAILED
@@ -413,6 +414,7 @@ class Store:
         self._keep_raw = names.VAR_POSITIONS_RAW in present
         self._history_len = int(group[names.VAR_RMS_HISTORY].shape[1]) if names.VAR_RMS_HISTORY in present else 0
         self._has_evaluator = names.VAR_EVALUATOR in present  # stores written before it existed lack it
+        self._has_origin = names.VAR_ORIGIN in present  # likewise
 
     # ---- construction ------------------------------------------------------------------------
 
@@ -526,6 +528,8 @@ class Store:
             **ang, **{names.CF_LONG_NAME: "|denoised - raw| position"})
         arr(names.VAR_CELL, (n_frames, 3, 3), (F, C, S), "float64", nan, (fpc, 3, 3),
             **ang, **{names.CF_LONG_NAME: "cell vectors (rows)"})
+        arr(names.VAR_ORIGIN, (n_frames, 3), (F, S), "float64", nan, (fpc, 3),
+            **ang, **{names.CF_LONG_NAME: "cell origin (corner; LAMMPS xlo ylo zlo)"})
         arr(names.VAR_ITERATIONS, (n_frames,), (F,), "int16", INT_FILL, (fpc,),
             **{names.CF_LONG_NAME: "denoising iterations", names.CF_COMMENT: f"{INT_FILL} = not written"})
         arr(names.VAR_RESIDUAL, (n_frames,), (F,), "float32", nan, (fpc,),
@@ -787,6 +791,8 @@ class Store:
             out[names.VAR_RMS_HISTORY] = np.full((m, self._history_len), np.nan, np.float32)
         if self._has_evaluator:
             out[names.VAR_EVALUATOR] = np.full(m, INT_FILL, np.int8)
+        if self._has_origin:
+            out[names.VAR_ORIGIN] = np.full((m, 3), np.nan, np.float64)
         label_vars = self.label_vars
         for var in label_vars:
             out[var] = np.full((m, N), LABEL_FILL, np.int8)
@@ -802,6 +808,8 @@ class Store:
             put(names.VAR_POSITIONS, res.positions, (N, 3))
             put(names.VAR_DISPLACEMENT, res.displacement, (N,))
             put(names.VAR_CELL, res.cell, (3, 3), required=False)
+            if self._has_origin:
+                put(names.VAR_ORIGIN, res.origin, (3,), required=False)
             if self._keep_raw:
                 put(names.VAR_POSITIONS_RAW, res.positions_raw, (N, 3))
             labels = res.labels or {}

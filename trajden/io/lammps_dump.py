@@ -157,6 +157,7 @@ class _Header:
     box_kind: str
     bounds: np.ndarray
     columns: tuple[str, ...]
+    pbc: tuple[bool, bool, bool] = (True, True, True)  # from the boundary flags (pp periodic; f, s, m not)
 
 
 class _HeaderError(ValueError):
@@ -176,6 +177,7 @@ def _parse_header(text: str) -> _Header:
     lines = text.splitlines()
     step = n_atoms = bounds = columns = None
     time = units = None
+    pbc = (True, True, True)
     box_kind = "orthogonal"
     i = 0
     while i < len(lines):
@@ -228,9 +230,8 @@ def _parse_header(text: str) -> _Header:
         except (ValueError, IndexError):
             shown = body[bad - first_body].strip()
             raise _HeaderError(f"malformed 'ITEM: {key}' data: {_show(shown)}", bad) from None
-        if key == "BOX BOUNDS" and any(f != "pp" for f in flags):
-            raise ValueError(f"non-periodic box (boundary flags {' '.join(flags)}); trajden needs periodic "
-                             "boundaries in x, y and z")
+        if key == "BOX BOUNDS" and len(flags) == 3:
+            pbc = tuple(f == "pp" for f in flags)
     missing = [
         name
         for name, value in (
@@ -245,7 +246,7 @@ def _parse_header(text: str) -> _Header:
         raise ValueError("header lacks " + ", ".join(f"'ITEM: {m}'" for m in missing))
     if n_atoms < 0:
         raise ValueError(f"negative atom count {n_atoms}")
-    return _Header(step, time, units, n_atoms, box_kind, bounds, columns)
+    return _Header(step, time, units, n_atoms, box_kind, bounds, columns, pbc)
 
 
 def cell_to_lammps_bounds(cell: np.ndarray, origin: np.ndarray) -> tuple[str, np.ndarray]:
@@ -659,6 +660,7 @@ class DumpFrame:
     origin: np.ndarray
     ids: np.ndarray
     types: np.ndarray
+    pbc: tuple[bool, bool, bool] = (True, True, True)  # periodic along each cell vector
 
 
 _local = threading.local()
@@ -984,7 +986,8 @@ class LammpsDump:
             origin = origin * length_f
         if time is not None:
             time *= time_f
-        return DumpFrame(step=hdr.step, time=time, positions=pos, cell=cell, origin=origin, ids=ids, types=types)
+        return DumpFrame(step=hdr.step, time=time, positions=pos, cell=cell, origin=origin, ids=ids, types=types,
+                         pbc=hdr.pbc)
 
 
 def _to_fractional(cols: list[np.ndarray], cell: np.ndarray, origin: np.ndarray, lower: bool) -> list[np.ndarray]:

@@ -16,7 +16,7 @@ import os
 import re
 import threading
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -53,6 +53,8 @@ class Frame:
     ids : (N,) int64, ascending
     types : (N,) int32, 1-based (element names: 1..n in order of first appearance in frame 0)
     source : the file the frame came from
+    pbc : (3,) bool, periodic along each cell vector (LAMMPS boundary ``pp``; ``f``, ``s``, ``m`` are not);
+        all False for a frame without a cell
     """
 
     index: int
@@ -64,6 +66,7 @@ class Frame:
     ids: np.ndarray
     types: np.ndarray
     source: str
+    pbc: np.ndarray = field(default_factory=lambda: np.ones(3, dtype=bool))
 
     @property
     def n_atoms(self) -> int:
@@ -670,6 +673,7 @@ class Trajectory:
             ids=ids,
             types=types,
             source=path,
+            pbc=np.array(raw.pbc if np.any(raw.cell) else (False, False, False), dtype=bool),
         )
 
     def _types(self, types: np.ndarray, ref: dict) -> np.ndarray:
