@@ -153,6 +153,8 @@ def export_dump(ds, out, frames=None, raw: bool = False, displacement: bool = Tr
             lmp, rotated = lammps_cell(cell)
             if rotated:
                 pos = (pos - origin) @ np.linalg.solve(cell, lmp) + origin
+            else:
+                lmp = cell  # already in LAMMPS form: the stored numbers, not recomputed (last-digit equal bounds)
             step = int(steps[i]) if steps is not None else i
             fh.write(f"ITEM: TIMESTEP\n{step}\nITEM: NUMBER OF ATOMS\n{n}\n")
             kw, bounds = cell_to_lammps_bounds(lmp, origin)
