@@ -161,3 +161,50 @@ def test_run_tells_each_frame_its_workers_share_of_the_run(hot_fcc_dump, tmp_pat
     run(Trajectory(str(hot_fcc_dump)), list(range(3)), str(tmp_path / "a.zarr"), SETTINGS, progress=False)
     assert seen == [3, 3, 3]  # serial: one worker takes all pending frames
     assert "frames_per_worker" not in SETTINGS.run_config()
+
+
+def test_frame_failing_mid_run_is_honest_and_resumable(hot_fcc_dump, tmp_path, monkeypatch, capsys):
+    """A frame whose task raises keeps status 'failed', is not complete and holds no result; fractions and
+    plot skip / mark it; the store's status reads with xarray alone; re-running processes just that frame."""
+    from trajden import cli, pipeline
+    from trajden.plotting import plot_fractions
+
+    fast = ProcessSettings(model="fcc-bcc-hcp-lite", iterations=2)
+    real = pipeline.process_frame
+
+    def crash_on_frame_2(frame, settings, model=None):
+        if frame.index == 2:
+            raise RuntimeError("simulated crash in the middle of the run")
+        return real(frame, settings, model)
+
+    monkeypatch.setattr(pipeline, "process_frame", crash_on_frame_2)
+    out = tmp_path / "s.zarr"
+    traj = Trajectory(str(hot_fcc_dump))
+    summary = run(traj, list(range(4)), str(out), fast, progress=False)
+    assert set(summary.failures) == {2} and "simulated crash" in summary.failures[2]
+    assert summary.statuses[2] == names.FRAME_STATUS_FAILED and 2 not in summary.retryable
+
+    ds = xr.open_zarr(out, consolidated=False)  # xarray alone: the status is a CF flag variable
+    status = ds[names.VAR_STATUS]
+    meanings = dict(zip(np.atleast_1d(status.attrs[names.CF_FLAG_VALUES]).tolist(),
+                        status.attrs[names.CF_FLAG_MEANINGS].split()))
+    assert [meanings.get(int(c), "not written") for c in status.values][2] == "failed"
+    assert ds[names.VAR_COMPLETE].values.tolist() == [True, True, False, True]
+    assert np.isnan(ds[names.VAR_POSITIONS].values[2]).all()  # no positions presented as a result
+    fr = phase_fractions(ds, method="ptm").values
+    assert np.isnan(fr[2]).all() and np.isfinite(fr[[0, 1, 3]]).all()
+
+    assert cli.main(["fractions", str(out), "--method", "ptm", "--all"]) == 0
+    printed = capsys.readouterr().out
+    assert "(failed)" in printed and "nan" not in printed.lower()
+    assert cli.main(["fractions", str(out), "--method", "ptm"]) == 0
+    assert "1 frame(s) without a result skipped: 2 (failed)" in capsys.readouterr().out
+    plot_fractions(ds, tmp_path / "f.png", method="ptm")  # draws, marking frame 2 instead of a value
+
+    monkeypatch.undo()
+    again = run(traj, list(range(4)), str(out), fast, progress=False)
+    assert again.frames_done == 1 and again.frames_skipped == 3 and not again.failures
+    ds = xr.open_zarr(out, consolidated=False)
+    assert ds[names.VAR_COMPLETE].values.all()
+    assert np.isin(ds[names.VAR_STATUS].values, [names.FRAME_STATUS_OK, names.FRAME_STATUS_NOT_CONVERGED,
+                                                 names.FRAME_STATUS_DIVERGED]).all()

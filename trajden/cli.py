@@ -158,6 +158,7 @@ def _cmd_fractions(args) -> int:
         if names.structure_var(m, raw=args.raw) not in ds:
             raise InputError(f"{args.store}: no {names.structure_var(m, raw=args.raw)} in this store")
         tables[m] = phase_fractions(ds, method=m, raw=args.raw).compute()
+    status = _frame_status(ds)
     if args.csv:
         import csv
 
@@ -166,12 +167,12 @@ def _cmd_fractions(args) -> int:
             header = ["frame", "step", "time_ps"]
             for m, t in tables.items():
                 header += [f"{m}_{s}" for s in t["structure"].values]
-            w.writerow(header)
+            w.writerow([*header, "status"])
             for i in range(ds.sizes[names.DIM_FRAME]):
                 row = [i, int(ds[names.COORD_STEP].values[i]), float(ds[names.COORD_TIME].values[i])]
                 for t in tables.values():
                     row += [f"{v:.6f}" for v in t.values[i]]
-                w.writerow(row)
+                w.writerow([*row, status[i]])
         print(f"wrote {args.csv}")
     kind = "raw" if args.raw else "denoised"
     for m, t in tables.items():
@@ -183,6 +184,9 @@ def _cmd_fractions(args) -> int:
             print("  frame      step    time/ps " + "".join(f"{structures[k]:>8s}" for k in keep))
             for i in range(vals.shape[0]):
                 step, time_ps = int(ds[names.COORD_STEP].values[i]), float(ds[names.COORD_TIME].values[i])
+                if not np.isfinite(vals[i]).all():  # no result: say why instead of printing NaN
+                    print(f"  {i:5d} {step:9d} {time_ps:10.3f}   ({status[i]})")
+                    continue
                 print(f"  {i:5d} {step:9d} {time_ps:10.3f} " + "".join(f"{100 * vals[i, k]:8.2f}" for k in keep))
         else:
             print("  " + " " * 8 + "".join(f"{structures[k]:>8s}" for k in keep))
@@ -190,11 +194,31 @@ def _cmd_fractions(args) -> int:
             if not len(written):
                 print("  (no complete frames)")
                 continue
+            if len(written) < len(vals):
+                missing = sorted(set(range(len(vals))) - set(written.tolist()))
+                shown = ", ".join(f"{i} ({status[i]})" for i in missing[:5]) + (", ..." if len(missing) > 5 else "")
+                print(f"  ({len(missing)} frame(s) without a result skipped: {shown})")
             rows = {"first": vals[written[0]], "last": vals[written[-1]],
                     "min": np.nanmin(vals, axis=0), "max": np.nanmax(vals, axis=0)}
             for label, row in rows.items():
                 print(f"  {label:8s}" + "".join(f"{100 * row[k]:8.2f}" for k in keep))
     return 0
+
+
+def _frame_status(ds) -> list[str]:
+    """Per frame: the status name, or "not written" (also for frames not marked complete)."""
+    import numpy as np
+
+    from trajden import names
+
+    n = ds.sizes[names.DIM_FRAME]
+    codes = np.asarray(ds[names.VAR_STATUS].values) if names.VAR_STATUS in ds else np.zeros(n, dtype=int)
+    done = np.asarray(ds[names.VAR_COMPLETE].values, dtype=bool) if names.VAR_COMPLETE in ds else np.ones(n, bool)
+    out = []
+    for code, ok in zip(codes.tolist(), done.tolist()):
+        name = names.FRAME_STATUS_NAMES.get(int(code), "not written")
+        out.append(name if ok or int(code) in names.FRAME_STATUS_NO_RESULT else "not written")
+    return out
 
 
 def _cmd_plot(args) -> int:

@@ -128,6 +128,12 @@ def plot_fractions(
         ]
     elif True in series:
         handles.append(Line2D([], [], color="black", lw=1.3, ls="--", label="raw"))
+    # frames without a result (failed, bad input, not written): marked on the axis instead of a value
+    missing = ~np.isfinite(next(iter(series.values())).values).all(axis=1)
+    if missing.any():
+        ax.plot(np.asarray(t)[missing], np.zeros(int(missing.sum())), linestyle="none", marker="x", color="0.4",
+                markersize=7, clip_on=False)
+        handles.append(Line2D([], [], linestyle="none", marker="x", color="0.4", label="no result"))
     ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, fontsize=11)
     model = ds.attrs.get(names.ATTR_MODEL)
     default = f"{METHOD_TITLES.get(method, method)} phase fractions" + (f" (model {model})" if model else "")
