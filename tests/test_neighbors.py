@@ -130,3 +130,27 @@ def test_mirrored_half_list_is_the_full_list_in_a_small_cell():
         return r[np.lexsort(r.T[::-1])]
 
     np.testing.assert_allclose(rows(_edges(g, pos)), rows(np.column_stack([j, i, D])), atol=2e-5)
+
+
+@pytest.mark.parametrize("pbc", [(True, True, False), (False, True, False), (False, False, False)])
+def test_no_images_across_non_periodic_directions(frame, pbc):
+    """A slab / wire / particle: pairs are those of a brute-force search over images along periodic vectors only."""
+    pos, cell = frame
+    cutoff = 1.45
+    g = build_graph(pos, cell, cutoff, pbc=pbc)
+    images = [np.arange(-1, 2) if p else np.zeros(1, dtype=int) for p in pbc]
+    rows = []
+    for sx in images[0]:
+        for sy in images[1]:
+            for sz in images[2]:
+                shift = np.array([sx, sy, sz]) @ cell
+                d = pos[None, :, :] + shift - pos[:, None, :]  # i -> j + shift
+                r = np.linalg.norm(d, axis=-1)
+                i, j = np.nonzero((r < cutoff) & (r > 1e-9))
+                rows.append(np.column_stack([j, i, d[i, j]]))  # src = neighbour j, dst = centre i
+    expected = _sorted(np.concatenate(rows))
+    got = _edges(g, pos)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, atol=1e-5)  # the graph's shifts are float32
+    full = build_graph(pos, cell, cutoff)
+    assert full.src.numel() > g.src.numel()  # the periodic list has the images this one must not

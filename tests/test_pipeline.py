@@ -208,3 +208,41 @@ def test_frame_failing_mid_run_is_honest_and_resumable(hot_fcc_dump, tmp_path, m
     assert ds[names.VAR_COMPLETE].values.all()
     assert np.isin(ds[names.VAR_STATUS].values, [names.FRAME_STATUS_OK, names.FRAME_STATUS_NOT_CONVERGED,
                                                  names.FRAME_STATUS_DIVERGED]).all()
+
+
+def test_slab_with_free_surfaces_end_to_end(tmp_path):
+    """``pp pp ff``: read, denoised and labelled without images across z; the free surfaces are not pulled into
+    the bulk lattice (as they are when the same positions are declared periodic, across a 0.9 A gap)."""
+    from trajden.io.lammps_dump import LammpsDump, format_frame
+    from trajden.lattices import make_crystal
+
+    c = make_crystal("fcc", reps=(6, 6, 6), d_nn=2.55)
+    pos = c.positions + np.random.default_rng(0).normal(0, 0.1, c.positions.shape)
+    cell = c.cell.copy()
+    cell[2, 2] += 0.9  # a thin gap: periodic images of the other surface would sit close
+    z = pos[:, 2]
+    surface = (z < 1.0) | (z > z.max() - 1.0)
+    fcc = {}
+    for flags in ("pp pp pp", "pp pp ff"):
+        src = tmp_path / f"{flags[-2:]}.dump"
+        src.write_text(format_frame(pos, cell, np.zeros(3)).replace("BOX BOUNDS pp pp pp", f"BOX BOUNDS {flags}"))
+        out = tmp_path / f"{flags[-2:]}.zarr"
+        r = subprocess.run([sys.executable, "-m", "trajden.cli", "process", src, "--out", out, "--serial", "--model",
+                            "fcc-bcc-hcp-lite", "--iterations", "4", "--scale", "2.55", "--quiet", "--keep-raw",
+                            "--torch-threads", "1"], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        ds = _open(out)
+        assert ds[names.VAR_COMPLETE].values.all()
+        assert ds[names.VAR_PBC].values.tolist() == [[1, 1, int(flags == "pp pp pp")]]
+        assert np.isfinite(ds[names.VAR_POSITIONS].values).all()
+        fcc[flags] = {raw: (ds[names.structure_var("acna", raw)].values[0] == names.FCC) for raw in (True, False)}
+        exported = tmp_path / f"{flags[-2:]}.out.dump"
+        r = subprocess.run([sys.executable, "-m", "trajden.cli", "export", out, "--out", exported], capture_output=True,
+                           text=True)
+        assert r.returncode == 0, r.stderr
+        assert f"ITEM: BOX BOUNDS {flags}\n" in exported.read_text()
+        np.testing.assert_array_equal(LammpsDump(str(exported)).read(0).cell, LammpsDump(str(src)).read(0).cell)
+    free, periodic = fcc["pp pp ff"], fcc["pp pp pp"]
+    assert free[True][surface].mean() < 0.05 and free[False][surface].mean() < 0.2  # surfaces stay surfaces
+    assert free[False][~surface].mean() > 0.7  # the interior is still found
+    assert periodic[False][surface].mean() > 0.8  # ... whereas images across the gap make the surface bulk

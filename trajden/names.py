@@ -57,6 +57,7 @@ VAR_POSITIONS_RAW = "positions_raw"  # (frame, atom, spatial) float32, as read (
 VAR_DISPLACEMENT = "displacement"  # (frame, atom) float32, |denoised - raw|, angstrom
 VAR_CELL = "cell"  # (frame, cell_vector, spatial) float64, angstrom
 VAR_ORIGIN = "origin"  # (frame, spatial) float64, angstrom: the cell's corner (LAMMPS xlo, ylo, zlo)
+VAR_PBC = "pbc"  # (frame, cell_vector) int8: 1 periodic along that cell vector, 0 not (a free surface), -1 unwritten
 VAR_TYPE = "type"  # (atom,) int32
 VAR_ITERATIONS = "iterations"  # (frame,) int16
 VAR_RESIDUAL = "residual"  # (frame,) float32, RMS update of the last iteration, angstrom

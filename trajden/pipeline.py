@@ -86,8 +86,9 @@ def _retryable(exc: BaseException) -> bool:
     return bool(getattr(exc, "retryable", False)) if isinstance(exc, TrajdenError) else isinstance(exc, OSError)
 
 
-def label_frame(positions, cell, origin, settings: ProcessSettings) -> dict[str, np.ndarray]:
-    return classify(positions, cell, settings.classifiers, origin=origin, ptm_rmsd_cutoff=settings.ptm_rmsd_cutoff)
+def label_frame(positions, cell, origin, settings: ProcessSettings, pbc=None) -> dict[str, np.ndarray]:
+    return classify(positions, cell, settings.classifiers, origin=origin, ptm_rmsd_cutoff=settings.ptm_rmsd_cutoff,
+                    pbc=pbc)
 
 
 def process_frame(frame: Frame, settings: ProcessSettings, model=None):
@@ -99,7 +100,7 @@ def process_frame(frame: Frame, settings: ProcessSettings, model=None):
 
         model = get_model(settings.model, settings.device)
     check_frame(frame)
-    raw_labels = label_frame(frame.positions, frame.cell, frame.origin, settings)
+    raw_labels = label_frame(frame.positions, frame.cell, frame.origin, settings, _pbc(frame))
     result = _denoise(frame, settings, model)
     out = _frame_result(frame, result.positions, raw_labels, settings, result.iterations, result.residual,
                         result.scale, result.status, FrameResult)
@@ -110,7 +111,7 @@ def process_frame(frame: Frame, settings: ProcessSettings, model=None):
 
 def _denoise(frame: Frame, settings: ProcessSettings, model):
     kw = dict(k=settings.iterations, tol=settings.tol, scale=settings.scale,
-              frames_per_worker=settings.frames_per_worker)
+              frames_per_worker=settings.frames_per_worker, pbc=_pbc(frame))
     blocks = settings.blocks
     if blocks is not None and not isinstance(blocks, str):
         blocks = tuple(blocks)
@@ -126,8 +127,13 @@ def _denoise(frame: Frame, settings: ProcessSettings, model):
         return denoise(frame.positions, frame.cell, frame.types, model, blocks=blocks, client=client, **kw)
 
 
+def _pbc(frame) -> np.ndarray:
+    """The frame's periodic directions (all, for frames made without them)."""
+    return np.asarray(getattr(frame, "pbc", (True, True, True)), dtype=bool)
+
+
 def _frame_result(frame, positions, raw_labels, settings, iterations, residual, scale, status, FrameResult):
-    labels = label_frame(positions, frame.cell, frame.origin, settings)
+    labels = label_frame(positions, frame.cell, frame.origin, settings, _pbc(frame))
     out = {}
     for c in settings.classifiers:
         out[names.structure_var(c)] = labels[c]
@@ -140,6 +146,7 @@ def _frame_result(frame, positions, raw_labels, settings, iterations, residual, 
         labels=out,
         cell=frame.cell,
         origin=frame.origin,
+        pbc=_pbc(frame),
         iterations=int(iterations),
         residual=float(residual),
         scale=float(scale),
@@ -167,7 +174,7 @@ def process_average_chunk(traj: Trajectory, pairs: list[tuple[int, int]], settin
         f = frames[t - lo]
         # keep each atom's periodic image of the raw frame, so displacements are the averaging's own motion
         pos = averaged[t - lo] - (unwrapped[t - lo] - f.positions)
-        raw_labels = label_frame(f.positions, f.cell, f.origin, settings)
+        raw_labels = label_frame(f.positions, f.cell, f.origin, settings, _pbc(f))
         r = _frame_result(f, pos, raw_labels, settings, 0, 0.0, math.nan, names.FRAME_STATUS_OK, FrameResult)
         r.index = j
         results.append(r)
@@ -220,10 +227,11 @@ def process_chunk(
 
 
 def check_frame(frame: Frame) -> Frame:
-    """Raise InputError (one line naming file and frame) unless ``frame`` has a finite, periodic, 3-D cell.
+    """Raise InputError (one line naming file and frame) unless ``frame`` has a finite 3-D cell.
 
-    Denoising and both classifiers assume periodic boundaries; a frame without a cell (all zeros: a
-    non-periodic XYZ/MDAnalysis frame) or with a flat cell would otherwise fail deep inside OVITO.
+    The cell may be non-periodic along some directions (``frame.pbc``, e.g. LAMMPS ``pp pp ff``); a frame
+    without any cell (all zeros: an XYZ/MDAnalysis frame without a box) or with a flat cell would otherwise
+    fail deep inside OVITO.
     """
     cell = np.asarray(frame.cell, dtype=np.float64)
     where = f"{frame.source}: frame {frame.index}"
@@ -234,10 +242,6 @@ def check_frame(frame: Frame) -> Frame:
     volume = abs(float(np.linalg.det(cell)))
     if not volume > 1e-9 * max(1.0, float(np.prod(np.linalg.norm(cell, axis=1)))):
         raise InputError(f"{where}: zero-volume box (volume {volume:.3g}); trajden needs a periodic 3-D cell")
-    pbc = np.asarray(getattr(frame, "pbc", (True, True, True)), dtype=bool)
-    if not pbc.all():
-        axes = " ".join(a for a, p in zip("xyz", pbc) if not p)
-        raise InputError(f"{where}: non-periodic boundaries along {axes}; trajden processes periodic frames only")
     return frame
 
 

@@ -102,6 +102,7 @@ class FrameResult:
     rms_history: np.ndarray | None = None  # (<= max_iterations,) RMS update per iteration; stored if the store has it
     evaluator: int | None = None  # names.EVALUATOR_* (how the model ran); stored if the store has it
     origin: np.ndarray | None = None  # (3,) float64, the cell's corner; stored if the store has it
+    pbc: np.ndarray | None = None  # (3,) bool, periodic along each cell vector; stored if the store has it
 
     @classmethod
     def failed(cls, index: int, cell: np.ndarray | None = None, status: int = names.FRAME_STATUS_FAILED
@@ -415,6 +416,7 @@ class Store:
         self._history_len = int(group[names.VAR_RMS_HISTORY].shape[1]) if names.VAR_RMS_HISTORY in present else 0
         self._has_evaluator = names.VAR_EVALUATOR in present  # stores written before it existed lack it
         self._has_origin = names.VAR_ORIGIN in present  # likewise
+        self._has_pbc = names.VAR_PBC in present
 
     # ---- construction ------------------------------------------------------------------------
 
@@ -530,6 +532,9 @@ class Store:
             **ang, **{names.CF_LONG_NAME: "cell vectors (rows)"})
         arr(names.VAR_ORIGIN, (n_frames, 3), (F, S), "float64", nan, (fpc, 3),
             **ang, **{names.CF_LONG_NAME: "cell origin (corner; LAMMPS xlo ylo zlo)"})
+        arr(names.VAR_PBC, (n_frames, 3), (F, C), "int8", INT_FILL, (fpc, 3),
+            **{names.CF_LONG_NAME: "periodic along each cell vector", names.CF_COMMENT:
+               f"1 periodic (LAMMPS pp), 0 not (f, s, m: a free surface); {INT_FILL} = not written"})
         arr(names.VAR_ITERATIONS, (n_frames,), (F,), "int16", INT_FILL, (fpc,),
             **{names.CF_LONG_NAME: "denoising iterations", names.CF_COMMENT: f"{INT_FILL} = not written"})
         arr(names.VAR_RESIDUAL, (n_frames,), (F,), "float32", nan, (fpc,),
@@ -793,6 +798,8 @@ class Store:
             out[names.VAR_EVALUATOR] = np.full(m, INT_FILL, np.int8)
         if self._has_origin:
             out[names.VAR_ORIGIN] = np.full((m, 3), np.nan, np.float64)
+        if self._has_pbc:
+            out[names.VAR_PBC] = np.full((m, 3), INT_FILL, np.int8)
         label_vars = self.label_vars
         for var in label_vars:
             out[var] = np.full((m, N), LABEL_FILL, np.int8)
@@ -810,6 +817,9 @@ class Store:
             put(names.VAR_CELL, res.cell, (3, 3), required=False)
             if self._has_origin:
                 put(names.VAR_ORIGIN, res.origin, (3,), required=False)
+            if self._has_pbc:
+                put(names.VAR_PBC, None if res.pbc is None else np.asarray(res.pbc, dtype=np.int8), (3,),
+                    required=False)
             if self._keep_raw:
                 put(names.VAR_POSITIONS_RAW, res.positions_raw, (N, 3))
             labels = res.labels or {}

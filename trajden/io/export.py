@@ -96,7 +96,7 @@ def lammps_cell(cell: np.ndarray) -> tuple[np.ndarray, bool]:
 
 
 def _frame_data(ds: xr.Dataset, i: int, pos_var: str, extra: Sequence[str]) -> xr.Dataset:
-    keep = [pos_var, *extra, names.VAR_CELL] + ([names.VAR_ORIGIN] if names.VAR_ORIGIN in ds else [])
+    keep = [pos_var, *extra, names.VAR_CELL] + [v for v in (names.VAR_ORIGIN, names.VAR_PBC) if v in ds]
     return ds[keep].isel({names.DIM_FRAME: i}).load()
 
 
@@ -157,7 +157,8 @@ def export_dump(ds, out, frames=None, raw: bool = False, displacement: bool = Tr
                 lmp = cell  # already in LAMMPS form: the stored numbers, not recomputed (last-digit equal bounds)
             step = int(steps[i]) if steps is not None else i
             fh.write(f"ITEM: TIMESTEP\n{step}\nITEM: NUMBER OF ATOMS\n{n}\n")
-            kw, bounds = cell_to_lammps_bounds(lmp, origin)
+            pbc = np.asarray(fr[names.VAR_PBC].values) if names.VAR_PBC in fr else None
+            kw, bounds = cell_to_lammps_bounds(lmp, origin, None if pbc is None or (pbc < 0).any() else pbc > 0)
             fh.write(f"ITEM: BOX BOUNDS {kw}\n")
             fh.write("".join(" ".join(f"{v:.17g}" for v in row) + "\n" for row in bounds))
             fh.write(f"ITEM: ATOMS {header_cols}\n")

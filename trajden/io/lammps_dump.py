@@ -249,8 +249,12 @@ def _parse_header(text: str) -> _Header:
     return _Header(step, time, units, n_atoms, box_kind, bounds, columns, pbc)
 
 
-def cell_to_lammps_bounds(cell: np.ndarray, origin: np.ndarray) -> tuple[str, np.ndarray]:
-    """Inverse of :func:`lammps_box_to_cell` for a lower-triangular cell: (BOX BOUNDS keywords, (3, n) numbers)."""
+def cell_to_lammps_bounds(cell: np.ndarray, origin: np.ndarray, pbc=None) -> tuple[str, np.ndarray]:
+    """Inverse of :func:`lammps_box_to_cell` for a lower-triangular cell: (BOX BOUNDS keywords, (3, n) numbers).
+
+    ``pbc`` (three booleans, None: all periodic) gives the boundary flags: ``pp`` periodic, ``ff`` not.
+    """
+    flags = " ".join("pp" if p else "ff" for p in (np.ones(3, bool) if pbc is None else np.asarray(pbc, bool)))
     cell = np.asarray(cell, dtype=np.float64)
     o = np.asarray(origin, dtype=np.float64)
     if cell[0, 1] or cell[0, 2] or cell[1, 2]:
@@ -258,8 +262,8 @@ def cell_to_lammps_bounds(cell: np.ndarray, origin: np.ndarray) -> tuple[str, np
     xy, xz, yz = cell[1, 0], cell[2, 0], cell[2, 1]
     hi = o + np.diag(cell)
     if not (xy or xz or yz):
-        return "pp pp pp", np.array([[o[0], hi[0]], [o[1], hi[1]], [o[2], hi[2]]])
-    return "xy xz yz pp pp pp", np.array(
+        return flags, np.array([[o[0], hi[0]], [o[1], hi[1]], [o[2], hi[2]]])
+    return f"xy xz yz {flags}", np.array(
         [
             [o[0] + min(0.0, xy, xz, xy + xz), hi[0] + max(0.0, xy, xz, xy + xz), xy],
             [o[1] + min(0.0, yz), hi[1] + max(0.0, yz), xz],
