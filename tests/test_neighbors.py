@@ -63,25 +63,22 @@ def test_cuda_graph_equals_cpu_graph(frame):
 
 
 def test_sorted_graph_is_the_same_list_sorted_by_centre(frame):
-    """``build_graph(sort=True)`` and ``sort_graph`` give the same edges, stably sorted by ``dst``, each with its
-    own periodic shift; the torch path (vesin's full list, not the mirrored half list) the same edges per
-    centre."""
-    from trajden.model.evaluate import sort_graph
-
+    """``build_graph(sort=True)`` gives the same edges, stably sorted by ``dst``, each with its own periodic
+    shift; the torch path (vesin's full list, not the mirrored half list) the same edges per centre."""
     pos, cell = frame
     raw = build_graph(pos, cell, 1.5, 0.2)
     assert 0 < raw.cross.numel() < raw.src.numel()  # some edges cross the cell, most do not
     on_torch = _build_graph_torch(torch.as_tensor(pos), cell, 1.5, 0.2, torch.device("cpu"), torch.float32, True)
     np.testing.assert_array_equal(on_torch.dst.numpy(), np.sort(raw.dst.numpy()))
     np.testing.assert_allclose(_edges(on_torch, pos), _edges(raw, pos), atol=1e-6)
-    for g in (build_graph(pos, cell, 1.5, 0.2, sort=True), sort_graph(raw)):
+    for g in (build_graph(pos, cell, 1.5, 0.2, sort=True),):
         order = np.argsort(raw.dst.numpy(), kind="stable")
         np.testing.assert_array_equal(g.dst.numpy(), raw.dst.numpy()[order])
         np.testing.assert_array_equal(g.src.numpy(), raw.src.numpy()[order])
         np.testing.assert_array_equal(g.shift.numpy(), raw.shift.numpy()[order])
         x = torch.as_tensor(pos, dtype=torch.float32)
         torch.testing.assert_close(g.edge_vec(x), raw.edge_vec(x)[torch.as_tensor(order)], rtol=0, atol=0)
-        assert bool((g.cross[1:] > g.cross[:-1]).all())  # ascending, as sort_graph's lookup needs
+        assert bool((g.cross[1:] > g.cross[:-1]).all())  # ascending
 
 
 def test_spatial_order_puts_neighbours_close_in_memory():

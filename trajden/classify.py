@@ -9,8 +9,6 @@ on a 10^6-atom frame whose atoms are in random order took 31 s, in lattice order
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from trajden import names
@@ -96,12 +94,6 @@ def classify(
         else:
             raise ValueError(f"unknown classifier {c!r}; expected one of {names.CLASSIFIERS}")
     return out
-
-
-def set_threads(n: int | None) -> None:
-    """Limit OVITO's worker threads (takes effect for OVITO imported after this call)."""
-    if n:
-        os.environ["OVITO_THREAD_COUNT"] = str(int(n))
 
 
 def fractions(labels: np.ndarray, codes=names.PTM_CODES) -> dict[str, float]:

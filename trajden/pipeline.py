@@ -301,7 +301,7 @@ def prepare_store(traj: Trajectory, frames: list[int], store_path: str, settings
         _check_types(first, m)
     times, steps = [], []
     for i in frames:
-        t, s = traj.frame_time_step(i) if hasattr(traj, "frame_time_step") else _time_step(traj, i)
+        t, s = traj.frame_time_step(i)
         times.append(t)
         steps.append(s)
     run_config = settings.run_config() | {"frames": [int(f) for f in frames], "inputs": [str(p) for p in traj.paths]}
@@ -321,11 +321,6 @@ def prepare_store(traj: Trajectory, frames: list[int], store_path: str, settings
         max_iterations=settings.iterations if settings.method == "denoise" else None,
     )
     return store, created
-
-
-def _time_step(traj: Trajectory, i: int) -> tuple[float, int]:
-    f = traj.frame(i)
-    return f.time, f.step
 
 
 @dataclass

@@ -11,7 +11,7 @@ import numpy as np
 import xarray as xr
 
 from trajden import analysis, names
-from trajden.errors import StoreVariableError
+from trajden.errors import StoreError, StoreVariableError
 
 #: line colour per structure name (readable on white; the same structure always gets the same colour)
 STRUCTURE_COLORS: dict[str, str] = {
@@ -159,7 +159,7 @@ def plot_convergence(ds_or_path, out, title: str | None = None) -> str:
         h = np.asarray(hist.values, dtype=np.float64)
         h = h[np.isfinite(h).any(axis=1)]
         if h.size == 0:
-            raise ValueError("rms_history holds no finite value (no frame written yet)")
+            raise StoreError("rms_history holds no finite value (no frame written yet)")
         it = np.arange(1, h.shape[1] + 1)
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for row in h[np.linspace(0, len(h) - 1, min(len(h), 20)).astype(int)]:

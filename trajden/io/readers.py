@@ -592,7 +592,8 @@ class Trajectory:
 
     # --- reading
 
-    def _wrap(self, exc: TrajectoryError, i: int, k: int, local: int) -> TrajectoryError:
+    def _wrap(self, exc: TrajectoryError, i: int) -> TrajectoryError:
+        """``exc`` naming the trajectory frame ``i`` too, where several files make the trajectory."""
         if len(self.paths) == 1:
             return exc
         return TrajectoryError(f"{exc} [trajectory frame {i}]")
@@ -602,7 +603,7 @@ class Trajectory:
         try:
             return self.sources[k].read(local), k, local
         except TrajectoryError as exc:
-            raise self._wrap(exc, i, k, local) from None
+            raise self._wrap(exc, i) from None
 
     def _reference_info(self) -> dict:
         if self._reference is None:
@@ -639,7 +640,7 @@ class Trajectory:
         n = len(raw.positions)
         if n != ref["n_atoms"]:
             exc = _error(path, f"atom count {n} differs from {ref['n_atoms']} in frame 0 of {self.paths[0]}", local)
-            raise self._wrap(exc, i, k, local)
+            raise self._wrap(exc, i)
         order = None
         ids = np.asarray(raw.ids, dtype=np.int64)
         if n > 1 and not bool(np.all(ids[1:] > ids[:-1])):
@@ -648,16 +649,16 @@ class Trajectory:
             dup = np.flatnonzero(ids[1:] == ids[:-1])
             if len(dup):
                 exc = _error(path, f"duplicate atom id {ids[dup[0]]}", local)
-                raise self._wrap(exc, i, k, local)
+                raise self._wrap(exc, i)
         if _ids_digest(ids) != ref["ids"]:
             exc = _error(path, f"atom ids differ from those of frame 0 of {self.paths[0]}", local)
-            raise self._wrap(exc, i, k, local)
+            raise self._wrap(exc, i)
         positions = raw.positions if order is None else raw.positions[order]
         types = raw.types if order is None else raw.types[order]
         types = self._types(types, ref)
         if not np.all(np.isfinite(positions)):
             exc = _error(path, "non-finite coordinates", local)
-            raise self._wrap(exc, i, k, local)
+            raise self._wrap(exc, i)
         step = raw.step if raw.step is not None else i
         if raw.time is not None and np.isfinite(raw.time):
             time = float(raw.time)
