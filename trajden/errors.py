@@ -40,8 +40,8 @@ class TrajdenError(Exception):
         if retryable is not None:
             self.retryable = retryable
 
-    def __str__(self) -> str:  # the message itself, also for subclasses of KeyError (which quote it)
-        return self.message
+    def __str__(self) -> str:  # message and hint, unquoted also for subclasses of KeyError
+        return f"{self.message}; {self.hint}" if self.hint else self.message
 
     def one_line(self) -> str:
         """The message and, where there is one, the hint, as one line."""
