@@ -380,13 +380,18 @@ def test_bad_input_refused_and_untouched(case, request, capsys, work, good_dump,
     assert not (d / "UNPICKLED").exists(), "the model file was unpickled"
 
 
-def test_non_periodic_lammps_box_refused(work, capsys):
+def test_non_periodic_lammps_box_processed(work, capsys):
+    """A box with free surfaces everywhere (a particle in its box) is processed, not refused (issue 20);
+    its boundaries are recorded per frame."""
     texts = [t.replace("ITEM: BOX BOUNDS pp pp pp", "ITEM: BOX BOUNDS ff ff ff") for t in _frame_texts(2)]
     path = _write(work / "ffff.dump", texts)
-    r = _main(["process", str(path), "--out", str(work / "ffff.zarr"), "--serial", "--iterations", "2", "--quiet"],
-              capsys)
-    line = _error_line(r)
-    assert "ffff.dump" in line and "periodic" in line
+    out = work / "ffff.zarr"
+    r = _main(["process", str(path), "--out", str(out), "--serial", "--model", "fcc-bcc-hcp-lite", "--iterations", "2",
+               "--quiet"], capsys)
+    assert r.returncode == 0, r.stderr
+    ds = _open(out)
+    assert ds[names.VAR_COMPLETE].values.all()
+    assert ds[names.VAR_PBC].values.tolist() == [[0, 0, 0], [0, 0, 0]]
 
 
 def test_shipped_model_checksum_mismatch(monkeypatch, capsys, tmp_path, good_dump, good_store):
