@@ -63,25 +63,22 @@ def test_cuda_graph_equals_cpu_graph(frame):
 
 
 def test_sorted_graph_is_the_same_list_sorted_by_centre(frame):
-    """``build_graph(sort=True)`` and ``sort_graph`` give the same edges, stably sorted by ``dst``, each with its
-    own periodic shift; the torch path (vesin's full list, not the mirrored half list) the same edges per
-    centre."""
-    from trajden.model.evaluate import sort_graph
-
+    """``build_graph(sort=True)`` gives the same edges, stably sorted by ``dst``, each with its own periodic
+    shift; the torch path (vesin's full list, not the mirrored half list) the same edges per centre."""
     pos, cell = frame
     raw = build_graph(pos, cell, 1.5, 0.2)
     assert 0 < raw.cross.numel() < raw.src.numel()  # some edges cross the cell, most do not
     on_torch = _build_graph_torch(torch.as_tensor(pos), cell, 1.5, 0.2, torch.device("cpu"), torch.float32, True)
     np.testing.assert_array_equal(on_torch.dst.numpy(), np.sort(raw.dst.numpy()))
     np.testing.assert_allclose(_edges(on_torch, pos), _edges(raw, pos), atol=1e-6)
-    for g in (build_graph(pos, cell, 1.5, 0.2, sort=True), sort_graph(raw)):
+    for g in (build_graph(pos, cell, 1.5, 0.2, sort=True),):
         order = np.argsort(raw.dst.numpy(), kind="stable")
         np.testing.assert_array_equal(g.dst.numpy(), raw.dst.numpy()[order])
         np.testing.assert_array_equal(g.src.numpy(), raw.src.numpy()[order])
         np.testing.assert_array_equal(g.shift.numpy(), raw.shift.numpy()[order])
         x = torch.as_tensor(pos, dtype=torch.float32)
         torch.testing.assert_close(g.edge_vec(x), raw.edge_vec(x)[torch.as_tensor(order)], rtol=0, atol=0)
-        assert bool((g.cross[1:] > g.cross[:-1]).all())  # ascending, as sort_graph's lookup needs
+        assert bool((g.cross[1:] > g.cross[:-1]).all())  # ascending
 
 
 def test_spatial_order_puts_neighbours_close_in_memory():
@@ -130,3 +127,27 @@ def test_mirrored_half_list_is_the_full_list_in_a_small_cell():
         return r[np.lexsort(r.T[::-1])]
 
     np.testing.assert_allclose(rows(_edges(g, pos)), rows(np.column_stack([j, i, D])), atol=2e-5)
+
+
+@pytest.mark.parametrize("pbc", [(True, True, False), (False, True, False), (False, False, False)])
+def test_no_images_across_non_periodic_directions(frame, pbc):
+    """A slab / wire / particle: pairs are those of a brute-force search over images along periodic vectors only."""
+    pos, cell = frame
+    cutoff = 1.45
+    g = build_graph(pos, cell, cutoff, pbc=pbc)
+    images = [np.arange(-1, 2) if p else np.zeros(1, dtype=int) for p in pbc]
+    rows = []
+    for sx in images[0]:
+        for sy in images[1]:
+            for sz in images[2]:
+                shift = np.array([sx, sy, sz]) @ cell
+                d = pos[None, :, :] + shift - pos[:, None, :]  # i -> j + shift
+                r = np.linalg.norm(d, axis=-1)
+                i, j = np.nonzero((r < cutoff) & (r > 1e-9))
+                rows.append(np.column_stack([j, i, d[i, j]]))  # src = neighbour j, dst = centre i
+    expected = _sorted(np.concatenate(rows))
+    got = _edges(g, pos)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, atol=1e-5)  # the graph's shifts are float32
+    full = build_graph(pos, cell, cutoff)
+    assert full.src.numel() > g.src.numel()  # the periodic list has the images this one must not

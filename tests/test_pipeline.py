@@ -182,3 +182,88 @@ def test_liquid_frames_are_not_reported_as_failures(tmp_path, capsys):
     assert (ds[names.VAR_STATUS].values == names.FRAME_STATUS_MAX_ITERATIONS).all()
     assert (ds[names.VAR_MOBILE_FRACTION].values > 0.5).all()
     assert ds[names.VAR_STATUS].attrs[names.CF_FLAG_MEANINGS].split()[1] == "max_iterations"
+
+
+def test_frame_failing_mid_run_is_honest_and_resumable(hot_fcc_dump, tmp_path, monkeypatch, capsys):
+    """A frame whose task raises keeps status 'failed', is not complete and holds no result; fractions and
+    plot skip / mark it; the store's status reads with xarray alone; re-running processes just that frame."""
+    from trajden import cli, pipeline
+    from trajden.plotting import plot_fractions
+
+    fast = ProcessSettings(model="fcc-bcc-hcp-lite", iterations=2)
+    real = pipeline.process_frame
+
+    def crash_on_frame_2(frame, settings, model=None):
+        if frame.index == 2:
+            raise RuntimeError("simulated crash in the middle of the run")
+        return real(frame, settings, model)
+
+    monkeypatch.setattr(pipeline, "process_frame", crash_on_frame_2)
+    out = tmp_path / "s.zarr"
+    traj = Trajectory(str(hot_fcc_dump))
+    summary = run(traj, list(range(4)), str(out), fast, progress=False)
+    assert set(summary.failures) == {2} and "simulated crash" in summary.failures[2]
+    assert summary.statuses[2] == names.FRAME_STATUS_FAILED and 2 not in summary.retryable
+
+    ds = xr.open_zarr(out, consolidated=False)  # xarray alone: the status is a CF flag variable
+    status = ds[names.VAR_STATUS]
+    meanings = dict(zip(np.atleast_1d(status.attrs[names.CF_FLAG_VALUES]).tolist(),
+                        status.attrs[names.CF_FLAG_MEANINGS].split()))
+    assert [meanings.get(int(c), "not written") for c in status.values][2] == "failed"
+    assert ds[names.VAR_COMPLETE].values.tolist() == [True, True, False, True]
+    assert np.isnan(ds[names.VAR_POSITIONS].values[2]).all()  # no positions presented as a result
+    fr = phase_fractions(ds, method="ptm").values
+    assert np.isnan(fr[2]).all() and np.isfinite(fr[[0, 1, 3]]).all()
+
+    assert cli.main(["fractions", str(out), "--method", "ptm", "--all"]) == 0
+    printed = capsys.readouterr().out
+    assert "(failed)" in printed and "nan" not in printed.lower()
+    assert cli.main(["fractions", str(out), "--method", "ptm"]) == 0
+    assert "1 frame(s) without a result skipped: 2 (failed)" in capsys.readouterr().out
+    plot_fractions(ds, tmp_path / "f.png", method="ptm")  # draws, marking frame 2 instead of a value
+
+    monkeypatch.undo()
+    again = run(traj, list(range(4)), str(out), fast, progress=False)
+    assert again.frames_done == 1 and again.frames_skipped == 3 and not again.failures
+    ds = xr.open_zarr(out, consolidated=False)
+    assert ds[names.VAR_COMPLETE].values.all()
+    assert np.isin(ds[names.VAR_STATUS].values, [names.FRAME_STATUS_OK, names.FRAME_STATUS_NOT_CONVERGED,
+                                                 names.FRAME_STATUS_DIVERGED]).all()
+
+
+def test_slab_with_free_surfaces_end_to_end(tmp_path):
+    """``pp pp ff``: read, denoised and labelled without images across z; the free surfaces are not pulled into
+    the bulk lattice (as they are when the same positions are declared periodic, across a 0.9 A gap)."""
+    from trajden.io.lammps_dump import LammpsDump, format_frame
+    from trajden.lattices import make_crystal
+
+    c = make_crystal("fcc", reps=(6, 6, 6), d_nn=2.55)
+    pos = c.positions + np.random.default_rng(0).normal(0, 0.1, c.positions.shape)
+    cell = c.cell.copy()
+    cell[2, 2] += 0.9  # a thin gap: periodic images of the other surface would sit close
+    z = pos[:, 2]
+    surface = (z < 1.0) | (z > z.max() - 1.0)
+    fcc = {}
+    for flags in ("pp pp pp", "pp pp ff"):
+        src = tmp_path / f"{flags[-2:]}.dump"
+        src.write_text(format_frame(pos, cell, np.zeros(3)).replace("BOX BOUNDS pp pp pp", f"BOX BOUNDS {flags}"))
+        out = tmp_path / f"{flags[-2:]}.zarr"
+        r = subprocess.run([sys.executable, "-m", "trajden.cli", "process", src, "--out", out, "--serial", "--model",
+                            "fcc-bcc-hcp-lite", "--iterations", "4", "--scale", "2.55", "--quiet", "--keep-raw",
+                            "--torch-threads", "1"], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        ds = _open(out)
+        assert ds[names.VAR_COMPLETE].values.all()
+        assert ds[names.VAR_PBC].values.tolist() == [[1, 1, int(flags == "pp pp pp")]]
+        assert np.isfinite(ds[names.VAR_POSITIONS].values).all()
+        fcc[flags] = {raw: (ds[names.structure_var("acna", raw)].values[0] == names.FCC) for raw in (True, False)}
+        exported = tmp_path / f"{flags[-2:]}.out.dump"
+        r = subprocess.run([sys.executable, "-m", "trajden.cli", "export", out, "--out", exported], capture_output=True,
+                           text=True)
+        assert r.returncode == 0, r.stderr
+        assert f"ITEM: BOX BOUNDS {flags}\n" in exported.read_text()
+        np.testing.assert_array_equal(LammpsDump(str(exported)).read(0).cell, LammpsDump(str(src)).read(0).cell)
+    free, periodic = fcc["pp pp ff"], fcc["pp pp pp"]
+    assert free[True][surface].mean() < 0.05 and free[False][surface].mean() < 0.2  # surfaces stay surfaces
+    assert free[False][~surface].mean() > 0.7  # the interior is still found
+    assert periodic[False][surface].mean() > 0.8  # ... whereas images across the gap make the surface bulk

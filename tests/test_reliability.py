@@ -120,15 +120,16 @@ def _assert_same_store(a, b):
 
 
 def _assert_complete_frames_whole(path) -> int:
-    """Every frame marked complete has its status written and, unless FAILED, all its data (no fill values).
+    """Every frame marked complete has a result status and all its data (no fill values).
 
-    Returns the number of complete frames that are not FAILED.
+    Returns the number of complete frames.
     """
     ds = _open(path)
     done = ds[names.VAR_COMPLETE].values
     status = ds[names.VAR_STATUS].values
     assert np.isin(status[done], list(names.FRAME_STATUS_NAMES)).all()
-    ok = done & (status != names.FRAME_STATUS_FAILED)
+    assert not np.isin(status[done], names.FRAME_STATUS_NO_RESULT).any()  # failed frames are never complete
+    ok = done
     for var in (names.VAR_POSITIONS, names.VAR_DISPLACEMENT, names.VAR_CELL, names.VAR_RESIDUAL, names.VAR_SCALE):
         assert np.isfinite(ds[var].values[ok]).all(), var
     assert (ds[names.VAR_ITERATIONS].values[ok] >= 1).all()
@@ -379,13 +380,18 @@ def test_bad_input_refused_and_untouched(case, request, capsys, work, good_dump,
     assert not (d / "UNPICKLED").exists(), "the model file was unpickled"
 
 
-def test_non_periodic_lammps_box_refused(work, capsys):
+def test_non_periodic_lammps_box_processed(work, capsys):
+    """A box with free surfaces everywhere (a particle in its box) is processed, not refused (issue 20);
+    its boundaries are recorded per frame."""
     texts = [t.replace("ITEM: BOX BOUNDS pp pp pp", "ITEM: BOX BOUNDS ff ff ff") for t in _frame_texts(2)]
     path = _write(work / "ffff.dump", texts)
-    r = _main(["process", str(path), "--out", str(work / "ffff.zarr"), "--serial", "--iterations", "2", "--quiet"],
-              capsys)
-    line = _error_line(r)
-    assert "ffff.dump" in line and "periodic" in line
+    out = work / "ffff.zarr"
+    r = _main(["process", str(path), "--out", str(out), "--serial", "--model", "fcc-bcc-hcp-lite", "--iterations", "2",
+               "--quiet"], capsys)
+    assert r.returncode == 0, r.stderr
+    ds = _open(out)
+    assert ds[names.VAR_COMPLETE].values.all()
+    assert ds[names.VAR_PBC].values.tolist() == [[0, 0, 0], [0, 0, 0]]
 
 
 def test_shipped_model_checksum_mismatch(monkeypatch, capsys, tmp_path, good_dump, good_store):
@@ -481,7 +487,8 @@ def test_bad_frames_summary(bad_frames_run):
     assert r.returncode == 1
     first_line = expect[1][1]
     assert line.startswith(f"trajden: error: {len(expect)} of 10 frame(s) failed (frame 1: ")
-    assert str(path) in line and "frame 1" in line and f"line {first_line}" in line and "re-run" in line
+    assert str(path) in line and "frame 1" in line and f"line {first_line}" in line
+    assert "re-run" not in line and "fix the input" in line  # bad input does not get better by re-running
     ds = _open(out)
     good = [0, 9]
     assert ds[names.VAR_COMPLETE].values[good].all()
@@ -503,7 +510,8 @@ def test_bad_frame_reported(bad_frames_run, frame, what):
     if line_no is not None:
         assert f"line {line_no}:" in msg, msg
     ds = _open(out)
-    assert ds[names.VAR_STATUS].values[frame] == names.FRAME_STATUS_FAILED
+    assert ds[names.VAR_STATUS].values[frame] == names.FRAME_STATUS_BAD_INPUT
+    assert not ds[names.VAR_COMPLETE].values[frame]
     assert np.isnan(ds[names.VAR_POSITIONS].values[frame]).all()
 
 
@@ -697,7 +705,7 @@ def test_deterministic_frame_failure_on_cluster(work, client):
     why = summary.failures[2]
     assert f"{path}: frame 2, line {_line_in_file(texts, 2, i)}" in why and "expected 5 columns" in why, why
     ds = _open(out)
-    assert ds[names.VAR_STATUS].values[2] == names.FRAME_STATUS_FAILED
+    assert ds[names.VAR_STATUS].values[2] == names.FRAME_STATUS_BAD_INPUT
     assert _assert_complete_frames_whole(out) == 3
     assert "FAILED     frame 2: " in summary_text(summary)
 

@@ -241,11 +241,12 @@ def test_write_frames_validates_and_marks_nothing_on_error(tmp_path):
 def test_failed_frame_is_recorded_and_can_be_retried(tmp_path):
     store = Store.create(tmp_path / "s.zarr", **create_kwargs())
     store.write_frames([make_results([4])[0], FrameResult.failed(5)])
-    assert store.completed()[[4, 5]].all()
+    assert store.completed()[4] and not store.completed()[5]  # a failed frame is not presented as a result
     ds = store.to_xarray()
     assert ds[names.VAR_STATUS].values[5] == names.FRAME_STATUS_FAILED
+    assert not ds[names.VAR_COMPLETE].values[5]
     assert np.isnan(ds[names.VAR_POSITIONS].values[5]).all()
-    assert [4, 5] not in store.pending_chunks()
+    assert [4, 5] in store.pending_chunks()
     assert [4, 5] in store.pending_chunks(retry_failed=True)
 
 
@@ -405,7 +406,7 @@ def test_interrupted_write_leaves_frames_pending(tmp_path, monkeypatch):
     store = Store.create(tmp_path / "s.zarr", **create_kwargs())
     results = make_results([2, 3])
 
-    def killed(self, start, stop):
+    def killed(self, start, stop, done):
         raise KeyboardInterrupt("killed before the completion mark")
 
     monkeypatch.setattr(Store, "_mark_complete", killed)

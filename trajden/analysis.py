@@ -16,6 +16,7 @@ import numpy as np
 import xarray as xr
 
 from trajden import names
+from trajden.errors import StoreVariableError
 
 DIM_STRUCTURE = "structure"
 _AXES = {"x": 0, "y": 1, "z": 2}
@@ -34,19 +35,20 @@ def _open(ds_or_path) -> xr.Dataset:
 def positions_var(ds: xr.Dataset, raw: bool = False, required: bool = True) -> str | None:
     """Name of the positions variable to use: the denoised one, or with ``raw`` the stored raw one.
 
-    With ``raw`` and no ``positions_raw`` in the store, raises :class:`KeyError` (or returns ``None``
+    With ``raw`` and no ``positions_raw`` in the store, raises
+    :class:`~trajden.errors.StoreVariableError` (a ``KeyError``) (or returns ``None``
     when not ``required``).
     """
     if not raw:
         if names.VAR_POSITIONS not in ds:
-            raise KeyError(f"the store has no {names.VAR_POSITIONS!r} variable")
+            raise StoreVariableError(f"the store has no {names.VAR_POSITIONS!r} variable")
         return names.VAR_POSITIONS
     if names.VAR_POSITIONS_RAW in ds:
         return names.VAR_POSITIONS_RAW
     if required:
-        raise KeyError(
-            f"raw positions requested but the store has no {names.VAR_POSITIONS_RAW!r} variable "
-            "(process the trajectory with --keep-raw to store them)"
+        raise StoreVariableError(
+            f"raw positions requested but the store has no {names.VAR_POSITIONS_RAW!r} variable",
+            hint="process the trajectory with --keep-raw to store them",
         )
     return None
 

@@ -9,8 +9,6 @@ on a 10^6-atom frame whose atoms are in random order took 31 s, in lattice order
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from trajden import names
@@ -19,7 +17,7 @@ from trajden import names
 DEFAULT_PTM_RMSD_CUTOFF = 0.1
 
 
-def _data_collection(positions: np.ndarray, cell: np.ndarray, origin: np.ndarray | None = None):
+def _data_collection(positions: np.ndarray, cell: np.ndarray, origin: np.ndarray | None = None, pbc=None):
     from ovito.data import DataCollection, Particles, SimulationCell
 
     data = DataCollection()
@@ -27,7 +25,7 @@ def _data_collection(positions: np.ndarray, cell: np.ndarray, origin: np.ndarray
     matrix[:, :3] = np.asarray(cell, dtype=np.float64).T  # OVITO: cell vectors as columns
     if origin is not None:
         matrix[:, 3] = origin
-    sim_cell = SimulationCell(pbc=(True, True, True))
+    sim_cell = SimulationCell(pbc=(True, True, True) if pbc is None else tuple(bool(p) for p in pbc))
     sim_cell[...] = matrix
     data.objects.append(sim_cell)
     particles = Particles(count=len(positions))
@@ -36,25 +34,25 @@ def _data_collection(positions: np.ndarray, cell: np.ndarray, origin: np.ndarray
     return data
 
 
-def _labels(positions: np.ndarray, cell: np.ndarray, origin: np.ndarray | None, modifier) -> np.ndarray:
+def _labels(positions: np.ndarray, cell: np.ndarray, origin: np.ndarray | None, modifier, pbc=None) -> np.ndarray:
     """``modifier``'s "Structure Type" (N,) int8 in the input's order, computed on the atoms in spatial order."""
     from trajden.neighbors import spatial_order
 
     positions = np.asarray(positions, dtype=np.float64)
     order = spatial_order(positions, cell)  # periodic bins: the origin only shifts the curve
-    data = _data_collection(positions[order], cell, origin)
+    data = _data_collection(positions[order], cell, origin, pbc)
     data.apply(modifier)
     labels = np.empty(len(positions), dtype=np.int8)
     labels[order] = np.asarray(data.particles["Structure Type"][...], dtype=np.int8)
     return labels
 
 
-def acna(positions: np.ndarray, cell: np.ndarray, origin: np.ndarray | None = None) -> np.ndarray:
-    """Adaptive CNA labels (N,) int8: 0 other, 1 fcc, 2 hcp, 3 bcc, 4 ico."""
+def acna(positions: np.ndarray, cell: np.ndarray, origin: np.ndarray | None = None, pbc=None) -> np.ndarray:
+    """Adaptive CNA labels (N,) int8: 0 other, 1 fcc, 2 hcp, 3 bcc, 4 ico (``pbc``: periodic directions)."""
     from ovito.modifiers import CommonNeighborAnalysisModifier
 
     return _labels(positions, cell, origin,
-                   CommonNeighborAnalysisModifier(mode=CommonNeighborAnalysisModifier.Mode.AdaptiveCutoff))
+                   CommonNeighborAnalysisModifier(mode=CommonNeighborAnalysisModifier.Mode.AdaptiveCutoff), pbc)
 
 
 def ptm(
@@ -62,8 +60,9 @@ def ptm(
     cell: np.ndarray,
     origin: np.ndarray | None = None,
     rmsd_cutoff: float = DEFAULT_PTM_RMSD_CUTOFF,
+    pbc=None,
 ) -> np.ndarray:
-    """PTM labels (N,) int8 with fcc, hcp, bcc, sc, cubic and hexagonal diamond enabled."""
+    """PTM labels (N,) int8 with fcc, hcp, bcc, sc, cubic and hexagonal diamond enabled (``pbc``: see acna)."""
     from ovito.modifiers import PolyhedralTemplateMatchingModifier as PTM
 
     mod = PTM(rmsd_cutoff=rmsd_cutoff)
@@ -71,7 +70,7 @@ def ptm(
     for s in mod.structures:
         if s.id != PTM.Type.OTHER:
             s.enabled = s.id in enabled
-    return _labels(positions, cell, origin, mod)
+    return _labels(positions, cell, origin, mod, pbc)
 
 
 def classify(
@@ -80,23 +79,21 @@ def classify(
     classifiers=(names.ACNA, names.PTM),
     origin: np.ndarray | None = None,
     ptm_rmsd_cutoff: float = DEFAULT_PTM_RMSD_CUTOFF,
+    pbc=None,
 ) -> dict[str, np.ndarray]:
-    """Labels of every requested classifier: ``{"acna": (N,) int8, "ptm": (N,) int8}``."""
+    """Labels of every requested classifier: ``{"acna": (N,) int8, "ptm": (N,) int8}``.
+
+    ``pbc``: periodic along each cell vector (None: all); OVITO makes no images across the others.
+    """
     out = {}
     for c in classifiers:
         if c == names.ACNA:
-            out[c] = acna(positions, cell, origin)
+            out[c] = acna(positions, cell, origin, pbc)
         elif c == names.PTM:
-            out[c] = ptm(positions, cell, origin, ptm_rmsd_cutoff)
+            out[c] = ptm(positions, cell, origin, ptm_rmsd_cutoff, pbc)
         else:
             raise ValueError(f"unknown classifier {c!r}; expected one of {names.CLASSIFIERS}")
     return out
-
-
-def set_threads(n: int | None) -> None:
-    """Limit OVITO's worker threads (takes effect for OVITO imported after this call)."""
-    if n:
-        os.environ["OVITO_THREAD_COUNT"] = str(int(n))
 
 
 def fractions(labels: np.ndarray, codes=names.PTM_CODES) -> dict[str, float]:

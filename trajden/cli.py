@@ -3,17 +3,41 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 
 from trajden import __version__
+from trajden.errors import InputError, StoreError, TrajdenError
 
 #: when this module was imported (``trajden process --profile`` reports the start-up before the frames from it)
 _T_MAIN = time.perf_counter()
 
 
-class UserError(Exception):
-    """An error caused by the input, reported as one line (no traceback unless --debug)."""
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors as one line (``trajden: error: ...``) and exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"trajden: error: {self.prog}: {message}; see `{self.prog} --help`\n")
+
+
+def _check_options(args) -> None:
+    """Options argparse cannot check by type alone: one-line InputError naming the flag."""
+    positive = {"--iterations": args.iterations, "--window": args.window,
+                "--frames-per-chunk": args.frames_per_chunk, "--workers": args.workers,
+                "--torch-threads": args.torch_threads, "--ovito-threads": args.ovito_threads}
+    for flag, value in positive.items():
+        if value is not None and value < 1:
+            raise InputError(f"{flag} {value}: expected a positive integer")
+    finite = {"--tol": (args.tol, 0.0), "--ptm-rmsd-cutoff": (args.ptm_rmsd_cutoff, 0.0),
+              "--timestep": (args.timestep, None)}
+    for flag, (value, lowest) in finite.items():
+        if value is None:
+            continue
+        ok = value == value and abs(value) != float("inf") and (value >= lowest if lowest is not None else value > 0)
+        if not ok:
+            what = "a number >= 0" if lowest is not None else "a positive number"
+            raise InputError(f"{flag} {value}: expected {what}")
 
 
 def _cmd_train(args) -> int:
@@ -39,7 +63,7 @@ def _blocks_arg(values):
     except ValueError:
         counts = ()
     if len(counts) != 3 or min(counts) < 1:
-        raise UserError(f"--blocks {' '.join(values)}: expected 'auto' or three positive integers NX NY NZ")
+        raise InputError(f"--blocks {' '.join(values)}: expected 'auto' or three positive integers NX NY NZ")
     return counts
 
 
@@ -49,10 +73,13 @@ def _cmd_process(args) -> int:
     from trajden.io.readers import Trajectory, parse_frames
     from trajden.pipeline import ProcessSettings, run, summary_text
 
+    _check_options(args)
     try:
         scale = args.scale if args.scale == "auto" else float(args.scale)
     except ValueError:
-        raise UserError(f"--scale {args.scale!r}: expected 'auto' or a nearest-neighbour distance (angstrom)") from None
+        scale = None
+    if scale is None or (scale != "auto" and not 0 < scale < float("inf")):
+        raise InputError(f"--scale {args.scale}: expected 'auto' or a positive nearest-neighbour distance (angstrom)")
     classifiers = tuple(names.CLASSIFIERS) if args.classifier == "both" else (args.classifier,)
     settings = ProcessSettings(
         model=args.model, device=args.device, method=args.method, iterations=args.iterations, tol=args.tol,
@@ -74,18 +101,18 @@ def _cmd_process(args) -> int:
         print(text)
         return 0
     traj = Trajectory(args.trajectory, format=args.format, topology=args.topology, timestep_ps=args.timestep,
-                      species=args.species)
+                      species=args.species, atom_style=args.atom_style)
     for w in traj.warnings:
         print(f"trajden: warning: {w}", file=sys.stderr)
     frames = parse_frames(args.frames, len(traj))
     if not frames:
-        raise UserError(f"{args.trajectory[0]}: no frames selected by --frames {args.frames}")
+        raise InputError(f"{args.trajectory[0]}: no frames selected by --frames {args.frames}")
     kind, reason = execution.choose_execution(requested, len(frames), traj.n_atoms,
                                               explicit_dask=args.workers is not None or args.scheduler_file is not None)
     try:
         frames_per_chunk = execution.frames_per_chunk(args.frames_per_chunk, len(frames), traj.n_atoms)
     except ValueError as exc:
-        raise UserError(str(exc)) from None
+        raise InputError(str(exc)) from None
     mode = "scheduler" if args.scheduler_file is not None and kind == "local" else kind
     if requested == execution.AUTO and kind == "serial":
         print(f"trajden: running in this process, no Dask cluster ({reason}; --cluster local to start one)",
@@ -119,8 +146,14 @@ def _cmd_process(args) -> int:
     if summary.failures:
         first, why = min(summary.failures.items())
         more = f"; {len(summary.failures) - 1} more in the summary" if len(summary.failures) > 1 else ""
+        if set(summary.failures) <= summary.retryable:
+            todo = "re-run the same command to retry them"
+        elif all(summary.statuses.get(j) == names.FRAME_STATUS_BAD_INPUT for j in summary.failures):
+            todo = "fix the input, or leave those frames out with --frames"
+        else:
+            todo = "an unexpected error (a bug? please report it with the summary above)"
         print(f"trajden: error: {len(summary.failures)} of {summary.frames_total} frame(s) failed (frame {first}: "
-              f"{why}{more}); re-run the same command to retry them", file=sys.stderr)
+              f"{why}{more}); {todo}", file=sys.stderr)
         return 1
     return 0
 
@@ -149,12 +182,20 @@ def _write_profile(path, summary, mode: str, reason: str, startup: float, close:
 
 
 def _open_store(path):
-    from trajden.store import Store, StoreError
+    from trajden.store import Store
 
+    return Store.open(path, mode="r").to_xarray()
+
+
+@contextlib.contextmanager
+def _about_store(path):
+    """Name the store in store errors raised by the analysis and export functions (which see a Dataset)."""
     try:
-        return Store.open(path, mode="r").to_xarray()
+        yield
     except StoreError as exc:
-        raise UserError(str(exc)) from None
+        if str(exc).startswith(str(path)):
+            raise
+        raise type(exc)(f"{path}: {exc.message}", hint=exc.hint, retryable=exc.retryable) from None
 
 
 def _cmd_fractions(args) -> int:
@@ -168,8 +209,9 @@ def _cmd_fractions(args) -> int:
     tables = {}
     for m in methods:
         if names.structure_var(m, raw=args.raw) not in ds:
-            raise UserError(f"{args.store}: no {names.structure_var(m, raw=args.raw)} in this store")
+            raise InputError(f"{args.store}: no {names.structure_var(m, raw=args.raw)} in this store")
         tables[m] = phase_fractions(ds, method=m, raw=args.raw).compute()
+    status = _frame_status(ds)
     if args.csv:
         import csv
 
@@ -181,14 +223,14 @@ def _cmd_fractions(args) -> int:
             header = ["frame", "step", "time_ps"]
             for m in tables:
                 header += [f"{m}_{s}" for s in every]
-            w.writerow(header)
+            w.writerow([*header, "status"])
             for i in range(ds.sizes[names.DIM_FRAME]):
                 row = [i, int(ds[names.COORD_STEP].values[i]), float(ds[names.COORD_TIME].values[i])]
                 for t in tables.values():
                     have = dict(zip((str(s) for s in t["structure"].values), t.values[i]))
                     written = bool(np.isfinite(t.values[i]).all())
                     row += [f"{have.get(s, 0.0 if written else np.nan):.6f}" for s in every]
-                w.writerow(row)
+                w.writerow([*row, status[i]])
         print(f"wrote {args.csv}")
     kind = "raw" if args.raw else "denoised"
     for m, t in tables.items():
@@ -200,6 +242,9 @@ def _cmd_fractions(args) -> int:
             print("  frame      step    time/ps " + "".join(f"{structures[k]:>8s}" for k in keep))
             for i in range(vals.shape[0]):
                 step, time_ps = int(ds[names.COORD_STEP].values[i]), float(ds[names.COORD_TIME].values[i])
+                if not np.isfinite(vals[i]).all():  # no result: say why instead of printing NaN
+                    print(f"  {i:5d} {step:9d} {time_ps:10.3f}   ({status[i]})")
+                    continue
                 print(f"  {i:5d} {step:9d} {time_ps:10.3f} " + "".join(f"{100 * vals[i, k]:8.2f}" for k in keep))
         else:
             print("  " + " " * 8 + "".join(f"{structures[k]:>8s}" for k in keep))
@@ -207,11 +252,31 @@ def _cmd_fractions(args) -> int:
             if not len(written):
                 print("  (no complete frames)")
                 continue
+            if len(written) < len(vals):
+                missing = sorted(set(range(len(vals))) - set(written.tolist()))
+                shown = ", ".join(f"{i} ({status[i]})" for i in missing[:5]) + (", ..." if len(missing) > 5 else "")
+                print(f"  ({len(missing)} frame(s) without a result skipped: {shown})")
             rows = {"first": vals[written[0]], "last": vals[written[-1]],
                     "min": np.nanmin(vals, axis=0), "max": np.nanmax(vals, axis=0)}
             for label, row in rows.items():
                 print(f"  {label:8s}" + "".join(f"{100 * row[k]:8.2f}" for k in keep))
     return 0
+
+
+def _frame_status(ds) -> list[str]:
+    """Per frame: the status name, or "not written" (also for frames not marked complete)."""
+    import numpy as np
+
+    from trajden import names
+
+    n = ds.sizes[names.DIM_FRAME]
+    codes = np.asarray(ds[names.VAR_STATUS].values) if names.VAR_STATUS in ds else np.zeros(n, dtype=int)
+    done = np.asarray(ds[names.VAR_COMPLETE].values, dtype=bool) if names.VAR_COMPLETE in ds else np.ones(n, bool)
+    out = []
+    for code, ok in zip(codes.tolist(), done.tolist()):
+        name = names.FRAME_STATUS_NAMES.get(int(code), "not written")
+        out.append(name if ok or int(code) in names.FRAME_STATUS_NO_RESULT else "not written")
+    return out
 
 
 def _cmd_plot(args) -> int:
@@ -300,7 +365,7 @@ def _cmd_models(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="trajden",
         description="Score-based denoising of MD trajectories for structure identification (a-CNA, PTM).",
     )
@@ -328,6 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--species", metavar="EL1,EL2,...",
                     help="elements of atom types 1, 2, ... (e.g. Ni,Al), for inputs without element names "
                     "(a LAMMPS dump without an element column); must agree with the file where it has them")
+    pr.add_argument("--atom-style", help="LAMMPS data file (as trajectory or --topology): atomic, charge, molecular, "
+                    "full, or the Atoms columns, e.g. 'id type x y z' (MDAnalysis' atom_style)")
     pr.add_argument("--timestep", type=float, help="MD timestep in ps, for dumps without ITEM: TIME (default 0.001)")
     pr.add_argument("--frames", help="START:STOP:STEP (python slice over all frames)")
     pr.add_argument("--model", default="fcc-bcc-hcp",
@@ -418,15 +485,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return int(args.func(args) or 0)
+        store = getattr(args, "store", None)
+        with _about_store(store) if store else contextlib.nullcontext():
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("trajden: interrupted", file=sys.stderr)
         return 130
-    except (UserError, FileNotFoundError, ValueError, OSError) as exc:
+    except TrajdenError as exc:  # known problems: one line; anything else is a bug and keeps its traceback
         if args.debug:
             raise
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"trajden: error: {msg}", file=sys.stderr)
+        print(f"trajden: error: {exc.one_line()}", file=sys.stderr)
         return 2
 
 

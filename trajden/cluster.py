@@ -36,12 +36,18 @@ import dask.config
 import yaml
 from distributed import WorkerPlugin
 
+from trajden.errors import ClusterError
+
 if TYPE_CHECKING:  # pragma: no cover
     from distributed import Client
 
     from trajden.model.package import LoadedModel
 
 logger = logging.getLogger(__name__)
+
+
+class _MissingFile(ClusterError, FileNotFoundError):
+    """A cluster configuration or scheduler file that does not exist."""
 
 #: the packaged defaults
 DEFAULTS_FILE = Path(__file__).with_name("trajden.yaml")
@@ -139,7 +145,7 @@ def _normalize_section(section: str, values: Any, source: str) -> dict:
     if values is None:
         return {}
     if not isinstance(values, dict):
-        raise ValueError(f"{source}: trajden.{section} must be a mapping, not {type(values).__name__}")
+        raise ClusterError(f"{source}: trajden.{section} must be a mapping, not {type(values).__name__}")
     known = SECTIONS[section]
     out = {}
     for key, value in values.items():
@@ -147,7 +153,7 @@ def _normalize_section(section: str, values: Any, source: str) -> dict:
         if section == "slurm" and k == "name":
             k = "job-name"
         if k not in known:
-            raise ValueError(f"{source}: unknown option trajden.{section}.{k}{_suggest(k, known)}")
+            raise ClusterError(f"{source}: unknown option trajden.{section}.{k}{_suggest(k, known)}")
         out[k] = value
     return out
 
@@ -156,12 +162,12 @@ def _normalize_tree(tree: Any, source: str) -> dict:
     if tree is None:
         return {}
     if not isinstance(tree, dict):
-        raise ValueError(f"{source}: the trajden section must be a mapping")
+        raise ClusterError(f"{source}: the trajden section must be a mapping")
     out = {}
     for section, values in tree.items():
         s = _dash(section)
         if s not in SECTIONS:
-            raise ValueError(f"{source}: unknown section trajden.{s}{_suggest(s, SECTIONS)}")
+            raise ClusterError(f"{source}: unknown section trajden.{s}{_suggest(s, SECTIONS)}")
         out[s] = _normalize_section(s, values, source)
     return out
 
@@ -175,21 +181,21 @@ def read_cluster_config(path: str | os.PathLike) -> tuple[dict, dict]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"cluster config {path} does not exist")
+        raise _MissingFile(f"cluster config {path} does not exist")
     try:
         with open(path) as fh:
             data = yaml.safe_load(fh) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise ValueError(f"cluster config {path}: not valid YAML{where}") from exc
+        raise ClusterError(f"cluster config {path}: not valid YAML{where}") from exc
     if not isinstance(data, dict):
-        raise ValueError(f"cluster config {path}: expected a mapping at the top level")
+        raise ClusterError(f"cluster config {path}: expected a mapping at the top level")
     data = dict(data)
     tree = _normalize_tree(data.pop("trajden", None), f"cluster config {path}")
     jobqueue = data.pop("jobqueue", None) or {}
     if not isinstance(jobqueue, dict):
-        raise ValueError(f"cluster config {path}: jobqueue must be a mapping")
+        raise ClusterError(f"cluster config {path}: jobqueue must be a mapping")
     jobqueue = dict(jobqueue)
     slurm = _normalize_section("slurm", jobqueue.pop("slurm", None), f"cluster config {path}")
     if slurm:
@@ -211,16 +217,16 @@ def _overrides_tree(overrides: dict) -> dict:
         if "." in k:
             section, _, name = k.partition(".")
             if section not in SECTIONS:
-                raise ValueError(f"unknown cluster option {key!r}{_suggest(section, SECTIONS)}")
+                raise ClusterError(f"unknown cluster option {key!r}{_suggest(section, SECTIONS)}")
             if section == "slurm" and name == "name":
                 name = "job-name"
             if name not in SECTIONS[section]:
-                raise ValueError(f"unknown cluster option {key!r}{_suggest(name, SECTIONS[section])}")
+                raise ClusterError(f"unknown cluster option {key!r}{_suggest(name, SECTIONS[section])}")
             tree.setdefault(section, {})[name] = value
             continue
         routes = _FLAT_ROUTES.get(k)
         if not routes:
-            raise ValueError(f"unknown cluster option {key!r}{_suggest(k, _FLAT_ROUTES)}")
+            raise ClusterError(f"unknown cluster option {key!r}{_suggest(k, _FLAT_ROUTES)}")
         for section in routes:
             tree.setdefault(section, {})[k] = value
     return tree
@@ -326,7 +332,7 @@ def _pos_int(value, what: str) -> int | None:
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{what} must be a positive integer, not {value!r}")
+        raise ClusterError(f"{what} must be a positive integer, not {value!r}")
     return value
 
 
@@ -383,7 +389,7 @@ def slurm_plan(cfg: dict) -> tuple[dict, dict, int, bool]:
         slurm["scheduler-options"] = sched
     cores = _pos_int(slurm.get("cores", dask.config.get("jobqueue.slurm.cores", None)), "slurm cores")
     if cores is None:
-        raise ValueError("slurm cores is not set (CPUs per job): set trajden.slurm.cores or --cores")
+        raise ClusterError("slurm cores is not set (CPUs per job): set trajden.slurm.cores or --cores")
     processes = _pos_int(slurm.get("processes", dask.config.get("jobqueue.slurm.processes", None)), "slurm processes")
     processes = processes or 1
     slurm["processes"] = processes
@@ -420,7 +426,7 @@ def slurm_job_script(kwargs: dict) -> str:
     try:
         job = SLURMJob(SCHEDULER_PLACEHOLDER, name="dummy-name", **job_kw)
     except TypeError as exc:
-        raise ValueError(f"invalid SLURM option: {exc}") from exc
+        raise ClusterError(f"invalid SLURM option: {exc}") from exc
     return job.job_script()
 
 
@@ -465,7 +471,7 @@ def start_cluster(
     """
     kind = "serial" if kind is None else str(kind).lower()
     if kind not in KINDS:
-        raise ValueError(f"unknown cluster kind {kind!r} (choose from {', '.join(KINDS)})")
+        raise ClusterError(f"unknown cluster kind {kind!r} (choose from {', '.join(KINDS)})")
     if kind == "serial":
         return (None, None) if not dry_run else "serial: no Dask cluster, frames run in this process"
 
@@ -474,9 +480,9 @@ def start_cluster(
 
     if scheduler_file is not None:
         if kind != "local":
-            raise ValueError(f"scheduler_file attaches to a running scheduler; it cannot be combined with {kind}")
+            raise ClusterError(f"scheduler_file attaches to a running scheduler; it cannot be combined with {kind}")
         if not Path(scheduler_file).is_file():
-            raise FileNotFoundError(f"scheduler file {scheduler_file} does not exist (is the scheduler running?)")
+            raise _MissingFile(f"scheduler file {scheduler_file} does not exist (is the scheduler running?)")
         if dry_run:
             return f"attach Client(scheduler_file={str(scheduler_file)!r})"
         from distributed import Client
@@ -520,7 +526,7 @@ def start_cluster(
     try:
         cluster = SLURMCluster(**kwargs)
     except TypeError as exc:
-        raise ValueError(f"invalid SLURM option: {exc}") from exc
+        raise ClusterError(f"invalid SLURM option: {exc}") from exc
     try:
         client = Client(cluster)
         if model is not None:
@@ -629,12 +635,12 @@ def pick_device(device: str | None = "auto", index: int | None = None) -> str:
         dev = "cuda"
     if dev == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError("device cuda requested but torch sees no CUDA GPU")
+            raise ClusterError("device cuda requested but torch sees no CUDA GPU")
         return f"cuda:{(index or 0) % torch.cuda.device_count()}"
     try:
         return str(torch.device(dev))
     except RuntimeError:
-        raise ValueError(f"unknown device {device!r} (use auto, cpu, cuda or cuda:N)") from None
+        raise ClusterError(f"unknown device {device!r} (use auto, cpu, cuda or cuda:N)") from None
 
 
 def worker_index(name) -> int:

@@ -59,10 +59,6 @@ class Plan:
     blocks: list[Block]
     version: int = 0
 
-    @property
-    def n_local(self) -> int:
-        """Atoms summed over all blocks (owned + halo): the work relative to the frame's atom count."""
-        return int(sum(len(b.atoms) for b in self.blocks))
 
 
 def heights(cell: np.ndarray) -> np.ndarray:

@@ -23,6 +23,7 @@ import torch
 
 from trajden import decompose, names
 from trajden.decompose import evaluator
+from trajden.errors import InputError
 from trajden.model.evaluate import min_edge_length, with_neighbours
 from trajden.model.options import EvaluatorOptions
 from trajden.model.package import LoadedModel
@@ -86,8 +87,8 @@ class _Whole:
     """Evaluate the whole frame at once (memory bounded by :class:`BlockedEvaluator`'s edge blocks)."""
 
     def __init__(self, model: LoadedModel, cell: np.ndarray, types: torch.Tensor, skin: float, block_edges: int,
-                 frames_per_worker: int = 1, options: EvaluatorOptions | None = None):
-        self.model, self.cell, self.types, self.skin = model, cell, types, skin
+                 frames_per_worker: int = 1, options: EvaluatorOptions | None = None, pbc=None):
+        self.model, self.cell, self.types, self.skin, self.pbc = model, cell, types, skin, pbc
         with span("start-up"):  # cached per model and set-up: compiles (if asked) only the first time
             self.evaluate = evaluator(model, block_edges,
                                       decompose.compile_request(len(types), model.device, frames_per_worker), options)
@@ -97,7 +98,8 @@ class _Whole:
     def rebuild(self, ref: torch.Tensor) -> None:
         # build_graph takes the tensor where it is: on a GPU the list is built there (no host round trip)
         self.graph = None  # the old list goes first: two lists at once were the frame's peak memory
-        self.graph = build_graph(ref, self.cell, self.model.cutoff, self.skin, device=self.model.device, sort=True)
+        self.graph = build_graph(ref, self.cell, self.model.cutoff, self.skin, device=self.model.device, sort=True,
+                                 pbc=self.pbc)
 
     def step(self, x: torch.Tensor, moving: torch.Tensor | None) -> torch.Tensor:
         # atoms that moved, and their neighbours, are recomputed; the rest keep their positions
@@ -250,13 +252,14 @@ def denoise(
     client=None,
     frames_per_worker: int = 1,
     options: EvaluatorOptions | None = None,
+    pbc=None,
 ) -> DenoiseResult:
     """Denoise one frame.
 
     Parameters
     ----------
     positions : (N, 3) Cartesian positions (any length unit, e.g. angstrom)
-    cell : (3, 3) periodic cell, lattice vectors as rows
+    cell : (3, 3) cell, lattice vectors as rows
     types : (N,) type labels (None: all alike)
     model : a loaded trajden model (:func:`trajden.model.package.load_model`)
     k : maximum number of iterations
@@ -284,6 +287,8 @@ def denoise(
     options : the evaluator's switches (:class:`~trajden.model.options.EvaluatorOptions`: compile, fused
         tensor products, compiled aggregate); ``None``: ``trajden.evaluator.*`` from trajden's configuration
         (:func:`trajden.cluster.evaluator_options`)
+    pbc : periodic along each cell vector (three booleans; None: all). No neighbour images are made across
+        a non-periodic direction (free surfaces of slabs, particles, droplets); ``blocks`` need all periodic.
 
     Returns
     -------
@@ -315,7 +320,7 @@ def denoise(
         if scale != "auto":
             raise ValueError(f"scale must be 'auto' or a number, not {scale!r}")
         with span("scale"):
-            nn = estimate_nn_distance(positions, cell)
+            nn = estimate_nn_distance(positions, cell, pbc=pbc)
     else:
         nn = float(scale)
         if not nn > 0:
@@ -326,19 +331,22 @@ def denoise(
         act = tol_model if active_tol is None else float(active_tol)
         cell_m = cell / factor
         if blocks is None:
-            backend = _Whole(model, cell_m, t, skin, block_edges, frames_per_worker, options)
+            backend = _Whole(model, cell_m, t, skin, block_edges, frames_per_worker, options, pbc)
         else:
+            if pbc is not None and not np.all(pbc):
+                raise InputError("spatial blocks (--blocks) need periodic boundaries in x, y and z",
+                                 hint="process non-periodic frames without --blocks")
             halo = decompose.halo_width(model, skin)
             counts = (decompose.auto_counts(len(positions), cell_m, halo, AUTO_BLOCK_ATOMS)
                       if isinstance(blocks, str) else blocks)
-            backend = (_Whole(model, cell_m, t, skin, block_edges, frames_per_worker, options)
+            backend = (_Whole(model, cell_m, t, skin, block_edges, frames_per_worker, options, pbc)
                        if tuple(counts) == (1, 1, 1) and client is None
                        else _Blocks(model, cell_m, t, skin, block_edges, counts, client, options))
         x, history, status, mobile = _iterate(backend, positions / factor, k, tol_model, skin, act, model.device)
         if not auto or attempt == 1 or status == names.FRAME_STATUS_DIVERGED:
             break
         with span("scale"):
-            refined = estimate_nn_distance(x * factor, cell)
+            refined = estimate_nn_distance(x * factor, cell, pbc=pbc)
         if abs(refined / nn - 1.0) <= refine_tol:
             break
         nn = refined

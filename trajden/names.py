@@ -56,6 +56,8 @@ VAR_POSITIONS = "positions"  # (frame, atom, spatial) float32, denoised, angstro
 VAR_POSITIONS_RAW = "positions_raw"  # (frame, atom, spatial) float32, as read (--keep-raw)
 VAR_DISPLACEMENT = "displacement"  # (frame, atom) float32, |denoised - raw|, angstrom
 VAR_CELL = "cell"  # (frame, cell_vector, spatial) float64, angstrom
+VAR_ORIGIN = "origin"  # (frame, spatial) float64, angstrom: the cell's corner (LAMMPS xlo, ylo, zlo)
+VAR_PBC = "pbc"  # (frame, cell_vector) int8: 1 periodic along that cell vector, 0 not (a free surface), -1 unwritten
 VAR_TYPE = "type"  # (atom,) int32
 VAR_ITERATIONS = "iterations"  # (frame,) int16
 VAR_RESIDUAL = "residual"  # (frame,) float32, RMS update of the last iteration, angstrom
@@ -82,10 +84,13 @@ FRAME_STATUS_CONVERGED = 0  # RMS update below tol (tol 0: the k iterations aske
 #: VAR_MOBILE_FRACTION says how much of the frame was still moving.
 FRAME_STATUS_MAX_ITERATIONS = 1
 FRAME_STATUS_DIVERGED = 2  # RMS update grew / atoms overlapped: positions are the raw ones
-FRAME_STATUS_FAILED = 3  # the task raised; nothing but this flag is valid
-FRAME_STATUS_NAMES = {0: "converged", 1: "max_iterations", 2: "diverged", 3: "failed"}
+FRAME_STATUS_FAILED = 3  # the task raised an unexpected error; nothing but this flag is valid; not complete
+FRAME_STATUS_BAD_INPUT = 4  # the frame cannot be used as input (unreadable, non-finite, ...); not complete
+FRAME_STATUS_NAMES = {0: "converged", 1: "max_iterations", 2: "diverged", 3: "failed", 4: "bad_input"}
 #: statuses whose denoised positions and labels are a valid result
 FRAME_STATUS_VALID = (FRAME_STATUS_CONVERGED, FRAME_STATUS_MAX_ITERATIONS)
+#: statuses of frames that hold no result (their ``complete`` stays False; a resume retries them)
+FRAME_STATUS_NO_RESULT = (FRAME_STATUS_FAILED, FRAME_STATUS_BAD_INPUT)
 #: earlier names of the same codes (stores written with them open unchanged: the codes did not change)
 FRAME_STATUS_OK = FRAME_STATUS_CONVERGED
 FRAME_STATUS_NOT_CONVERGED = FRAME_STATUS_MAX_ITERATIONS

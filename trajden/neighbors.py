@@ -41,9 +41,13 @@ class Graph:
 
 def build_graph(
     positions, cell: np.ndarray, cutoff: float, skin: float = 0.0, device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32, sort: bool = False,
+    dtype: torch.dtype = torch.float32, sort: bool = False, pbc=None,
 ) -> Graph:
     """Full neighbour list within ``cutoff + skin`` under periodic boundaries (cell rows = lattice vectors).
+
+    ``pbc``: periodic along each cell vector (three booleans; None: all): no images are made across a
+    non-periodic direction (vesin's per-direction ``periodic``), so atoms at a free surface see only real
+    neighbours.
 
     ``positions`` is an (N, 3) array or tensor. On a CUDA ``device`` the list is computed there by vesin's
     CUDA backend (positions already on the GPU never leave it); where that backend is unavailable it falls
@@ -52,9 +56,10 @@ def build_graph(
     """
     device = torch.device(device)
     box = np.ascontiguousarray(cell, dtype=np.float64)
+    periodic = _periodic(pbc)
     if device.type == "cuda" and _CUDA_NEIGHBOURS.get(device.index, True):
         try:
-            return _build_graph_torch(positions, box, cutoff, skin, device, dtype, sort)
+            return _build_graph_torch(positions, box, cutoff, skin, device, dtype, sort, periodic)
         except RuntimeError as err:  # e.g. no libcudart for vesin: the CPU path gives the same graph
             _CUDA_NEIGHBOURS[device.index] = False
             warnings.warn(f"vesin on {device} failed ({err}); neighbour lists fall back to the CPU", stacklevel=2)
@@ -64,7 +69,7 @@ def build_graph(
     # the half list (each pair once) is 2.2x faster to compute than the full one: the graph mirrors it
     nl = NeighborList(cutoff=float(cutoff + skin), full_list=False)
     # views into vesin's own buffers (no copy of the whole list; they live as long as ``nl``)
-    i, j, S = nl.compute(pos, box, periodic=True, quantities="ijS", copy=False)
+    i, j, S = nl.compute(pos, box, periodic=periodic, quantities="ijS", copy=False)
     graph = _assemble(torch.from_numpy(_np_int64(i)), torch.from_numpy(_np_int64(j)), torch.from_numpy(S),
                       torch.from_numpy(box), len(pos), cutoff, skin, dtype, sort, half=True)
     del nl  # vesin's buffers: the graph holds copies
@@ -154,13 +159,21 @@ def _np_int64(index: np.ndarray) -> np.ndarray:
 _CUDA_NEIGHBOURS: dict = {}
 
 
+def _periodic(pbc) -> bool | list[bool]:
+    """vesin's ``periodic``: True for all-periodic (or None), else three booleans."""
+    if pbc is None:
+        return True
+    flags = [bool(p) for p in np.asarray(pbc, dtype=bool).reshape(3)]
+    return True if all(flags) else flags
+
+
 def _build_graph_torch(positions, box: np.ndarray, cutoff: float, skin: float, device: torch.device,
-                       dtype: torch.dtype, sort: bool = False) -> Graph:
+                       dtype: torch.dtype, sort: bool = False, periodic: bool | list[bool] = True) -> Graph:
     """:func:`build_graph` with vesin on torch tensors of ``device`` (its CUDA backend)."""
     pos = torch.as_tensor(positions, dtype=torch.float64, device=device).contiguous()
     box_t = torch.as_tensor(box, dtype=torch.float64, device=device)
     nl = NeighborList(cutoff=float(cutoff + skin), full_list=True)
-    i, j, S = nl.compute(pos, box_t, periodic=True, quantities="ijS")
+    i, j, S = nl.compute(pos, box_t, periodic=periodic, quantities="ijS")
     return _assemble(_as_int64(i), _as_int64(j), S, box_t, pos.shape[0], cutoff, skin, dtype, sort)
 
 

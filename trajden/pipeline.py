@@ -27,6 +27,7 @@ import numpy as np
 from trajden import __version__, names
 from trajden.classify import DEFAULT_PTM_RMSD_CUTOFF, classify
 from trajden.denoise import DEFAULT_ITERATIONS, denoise
+from trajden.errors import InputError, ModelError, TrajdenError
 from trajden.io.readers import Frame, Trajectory
 from trajden.io.species import require_elements
 from trajden.model.options import EvaluatorOptions
@@ -79,12 +80,24 @@ class ChunkReport:
     statuses: dict[int, int] = field(default_factory=dict)
     #: seconds per stage in this task (:mod:`trajden.spans`)
     stages: dict[str, float] = field(default_factory=dict)
+    #: failed frames that a re-run can process (a lost worker, a full disk, a held lock)
+    retryable: set[int] = field(default_factory=set)
 
 
-def label_frame(positions, cell, origin, settings: ProcessSettings) -> dict[str, np.ndarray]:
+def _failure_status(exc: BaseException) -> int:
+    """FRAME_STATUS_BAD_INPUT for a known input problem, FRAME_STATUS_FAILED for anything else."""
+    return names.FRAME_STATUS_BAD_INPUT if isinstance(exc, InputError) else names.FRAME_STATUS_FAILED
+
+
+def _retryable(exc: BaseException) -> bool:
+    """Whether running again can succeed: a TrajdenError that says so, or the environment (OSError)."""
+    return bool(getattr(exc, "retryable", False)) if isinstance(exc, TrajdenError) else isinstance(exc, OSError)
+
+
+def label_frame(positions, cell, origin, settings: ProcessSettings, pbc=None) -> dict[str, np.ndarray]:
     with span("classify"):
         return classify(positions, cell, settings.classifiers, origin=origin,
-                        ptm_rmsd_cutoff=settings.ptm_rmsd_cutoff)
+                        ptm_rmsd_cutoff=settings.ptm_rmsd_cutoff, pbc=pbc)
 
 
 def process_frame(frame: Frame, settings: ProcessSettings, model=None):
@@ -98,7 +111,7 @@ def process_frame(frame: Frame, settings: ProcessSettings, model=None):
             model = get_model(settings.model, settings.device)
     check_frame(frame)
     require_elements(frame)
-    raw_labels = label_frame(frame.positions, frame.cell, frame.origin, settings)
+    raw_labels = label_frame(frame.positions, frame.cell, frame.origin, settings, _pbc(frame))
     result = _denoise(frame, settings, model)
     out = _frame_result(frame, result.positions, raw_labels, settings, result.iterations, result.residual,
                         result.scale, result.status, FrameResult)
@@ -112,7 +125,7 @@ def _denoise(frame: Frame, settings: ProcessSettings, model):
     # frame.elements (per-atom symbols, or None where unknown) and frame.type_elements are here for a
     # species-aware model; the models of today take frame.types only
     kw = dict(k=settings.iterations, tol=settings.tol, scale=settings.scale,
-              frames_per_worker=settings.frames_per_worker, options=settings.evaluator)
+              frames_per_worker=settings.frames_per_worker, options=settings.evaluator, pbc=_pbc(frame))
     blocks = settings.blocks
     if blocks is not None and not isinstance(blocks, str):
         blocks = tuple(blocks)
@@ -128,8 +141,13 @@ def _denoise(frame: Frame, settings: ProcessSettings, model):
         return denoise(frame.positions, frame.cell, frame.types, model, blocks=blocks, client=client, **kw)
 
 
+def _pbc(frame) -> np.ndarray:
+    """The frame's periodic directions (all, for frames made without them)."""
+    return np.asarray(getattr(frame, "pbc", (True, True, True)), dtype=bool)
+
+
 def _frame_result(frame, positions, raw_labels, settings, iterations, residual, scale, status, FrameResult):
-    labels = label_frame(positions, frame.cell, frame.origin, settings)
+    labels = label_frame(positions, frame.cell, frame.origin, settings, _pbc(frame))
     out = {}
     for c in settings.classifiers:
         out[names.structure_var(c)] = labels[c]
@@ -141,6 +159,8 @@ def _frame_result(frame, positions, raw_labels, settings, iterations, residual, 
         displacement=disp.astype(np.float32),
         labels=out,
         cell=frame.cell,
+        origin=frame.origin,
+        pbc=_pbc(frame),
         iterations=int(iterations),
         residual=float(residual),
         scale=float(scale),
@@ -168,7 +188,7 @@ def process_average_chunk(traj: Trajectory, pairs: list[tuple[int, int]], settin
         f = frames[t - lo]
         # keep each atom's periodic image of the raw frame, so displacements are the averaging's own motion
         pos = averaged[t - lo] - (unwrapped[t - lo] - f.positions)
-        raw_labels = label_frame(f.positions, f.cell, f.origin, settings)
+        raw_labels = label_frame(f.positions, f.cell, f.origin, settings, _pbc(f))
         r = _frame_result(f, pos, raw_labels, settings, 0, 0.0, math.nan, names.FRAME_STATUS_OK, FrameResult)
         r.index = j
         results.append(r)
@@ -180,7 +200,8 @@ def process_chunk(
 ) -> ChunkReport:
     """Process the frames of one store chunk and region-write them; failures are reported, not raised.
 
-    ``pairs`` are (store index, trajectory index). A frame that raises is written as FAILED (no data) and
+    ``pairs`` are (store index, trajectory index). A frame that raises is written with a status saying why
+    (BAD_INPUT for an :class:`~trajden.errors.InputError`, FAILED otherwise), no data and not complete, and is
     named in the report; the other frames of the run go on.
     """
     from trajden.store import FrameResult, Store
@@ -188,13 +209,16 @@ def process_chunk(
     t0 = time.perf_counter()
     take()  # this task's stage times only
     failures: dict[int, str] = {}
+    retryable: set[int] = set()
     results = []
     if settings.method == "average":
         try:
             results = process_average_chunk(traj, pairs, settings)
         except Exception as exc:  # noqa: BLE001 - reported per frame to the driver
             failures = {j: _describe(exc) for j, _ in pairs}
-            results = [FrameResult.failed(j) for j, _ in pairs]
+            results = [FrameResult.failed(j, status=_failure_status(exc)) for j, _ in pairs]
+            if _retryable(exc):
+                retryable.update(failures)
     else:
         for j, t in pairs:
             try:
@@ -204,7 +228,9 @@ def process_chunk(
                 r.index = j
             except Exception as exc:  # noqa: BLE001 - reported per frame to the driver
                 failures[j] = _describe(exc)
-                r = FrameResult.failed(j)
+                r = FrameResult.failed(j, status=_failure_status(exc))
+                if _retryable(exc):
+                    retryable.add(j)
             results.append(r)
     with span("write"):
         Store.open(store_path, mode="r+").write_frames(results)
@@ -215,24 +241,26 @@ def process_chunk(
         failures=failures,
         statuses={r.index: r.status for r in results},
         stages=take(),
+        retryable=retryable,
     )
 
 
 def check_frame(frame: Frame) -> Frame:
-    """Raise ValueError (one line naming file and frame) unless ``frame`` has a finite, periodic, 3-D cell.
+    """Raise InputError (one line naming file and frame) unless ``frame`` has a finite 3-D cell.
 
-    Denoising and both classifiers assume periodic boundaries; a frame without a cell (all zeros: a
-    non-periodic XYZ/MDAnalysis frame) or with a flat cell would otherwise fail deep inside OVITO.
+    The cell may be non-periodic along some directions (``frame.pbc``, e.g. LAMMPS ``pp pp ff``); a frame
+    without any cell (all zeros: an XYZ/MDAnalysis frame without a box) or with a flat cell would otherwise
+    fail deep inside OVITO.
     """
     cell = np.asarray(frame.cell, dtype=np.float64)
     where = f"{frame.source}: frame {frame.index}"
     if cell.shape != (3, 3) or not np.all(np.isfinite(cell)):
-        raise ValueError(f"{where}: the cell is not a finite 3x3 matrix")
+        raise InputError(f"{where}: the cell is not a finite 3x3 matrix")
     if not np.any(cell):
-        raise ValueError(f"{where}: no periodic cell (non-periodic box); trajden needs periodic boundaries")
+        raise InputError(f"{where}: no periodic cell (non-periodic box); trajden needs periodic boundaries")
     volume = abs(float(np.linalg.det(cell)))
     if not volume > 1e-9 * max(1.0, float(np.prod(np.linalg.norm(cell, axis=1)))):
-        raise ValueError(f"{where}: zero-volume box (volume {volume:.3g}); trajden needs a periodic 3-D cell")
+        raise InputError(f"{where}: zero-volume box (volume {volume:.3g}); trajden needs a periodic 3-D cell")
     return frame
 
 
@@ -243,11 +271,14 @@ def _check_types(first: Frame, model) -> None:
     kinds = np.unique(first.types)
     if len(kinds) > model.num_types:
         shown = ", ".join(str(k) for k in kinds[:10]) + (", ..." if len(kinds) > 10 else "")
-        raise ValueError(f"{first.source}: {len(kinds)} atom types ({shown}) but model {model.path} knows "
+        raise ModelError(f"{first.source}: {len(kinds)} atom types ({shown}) but model {model.path} knows "
                          f"{model.num_types} species ({', '.join(map(str, model.metadata['species']))})")
 
 
 def _describe(exc: BaseException) -> str:
+    """One line: a TrajdenError's message and hint; for anything else its type, message and where it rose."""
+    if isinstance(exc, TrajdenError):
+        return exc.one_line()
     msg = str(exc).splitlines()[0] if str(exc) else ""
     where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
     loc = f" ({where.filename.rsplit('/', 1)[-1]}:{where.lineno})" if where else ""
@@ -299,7 +330,7 @@ def prepare_store(traj: Trajectory, frames: list[int], store_path: str, settings
     require_elements(first)  # several atom types and no elements: a one-line error, nothing written
     times, steps = [], []
     for i in frames:
-        t, s = traj.frame_time_step(i) if hasattr(traj, "frame_time_step") else _time_step(traj, i)
+        t, s = traj.frame_time_step(i)
         times.append(t)
         steps.append(s)
     species = {str(t): e for t, e in sorted(first.type_elements.items())}
@@ -326,11 +357,6 @@ def prepare_store(traj: Trajectory, frames: list[int], store_path: str, settings
     return store, created
 
 
-def _time_step(traj: Trajectory, i: int) -> tuple[float, int]:
-    f = traj.frame(i)
-    return f.time, f.step
-
-
 @dataclass
 class RunSummary:
     """What :func:`run` did."""
@@ -349,6 +375,7 @@ class RunSummary:
     prepare_seconds: float = 0.0
     #: worker processes the frames ran on (1: serial)
     n_workers: int = 1
+    retryable: set[int] = field(default_factory=set)
 
 
 def run(
@@ -380,6 +407,7 @@ def run(
     failures: dict[int, str] = {}
     statuses: dict[int, int] = {}
     stages: dict[str, float] = {}
+    retryable: set[int] = set()
     with store.lock():
         pending = store.pending_chunks(retry_failed=True)
         n_pending = sum(len(c) for c in pending)
@@ -397,6 +425,7 @@ def run(
             statuses.update(report.statuses)
             add(stages, report.stages)
             add(stages, {"tasks": report.seconds})
+            retryable.update(report.retryable)
             done_atoms += report.n_atoms * len(report.frames)
             # atoms/s of this run so far and the time left at that rate (set before update() draws the bar)
             rate = done_atoms / max(time.perf_counter() - t0, 1e-9)
@@ -424,13 +453,15 @@ def run(
                     why = f"chunk task failed, frames not written: {_describe(exc)}"
                     report = ChunkReport(frames=[j for j, _ in pairs], n_atoms=traj.n_atoms, seconds=0.0,
                                          failures={j: why for j, _ in pairs},
-                                         statuses={j: names.FRAME_STATUS_FAILED for j, _ in pairs})
+                                         statuses={j: names.FRAME_STATUS_FAILED for j, _ in pairs},
+                                         retryable={j for j, _ in pairs})
                 collect(report)
         bar.close()
     return RunSummary(
         store=str(store.path), frames_total=len(frames), frames_done=n_pending, frames_skipped=skipped,
         n_atoms=traj.n_atoms, seconds=time.perf_counter() - t0, failures=failures, statuses=statuses,
         stages=stages, prepare_seconds=t0 - t_prepare, n_workers=n_workers,
+        retryable=retryable,
     )
 
 
@@ -467,7 +498,7 @@ def summary_text(summary: RunSummary, method: str = "ptm") -> str:
         lines.insert(3, "species    " + ", ".join(f"type {t} {e}" for t, e in species.items())
                      + f" ({ds.attrs.get(names.ATTR_SPECIES_SOURCE, '')})")
     methods = [c for c in names.CLASSIFIERS if names.structure_var(c) in ds]
-    ok = ds[names.VAR_COMPLETE].values & (ds[names.VAR_STATUS].values != names.FRAME_STATUS_FAILED)
+    ok = ds[names.VAR_COMPLETE].values & ~np.isin(ds[names.VAR_STATUS].values, names.FRAME_STATUS_NO_RESULT)
     complete = np.flatnonzero(ok)
     if len(complete) and methods:
         last = int(complete[-1])

@@ -11,6 +11,7 @@ import numpy as np
 import xarray as xr
 
 from trajden import analysis, names
+from trajden.errors import StoreError, StoreVariableError
 
 #: line colour per structure name (readable on white; the same structure always gets the same colour)
 STRUCTURE_COLORS: dict[str, str] = {
@@ -90,7 +91,7 @@ def plot_fractions(
         if names.structure_var(method, raw) in ds:
             series[raw] = analysis.phase_fractions(ds, method=method, raw=raw, region=region).compute()
     if not series:
-        raise KeyError(f"the store has no {method} labels ({names.structure_var(method)})")
+        raise StoreVariableError(f"the store has no {method} labels ({names.structure_var(method)})")
     t, xlabel = _time_axis(ds)
     structures = [
         s
@@ -133,6 +134,12 @@ def plot_fractions(
         ]
     elif True in series:
         handles.append(Line2D([], [], color="black", lw=1.3, ls="--", label="raw"))
+    # frames without a result (failed, bad input, not written): marked on the axis instead of a value
+    missing = ~np.isfinite(next(iter(series.values())).values).all(axis=1)
+    if missing.any():
+        ax.plot(np.asarray(t)[missing], np.zeros(int(missing.sum())), linestyle="none", marker="x", color="0.4",
+                markersize=7, clip_on=False)
+        handles.append(Line2D([], [], linestyle="none", marker="x", color="0.4", label="no result"))
     ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, fontsize=11)
     model = ds.attrs.get(names.ATTR_MODEL)
     default = f"{METHOD_TITLES.get(method, method)} phase fractions" + (f" (model {model})" if model else "")
@@ -158,7 +165,7 @@ def plot_convergence(ds_or_path, out, title: str | None = None) -> str:
         h = np.asarray(hist.values, dtype=np.float64)
         h = h[np.isfinite(h).any(axis=1)]
         if h.size == 0:
-            raise ValueError("rms_history holds no finite value (no frame written yet)")
+            raise StoreError("rms_history holds no finite value (no frame written yet)")
         it = np.arange(1, h.shape[1] + 1)
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for row in h[np.linspace(0, len(h) - 1, min(len(h), 20)).astype(int)]:
@@ -181,7 +188,7 @@ def plot_convergence(ds_or_path, out, title: str | None = None) -> str:
         return _save(fig, out)
 
     if names.VAR_RESIDUAL not in ds and names.VAR_ITERATIONS not in ds:
-        raise KeyError(
+        raise StoreVariableError(
             f"the store has neither {names.VAR_RMS_HISTORY!r} nor {names.VAR_RESIDUAL!r}/{names.VAR_ITERATIONS!r}"
         )
     t, xlabel = _time_axis(ds)

@@ -12,31 +12,44 @@ from __future__ import annotations
 import numpy as np
 from vesin import NeighborList
 
+from trajden.errors import InputError
+
+_SCALE_HINT = "pass the nearest-neighbour distance with --scale"
+
 
 def estimate_nn_distance(
-    positions: np.ndarray, cell: np.ndarray, bins: int = 240
+    positions: np.ndarray, cell: np.ndarray, bins: int = 240, pbc=None
 ) -> float:
     """First-peak position of g(r) (same length unit as ``positions``).
 
     Parameters
     ----------
     positions : (N, 3) Cartesian positions
-    cell : (3, 3) lattice vectors as rows (periodic in all directions)
+    cell : (3, 3) lattice vectors as rows
     bins : histogram bins between 0.55 and 1.45 rho^(-1/3)
+    pbc : periodic along each cell vector (None: all); along the others the density counts only the
+        atoms' extent (a slab or a particle in vacuum), and no images are made
     """
     positions = np.asarray(positions, dtype=np.float64)
     cell = np.asarray(cell, dtype=np.float64)
     n = len(positions)
     volume = abs(np.linalg.det(cell))
+    periodic = np.ones(3, dtype=bool) if pbc is None else np.asarray(pbc, dtype=bool).reshape(3)
+    if n >= 2 and np.isfinite(volume) and volume > 0 and not periodic.all():
+        frac = np.linalg.solve(cell.T, positions.T).T  # fractional coordinates (cell rows = lattice vectors)
+        for ax in np.flatnonzero(~periodic):
+            volume *= max(float(np.ptp(frac[:, ax])), 1.0 / n)
     if n < 2 or not np.isfinite(volume) or volume <= 0:
-        raise ValueError("cannot estimate the nearest-neighbour distance: need >= 2 atoms and a non-degenerate cell")
+        raise InputError("cannot estimate the nearest-neighbour distance: need >= 2 atoms and a non-degenerate cell",
+                         hint=_SCALE_HINT)
     spacing = (volume / n) ** (1.0 / 3.0)
     r_lo, r_hi = 0.55 * spacing, 1.45 * spacing
     nl = NeighborList(cutoff=float(r_hi), full_list=False)
-    d = nl.compute(positions, cell, True, "d")[0]
+    d = nl.compute(positions, cell, True if periodic.all() else periodic.tolist(), "d")[0]
     d = d[(d > r_lo) & (d < r_hi)]
     if len(d) < 10:
-        raise ValueError("cannot estimate the nearest-neighbour distance: too few pairs")
+        raise InputError(f"cannot estimate the nearest-neighbour distance: too few pairs ({len(d)} of {n} atoms "
+                         "near the typical spacing)", hint=_SCALE_HINT)
     hist, edges = np.histogram(d, bins=bins, range=(r_lo, r_hi))
     r = 0.5 * (edges[1:] + edges[:-1])
     # a Gaussian-blurred shell at distance d has pair-distance density ~ r * N(r; d, s): divide by r (not r^2)

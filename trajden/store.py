@@ -34,25 +34,18 @@ stored lack ``element``, ``species`` and ``species_source``; they open and resum
 Attribute values that are dicts, or lists holding anything but numbers, are stored as JSON strings (netCDF-safe);
 ``Store.run_config`` decodes the run config.
 
-The run lock is a directory ``.trajden_lock`` inside the store holding a ``zarr.json`` (so zarr/xarray see an
-empty group, not a stray file) whose attributes name the holder's pid, host and start time.  It is created by an
-atomic directory rename; takeovers of stale locks are serialised with ``flock`` on the store directory.
+The run lock is a directory ``.trajden_lock`` inside the store (see :mod:`trajden.run_lock`).
 
 Only local (POSIX) filesystem paths are supported.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import socket
-import threading
-import time
 import uuid
-import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,11 +53,8 @@ from typing import Any
 import numpy as np
 
 from trajden import __version__, names
-
-try:  # fcntl is POSIX-only; without it stale-lock takeovers are simply not serialised
-    import fcntl
-except ImportError:  # pragma: no cover
-    fcntl = None  # type: ignore[assignment]
+from trajden.errors import StoreError
+from trajden.run_lock import RunLock, StaleLockWarning, _lock_is_stale, _lock_message, _read_lock
 
 __all__ = ["FrameResult", "Store", "StoreError", "StaleLockWarning", "is_trajden_store", "STORE_FORMAT"]
 
@@ -77,16 +67,7 @@ LABEL_FILL = -1
 INT_FILL = -1
 
 _ZARR_JSON = "zarr.json"
-_LOCK_INFO = "trajden_lock"  # key of the holder info inside the lock group's attributes
 _UNITS_ANGSTROM = "angstrom"
-
-
-class StoreError(ValueError):
-    """A problem with the output store; the message is one line and names the path."""
-
-
-class StaleLockWarning(UserWarning):
-    """A run lock left behind by a dead process was taken over."""
 
 
 @dataclass
@@ -110,12 +91,14 @@ class FrameResult:
     rms_history: np.ndarray | None = None  # (<= max_iterations,) RMS update per iteration; stored if the store has it
     evaluator: int | None = None  # names.EVALUATOR_* (how the model ran); stored if the store has it
     mobile_fraction: float | None = None  # atoms still moving when denoising stopped; stored if the store has it
+    origin: np.ndarray | None = None  # (3,) float64, the cell's corner; stored if the store has it
+    pbc: np.ndarray | None = None  # (3,) bool, periodic along each cell vector; stored if the store has it
 
     @classmethod
-    def failed(cls, index: int, cell: np.ndarray | None = None) -> FrameResult:
-        """A result recording only that frame ``index`` failed."""
-        return cls(index=index, positions=None, displacement=None, labels={}, cell=cell,
-                   status=names.FRAME_STATUS_FAILED)
+    def failed(cls, index: int, cell: np.ndarray | None = None, status: int = names.FRAME_STATUS_FAILED
+               ) -> FrameResult:
+        """A result recording only that frame ``index`` failed (``status``: one of FRAME_STATUS_NO_RESULT)."""
+        return cls(index=index, positions=None, displacement=None, labels={}, cell=cell, status=status)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -241,174 +224,6 @@ def _label_codes(classifier: str) -> tuple[int, ...]:
     return names.ACNA_CODES if classifier == names.ACNA else names.PTM_CODES
 
 
-# --------------------------------------------------------------------------------------------------
-# run lock
-# --------------------------------------------------------------------------------------------------
-
-_HELD_TOKENS: set[str] = set()  # tokens of locks held by this process
-_HELD_GUARD = threading.Lock()
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return True
-    try:  # a zombie is dead for our purposes
-        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-            state = fh.read().rsplit(")", 1)[1].split()[0]
-        return state not in ("Z", "X")
-    except (OSError, IndexError):
-        return True
-
-
-def _read_lock(lock_dir: Path) -> dict | None:
-    """Holder info of the lock at ``lock_dir``, None if there is no lock; {} if it is unreadable."""
-    if not lock_dir.exists():
-        return None
-    meta = _read_zarr_json(lock_dir)
-    if meta is None:
-        return {}
-    info = (meta.get("attributes") or {}).get(_LOCK_INFO)
-    return info if isinstance(info, dict) else {}
-
-
-def _lock_is_stale(info: dict) -> bool:
-    if info.get("host") != socket.gethostname():
-        return False  # cannot check a process on another host
-    try:
-        pid = int(info.get("pid"))
-    except (TypeError, ValueError):
-        return False
-    if pid == os.getpid():
-        with _HELD_GUARD:
-            return info.get("token") not in _HELD_TOKENS  # an earlier process with our (reused) pid
-    return not _pid_alive(pid)
-
-
-def _lock_message(path: Path, info: dict) -> str:
-    if not info:
-        return f"{path} is locked (unreadable lock {path / names.STORE_LOCK})"
-    since = info.get("since", "?")
-    return (f"{path} is locked by pid {info.get('pid', '?')} on host {info.get('host', '?')} since {since}"
-            f" (if that run is gone, delete {path / names.STORE_LOCK})")
-
-
-@contextlib.contextmanager
-def _flocked(path: Path) -> Iterator[None]:
-    """Exclusive flock on directory ``path`` (serialises same-host takeovers); no-op where unsupported."""
-    fd = None
-    try:
-        if fcntl is not None:
-            try:
-                fd = os.open(path, os.O_RDONLY)
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            except OSError:
-                if fd is not None:
-                    os.close(fd)
-                fd = None
-        yield
-    finally:
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
-
-
-def _remove_dir_atomically(target: Path) -> bool:
-    trash = target.with_name(f"{target.name}.removed-{uuid.uuid4().hex}")
-    try:
-        os.rename(target, trash)
-    except FileNotFoundError:
-        return False
-    shutil.rmtree(trash, ignore_errors=True)
-    return True
-
-
-class RunLock:
-    """Exclusive run lock on a store; use as a context manager (``with store.lock(): ...``)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.lock_dir = path / names.STORE_LOCK
-        self.token: str | None = None
-
-    @property
-    def held(self) -> bool:
-        return self.token is not None
-
-    def acquire(self) -> RunLock:
-        if self.token is not None:
-            raise StoreError(f"{self.path}: this lock object is already held")
-        if not is_trajden_store(self.path):
-            raise StoreError(f"{self.path} is not a trajden store; cannot lock it")
-        token = uuid.uuid4().hex
-        info = {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "token": token,
-        }
-        meta = {"zarr_format": 3, "node_type": "group", "attributes": {_LOCK_INFO: info}}
-        with _flocked(self.path):
-            for _attempt in range(20):
-                holder = _read_lock(self.lock_dir)
-                if holder is not None:
-                    if holder and _lock_is_stale(holder):
-                        if _remove_dir_atomically(self.lock_dir):
-                            warnings.warn(
-                                f"{self.path}: taking over a stale run lock of pid {holder.get('pid')} on host "
-                                f"{holder.get('host')} (since {holder.get('since')}); that process is gone",
-                                StaleLockWarning,
-                                stacklevel=3,
-                            )
-                        continue
-                    if not holder:  # unreadable (or vanishing right now): look once more
-                        time.sleep(0.05)
-                        holder = _read_lock(self.lock_dir)
-                        if holder is None:
-                            continue
-                    raise StoreError(_lock_message(self.path, holder))
-                tmp = self.path / f"{names.STORE_LOCK}.tmp-{token}"
-                os.mkdir(tmp)
-                with open(tmp / _ZARR_JSON, "w", encoding="utf-8") as fh:
-                    json.dump(meta, fh)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                try:
-                    os.rename(tmp, self.lock_dir)  # fails if lock_dir exists (non-empty)
-                except OSError:
-                    shutil.rmtree(tmp, ignore_errors=True)
-                    continue
-                with _HELD_GUARD:
-                    _HELD_TOKENS.add(token)
-                self.token = token
-                return self
-        raise StoreError(f"{self.path}: could not acquire the run lock {self.lock_dir}")
-
-    def release(self) -> None:
-        token, self.token = self.token, None
-        if token is None:
-            return
-        with _HELD_GUARD:
-            _HELD_TOKENS.discard(token)
-        holder = _read_lock(self.lock_dir)
-        if holder and holder.get("token") == token:
-            _remove_dir_atomically(self.lock_dir)
-
-    def __enter__(self) -> RunLock:
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
 class _BlockPut:
     """Copies one frame's array into row ``k`` of a write block, checking its shape."""
 
@@ -452,6 +267,8 @@ class Store:
         self._has_evaluator = names.VAR_EVALUATOR in present  # stores written before it existed lack it
         self._has_element = names.VAR_ELEMENT in present  # stores written before species were read lack it
         self._has_mobile = names.VAR_MOBILE_FRACTION in present  # likewise
+        self._has_origin = names.VAR_ORIGIN in present  # likewise
+        self._has_pbc = names.VAR_PBC in present
 
     # ---- construction ------------------------------------------------------------------------
 
@@ -579,6 +396,11 @@ class Store:
             **ang, **{names.CF_LONG_NAME: "|denoised - raw| position"})
         arr(names.VAR_CELL, (n_frames, 3, 3), (F, C, S), "float64", nan, (fpc, 3, 3),
             **ang, **{names.CF_LONG_NAME: "cell vectors (rows)"})
+        arr(names.VAR_ORIGIN, (n_frames, 3), (F, S), "float64", nan, (fpc, 3),
+            **ang, **{names.CF_LONG_NAME: "cell origin (corner; LAMMPS xlo ylo zlo)"})
+        arr(names.VAR_PBC, (n_frames, 3), (F, C), "int8", INT_FILL, (fpc, 3),
+            **{names.CF_LONG_NAME: "periodic along each cell vector", names.CF_COMMENT:
+               f"1 periodic (LAMMPS pp), 0 not (f, s, m: a free surface); {INT_FILL} = not written"})
         arr(names.VAR_ITERATIONS, (n_frames,), (F,), "int16", INT_FILL, (fpc,),
             **{names.CF_LONG_NAME: "denoising iterations", names.CF_COMMENT: f"{INT_FILL} = not written"})
         arr(names.VAR_RESIDUAL, (n_frames,), (F,), "float32", nan, (fpc,),
@@ -629,7 +451,8 @@ class Store:
             raise StoreError(f"{path} exists; pass overwrite (--overwrite) to replace it, or resume it")
         holder = _read_lock(path / names.STORE_LOCK)
         if holder is not None and not (holder and _lock_is_stale(holder)):
-            raise StoreError(_lock_message(path, holder) + "; refusing to overwrite")
+            raise StoreError(_lock_message(path, holder) + "; refusing to overwrite",
+                             hint="wait for that run to end", retryable=True)
 
     @classmethod
     def open(cls, path: str | os.PathLike, mode: str = "r+") -> Store:
@@ -794,17 +617,22 @@ class Store:
     def pending_chunks(self, retry_failed: bool = False) -> list[list[int]]:
         """Frame chunks (all their frame indices) that hold an incomplete frame.
 
-        With ``retry_failed`` chunks holding a frame whose status is FAILED count as pending too.
+        With ``retry_failed`` chunks holding a frame without a result (FAILED, BAD_INPUT) count as pending too
+        (such frames are never marked complete; this also covers stores of older versions that marked them).
         """
         todo = ~self.completed()
         if retry_failed:
-            todo |= self._array(names.VAR_STATUS)[:] == names.FRAME_STATUS_FAILED
+            todo |= np.isin(self._array(names.VAR_STATUS)[:], names.FRAME_STATUS_NO_RESULT)
         return [chunk for chunk in self.frame_chunks() if todo[chunk[0]: chunk[-1] + 1].any()]
 
     # ---- writing ------------------------------------------------------------------------------
 
     def write_frames(self, results: Sequence[FrameResult]) -> None:
-        """Region-write the frames of ``results`` (whole frame chunks), then mark them complete."""
+        """Region-write the frames of ``results`` (whole frame chunks), then mark those with a result complete.
+
+        Frames whose status is one of ``names.FRAME_STATUS_NO_RESULT`` are written (their status, fill values
+        elsewhere) but stay incomplete, so that readers skip them and a resumed run retries them.
+        """
         if not results:
             return
         if self._mode == "r":
@@ -837,11 +665,11 @@ class Store:
             for name, data in block.items():
                 self._array(name)[start:stop] = data
         # the completion mark goes last
-        for start, stop, _ in blocks:
-            self._mark_complete(start, stop)
+        for start, stop, block in blocks:
+            self._mark_complete(start, stop, ~np.isin(block[names.VAR_STATUS], names.FRAME_STATUS_NO_RESULT))
 
-    def _mark_complete(self, start: int, stop: int) -> None:
-        self._array(names.VAR_COMPLETE)[start:stop] = np.ones(stop - start, dtype=bool)
+    def _mark_complete(self, start: int, stop: int, done: np.ndarray) -> None:
+        self._array(names.VAR_COMPLETE)[start:stop] = np.asarray(done, dtype=bool)
 
     def _blocks(self, results: list[FrameResult]) -> dict[str, np.ndarray]:
         m, N = len(results), self._n_atoms
@@ -862,6 +690,10 @@ class Store:
             out[names.VAR_EVALUATOR] = np.full(m, INT_FILL, np.int8)
         if self._has_mobile:
             out[names.VAR_MOBILE_FRACTION] = np.full(m, np.nan, np.float32)
+        if self._has_origin:
+            out[names.VAR_ORIGIN] = np.full((m, 3), np.nan, np.float64)
+        if self._has_pbc:
+            out[names.VAR_PBC] = np.full((m, 3), INT_FILL, np.int8)
         label_vars = self.label_vars
         for var in label_vars:
             out[var] = np.full((m, N), LABEL_FILL, np.int8)
@@ -870,13 +702,18 @@ class Store:
             status = int(res.status)
             if status not in names.FRAME_STATUS_NAMES:
                 raise StoreError(f"{where}: unknown status {status}")
-            failed = status == names.FRAME_STATUS_FAILED
+            failed = status in names.FRAME_STATUS_NO_RESULT
             out[names.VAR_STATUS][k] = status
 
             put = _BlockPut(out, k, where, required=not failed)
             put(names.VAR_POSITIONS, res.positions, (N, 3))
             put(names.VAR_DISPLACEMENT, res.displacement, (N,))
             put(names.VAR_CELL, res.cell, (3, 3), required=False)
+            if self._has_origin:
+                put(names.VAR_ORIGIN, res.origin, (3,), required=False)
+            if self._has_pbc:
+                put(names.VAR_PBC, None if res.pbc is None else np.asarray(res.pbc, dtype=np.int8), (3,),
+                    required=False)
             if self._keep_raw:
                 put(names.VAR_POSITIONS_RAW, res.positions_raw, (N, 3))
             labels = res.labels or {}

@@ -21,6 +21,7 @@ import torch
 import yaml
 
 from trajden import __version__
+from trajden.errors import InputError
 from trajden.lattices import STRUCTURES, add_noise, make_crystal
 from trajden.model.network import ScoreNet
 from trajden.model.package import export_model
@@ -61,11 +62,11 @@ class TrainConfig:
             raw = yaml.safe_load(fh) or {}
         unknown = set(raw) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"{path}: unknown training keys {sorted(unknown)}")
+            raise InputError(f"{path}: unknown training keys {sorted(unknown)}")
         cfg = cls(**raw)
         bad = [s for s in cfg.structures if s not in STRUCTURES]
         if bad:
-            raise ValueError(f"{path}: unknown structures {bad}; known: {STRUCTURES}")
+            raise InputError(f"{path}: unknown structures {bad}; known: {STRUCTURES}")
         return cfg
 
 
@@ -162,7 +163,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike, log=print, max_steps_this_ru
     if ckpt_path.exists():
         ck = torch.load(ckpt_path, weights_only=False)  # our own checkpoint file
         if ck["config"] != asdict(cfg):
-            raise ValueError(f"{ckpt_path}: checkpoint was written with another configuration")
+            raise InputError(f"{ckpt_path}: checkpoint was written with another configuration",
+                             hint="use the configuration it was written with, or remove the checkpoint to start over")
         net.load_state_dict(ck["net"])
         opt.load_state_dict(ck["opt"])
         sched.load_state_dict(ck["sched"])

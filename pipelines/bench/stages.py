@@ -158,7 +158,7 @@ class _Timers:
 
             return wrapper
 
-        for name in ("build_graph", "sort_graph"):
+        for name in ("build_graph",):
             if hasattr(dn_module, name):
                 setattr(dn_module, name, timed(getattr(dn_module, name), name))
         edge_vec = nb_module.Graph.edge_vec

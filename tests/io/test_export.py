@@ -226,3 +226,48 @@ def test_render_auto_falls_back_and_without_raw_positions(tmp_path):
     assert out.endswith("auto.png")
     with pytest.raises(KeyError):
         export.render_frame(ds.drop_vars(["structure_ptm"]), 0, tmp_path / "x.png", method="ptm")
+
+
+def _box_lines(path) -> list:
+    """The BOX BOUNDS item and the numbers of its three lines, for every frame."""
+    lines = open(path).read().splitlines()
+    return [(lines[k], [[float(v) for v in row.split()] for row in lines[k + 1 : k + 4]])
+            for k, ln in enumerate(lines) if ln.startswith("ITEM: BOX BOUNDS")]
+
+
+@pytest.mark.parametrize("triclinic", [False, True])
+def test_dump_process_export_keeps_the_input_box(tmp_path, triclinic):
+    """dump -> trajden process -> trajden export: the box bounds (with a non-zero xlo) read back equal."""
+    import subprocess
+    import sys
+
+    from trajden.io.lammps_dump import LammpsDump, format_frame
+
+    c = lattices.make_crystal("fcc", reps=(3, 3, 3), d_nn=2.55)
+    cell = c.cell.copy()
+    if triclinic:
+        cell[1, 0], cell[2, 0], cell[2, 1] = 0.7, -0.4, 0.3
+    origin = np.array([-3.123456789012345, 0.4172, 12.5])
+    frac = c.positions @ np.linalg.inv(c.cell)
+    rng = np.random.default_rng(1)
+    src = tmp_path / "in.dump"
+    src.write_text("".join(format_frame(origin + frac @ cell + rng.normal(0, 0.02, c.positions.shape), cell,
+                                        origin, step=10 * k) for k in range(2)))
+    out = tmp_path / "s.zarr"
+    cmd = [sys.executable, "-m", "trajden.cli"]
+    r = subprocess.run([*cmd, "process", src, "--out", out, "--serial", "--model", "fcc-bcc-hcp-lite", "--iterations",
+                        "2", "--quiet", "--keep-raw", "--torch-threads", "1"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    exported = tmp_path / "out.dump"
+    for raw in (True, False):
+        r = subprocess.run([*cmd, "export", out, "--out", exported, *(["--raw"] if raw else [])],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        assert _box_lines(exported) == _box_lines(src)  # bounds equal to the last digit
+        a, b = LammpsDump(str(src)), LammpsDump(str(exported))
+        for k in range(2):
+            fa, fb = a.read(k), b.read(k)
+            np.testing.assert_array_equal(fb.cell, fa.cell)
+            np.testing.assert_array_equal(fb.origin, fa.origin)
+            if raw:  # positions_raw is float32
+                np.testing.assert_allclose(fb.positions, fa.positions, rtol=0, atol=2e-5)

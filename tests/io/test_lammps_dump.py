@@ -381,7 +381,7 @@ def test_corrupted_line_in_the_middle(tmp_path):
     # a corrupted header
     bad = list(lines)
     bad[20] = "12x"
-    _expect(save(tmp_path, bad, "hdr.dump"), 1, "TIMESTEP", read=1, line=20)
+    _expect(save(tmp_path, bad, "hdr.dump"), 1, "TIMESTEP", read=1, line=21)  # the bad line itself
 
 
 def test_missing_coordinate_columns(tmp_path):

@@ -305,7 +305,7 @@ def pdb_xtc(tmp_path):
 
 def test_xtc_needs_topology(pdb_xtc):
     pdb, xtc, u = pdb_xtc
-    with pytest.raises(TrajectoryError, match=r"traj\.xtc: format XTC holds no topology; pass topology="):
+    with pytest.raises(TrajectoryError, match=r"traj\.xtc: format XTC holds no topology; pass --topology"):
         Trajectory(xtc)
     traj = Trajectory(xtc, topology=pdb)
     assert (traj.n_frames, traj.n_atoms) == (3, 12)
@@ -329,5 +329,5 @@ def test_frame_time_step_of_a_broken_header(tmp_path):
     t, s = traj.frame_time_step(1)
     assert np.isnan(t) and s == -1
     assert traj.frame_time_step(2) == (pytest.approx(0.2), 200)
-    with pytest.raises(TrajectoryError, match=r"h\.dump: frame 1, line 30: malformed 'ITEM: TIMESTEP'"):
+    with pytest.raises(TrajectoryError, match=r"h\.dump: frame 1, line 31: malformed 'ITEM: TIMESTEP'"):
         traj.frame(1)

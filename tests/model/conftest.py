@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from trajden.lattices import add_noise, make_crystal
-from trajden.model.evaluate import sort_graph
 from trajden.neighbors import build_graph
 
 
@@ -21,7 +20,7 @@ def crystal_liquid():
         liquid = pos[:, 0] > 0.6 * c.cell[0, 0]
         pos[liquid] += rng.normal(scale=0.2, size=(liquid.sum(), 3))
         x = torch.tensor(pos, dtype=torch.float32)
-        graph = sort_graph(build_graph(pos, c.cell, cutoff, skin=0.2))
+        graph = build_graph(pos, c.cell, cutoff, skin=0.2, sort=True)
         return x, graph, torch.zeros(len(pos), dtype=torch.long)
 
     return make

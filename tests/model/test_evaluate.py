@@ -7,7 +7,7 @@ from e3nn.util.jit import script
 
 from trajden.denoise import denoise
 from trajden.lattices import add_noise, make_crystal
-from trajden.model.evaluate import BlockedEvaluator, sort_graph
+from trajden.model.evaluate import BlockedEvaluator
 from trajden.model.network import ScoreNet
 from trajden.model.package import LoadedModel
 from trajden.neighbors import build_graph
@@ -51,7 +51,7 @@ def model():
 def test_blocked_equals_undivided_forward(model):
     pos, cell = _gb_liquid_frame()
     x = torch.tensor(pos, dtype=torch.float32)
-    graph = sort_graph(build_graph(pos, cell, model.cutoff, skin=0.2))
+    graph = build_graph(pos, cell, model.cutoff, skin=0.2, sort=True)
     types = torch.zeros(len(pos), dtype=torch.long)
     ev = BlockedEvaluator(model.module, block_edges=3000)
     assert ev.supported

@@ -6,7 +6,6 @@ import torch
 
 from trajden.decompose import evaluator
 from trajden.lattices import add_noise, make_crystal
-from trajden.model.evaluate import sort_graph
 from trajden.model.fused import fused_tensor_products
 from trajden.model.package import load_model
 from trajden.neighbors import build_graph
@@ -73,7 +72,7 @@ def test_threads_over_blocks_give_bit_identical_results(shipped, monkeypatch):
     c = make_crystal("fcc", 1500)
     pos, _ = add_noise(c.positions, 0.1, np.random.default_rng(4))
     x = torch.tensor(pos, dtype=torch.float32)
-    graph = sort_graph(build_graph(pos, c.cell, shipped.cutoff, skin=0.2))
+    graph = build_graph(pos, c.cell, shipped.cutoff, skin=0.2, sort=True)
     types = torch.zeros(len(pos), dtype=torch.long)
     ev = evaluator(shipped, 1024)
     active = torch.zeros(len(pos), dtype=torch.bool)

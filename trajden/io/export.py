@@ -14,6 +14,8 @@ import numpy as np
 import xarray as xr
 
 from trajden import analysis, names
+from trajden.errors import StoreError, StoreVariableError
+from trajden.io.lammps_dump import cell_to_lammps_bounds
 
 #: label variables exported as per-atom columns, in this order (those present in the store)
 LABEL_VARS = tuple(names.structure_var(c, raw) for raw in (False, True) for c in names.CLASSIFIERS)
@@ -54,6 +56,16 @@ def select_frames(ds: xr.Dataset, frames=None) -> list[int]:
         if not -n <= i < n:
             raise IndexError(f"frame {f} out of range for a store of {n} frames")
         out.append(i % n)
+    if names.VAR_COMPLETE in ds:
+        done = np.asarray(ds[names.VAR_COMPLETE].values, dtype=bool)
+        missing = [i for i in out if not done[i]]
+        if missing:
+            why = ""
+            if names.VAR_STATUS in ds:
+                code = int(ds[names.VAR_STATUS].values[missing[0]])
+                why = f" (status {names.FRAME_STATUS_NAMES.get(code, 'not written')})"
+            raise StoreError(f"frame {missing[0]} is not complete{why}; {len(missing)} selected frame(s) are not",
+                             hint="select complete frames with --frames, or process the missing ones first")
     return out
 
 
@@ -100,8 +112,16 @@ def store_elements(ds: xr.Dataset) -> np.ndarray | None:
 
 
 def _frame_data(ds: xr.Dataset, i: int, pos_var: str, extra: Sequence[str]) -> xr.Dataset:
-    keep = [pos_var, *extra, names.VAR_CELL]
+    keep = [pos_var, *extra, names.VAR_CELL] + [v for v in (names.VAR_ORIGIN, names.VAR_PBC) if v in ds]
     return ds[keep].isel({names.DIM_FRAME: i}).load()
+
+
+def _origin(fr: xr.Dataset) -> np.ndarray:
+    """The frame's cell origin (zero for stores written before the origin was kept)."""
+    if names.VAR_ORIGIN not in fr:
+        return np.zeros(3)
+    origin = np.asarray(fr[names.VAR_ORIGIN].values, dtype=np.float64)
+    return origin if np.isfinite(origin).all() else np.zeros(3)
 
 
 # --- LAMMPS dump ----------------------------------------------------------------------------------
@@ -121,8 +141,9 @@ def export_dump(ds, out, frames=None, raw: bool = False, displacement: bool = Tr
     The ``element`` column holds the element symbols the store records (none if it records none).
     Every label variable present (``structure_acna``, ``structure_ptm`` and their ``_raw`` versions) is
     a column. Orthogonal cells give ``BOX BOUNDS pp pp pp``; other cells the triclinic ``xy xz yz`` form,
-    with positions rotated into LAMMPS's orientation where the cell is not already in it. The cell
-    starts at the origin. Returns the path written.
+    with positions rotated (about the origin) into LAMMPS's orientation where the cell is not already in
+    it. The box starts at the stored origin (``xlo ylo zlo`` of the input; zero for stores without one), so
+    a dump read, processed and exported has the input's box bounds. Returns the path written.
     """
     ds = analysis._open(ds)
     pos_var = analysis.positions_var(ds, raw)
@@ -146,25 +167,20 @@ def export_dump(ds, out, frames=None, raw: bool = False, displacement: bool = Tr
             fr = _frame_data(ds, i, pos_var, extra)
             pos = np.asarray(fr[pos_var].transpose(names.DIM_ATOM, names.DIM_SPATIAL).values, dtype=np.float64)
             if not np.isfinite(pos).all():
-                raise ValueError(f"frame {i} of {pos_var!r} holds non-finite positions (frame not written?)")
+                raise StoreError(f"frame {i} of {pos_var!r} holds non-finite positions (frame not written?)")
             cell = np.asarray(fr[names.VAR_CELL].transpose(names.DIM_CELL_VECTOR, names.DIM_SPATIAL).values)
+            origin = _origin(fr)
             lmp, rotated = lammps_cell(cell)
             if rotated:
-                pos = pos @ np.linalg.solve(cell, lmp)
+                pos = (pos - origin) @ np.linalg.solve(cell, lmp) + origin
+            else:
+                lmp = cell  # already in LAMMPS form: the stored numbers, not recomputed (last-digit equal bounds)
             step = int(steps[i]) if steps is not None else i
             fh.write(f"ITEM: TIMESTEP\n{step}\nITEM: NUMBER OF ATOMS\n{n}\n")
-            (lx, _, _), (xy, ly, _), (xz, yz, lz) = lmp
-            if xy == 0.0 and xz == 0.0 and yz == 0.0:
-                fh.write(f"ITEM: BOX BOUNDS pp pp pp\n0 {lx:.17g}\n0 {ly:.17g}\n0 {lz:.17g}\n")
-            else:
-                xlo_b = min(0.0, xy, xz, xy + xz)
-                xhi_b = lx + max(0.0, xy, xz, xy + xz)
-                ylo_b = min(0.0, yz)
-                yhi_b = ly + max(0.0, yz)
-                fh.write(
-                    "ITEM: BOX BOUNDS xy xz yz pp pp pp\n"
-                    f"{xlo_b:.17g} {xhi_b:.17g} {xy:.17g}\n{ylo_b:.17g} {yhi_b:.17g} {xz:.17g}\n0 {lz:.17g} {yz:.17g}\n"
-                )
+            pbc = np.asarray(fr[names.VAR_PBC].values) if names.VAR_PBC in fr else None
+            kw, bounds = cell_to_lammps_bounds(lmp, origin, None if pbc is None or (pbc < 0).any() else pbc > 0)
+            fh.write(f"ITEM: BOX BOUNDS {kw}\n")
+            fh.write("".join(" ".join(f"{v:.17g}" for v in row) + "\n" for row in bounds))
             fh.write(f"ITEM: ATOMS {header_cols}\n")
             cols = [ids, types, *([elements] if elements is not None else []), pos[:, 0], pos[:, 1], pos[:, 2]]
             cols += [np.asarray(fr[v].values, dtype=np.float64) for v in extra]
@@ -228,7 +244,7 @@ def export_extxyz(ds, out, frames=None, raw: bool = False, symbols=None) -> str:
             fr = _frame_data(ds, i, pos_var, extra)
             pos = np.asarray(fr[pos_var].transpose(names.DIM_ATOM, names.DIM_SPATIAL).values, dtype=np.float64)
             if not np.isfinite(pos).all():
-                raise ValueError(f"frame {i} of {pos_var!r} holds non-finite positions (frame not written?)")
+                raise StoreError(f"frame {i} of {pos_var!r} holds non-finite positions (frame not written?)")
             cell = np.asarray(fr[names.VAR_CELL].transpose(names.DIM_CELL_VECTOR, names.DIM_SPATIAL).values)
             atoms = ase.Atoms(numbers=numbers, positions=pos, cell=cell, pbc=True)
             atoms.set_array("id", ids)
@@ -265,10 +281,10 @@ def _panel_data(ds: xr.Dataset, i: int, method: str):
         pos = np.asarray(fr[pos_var].transpose(names.DIM_ATOM, names.DIM_SPATIAL).values, dtype=np.float64)
         lab = np.asarray(fr[lab_var].values, dtype=np.int64)
         if not np.isfinite(pos).all() or (lab < 0).all():
-            raise ValueError(f"frame {i} is not written ({pos_var} / {lab_var})")
+            raise StoreError(f"frame {i} is not written ({pos_var} / {lab_var})")
         panels.append((title, pos, lab))
     if not panels:
-        raise KeyError(f"the store has no {method} labels ({names.structure_var(method)})")
+        raise StoreVariableError(f"the store has no {method} labels ({names.structure_var(method)})")
     return panels
 
 

@@ -1,4 +1,4 @@
-"""Fast reader for LAMMPS text dumps (``dump atom`` / ``dump custom``), plain or gzip-compressed.
+"""Fast reader for LAMMPS text dumps (``dump atom`` / ``dump custom``), plain or compressed (gzip, bz2, xz).
 
 One pass over the file builds a :class:`DumpIndex` (byte offsets, timesteps, atom counts of every frame);
 :meth:`LammpsDump.read` then seeks straight to a frame and parses its ATOMS block with ``pyarrow.csv``
@@ -19,12 +19,10 @@ The module also registers the format with MDAnalysis as ``"TRAJDEN_LAMMPSDUMP"``
 
 from __future__ import annotations
 
-import gzip
 import math
 import os
 import re
 import threading
-import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,6 +34,9 @@ from MDAnalysis.core.topologyattrs import Atomids, Atomtypes, Elements, Masses, 
 from MDAnalysis.lib.mdamath import triclinic_box, triclinic_vectors
 from MDAnalysis.lib.util import store_init_arguments
 from MDAnalysis.topology.base import TopologyReaderBase
+
+from trajden.errors import TrajectoryError
+from trajden.io.compression import DECOMPRESS_ERRORS, compression, open_binary
 
 __all__ = [
     "COORDINATE_COLUMNS",
@@ -82,10 +83,6 @@ _CHUNK = 16 << 20  # bytes read at a time while indexing
 _LINE_COUNT_LIMIT = 4 << 30  # error messages count lines only in the first 4 GiB of a file
 _MAX_HEADER_LINES = 64  # a frame header longer than this is not a LAMMPS dump header
 _FIXED_ITEM_LINES = {"TIMESTEP": 1, "TIME": 1, "UNITS": 1, "NUMBER OF ATOMS": 1, "BOX BOUNDS": 3}
-
-
-class TrajectoryError(ValueError):
-    """A trajectory file cannot be read; the message is one line naming the file (and frame, line)."""
 
 
 def _where(path: str, frame: int | None = None, line: int | None = None) -> str:
@@ -163,16 +160,27 @@ class _Header:
     box_kind: str
     bounds: np.ndarray
     columns: tuple[str, ...]
+    pbc: tuple[bool, bool, bool] = (True, True, True)  # from the boundary flags (pp periodic; f, s, m not)
+
+
+class _HeaderError(ValueError):
+    """A malformed frame header: a short message (no file name) and ``line``, the 0-based line of the header."""
+
+    def __init__(self, message: str, line: int = 0):
+        super().__init__(message)
+        self.line = line
 
 
 def _parse_header(text: str) -> _Header:
     """Parse the items of one frame header (everything up to and including the ``ITEM: ATOMS`` line).
 
-    Raises ``ValueError`` with a short message (no file name) on a malformed header.
+    Raises :class:`_HeaderError` (a ``ValueError``) with a short message and the offending line on a
+    malformed header.
     """
     lines = text.splitlines()
     step = n_atoms = bounds = columns = None
     time = units = None
+    pbc = (True, True, True)
     box_kind = "orthogonal"
     i = 0
     while i < len(lines):
@@ -181,7 +189,7 @@ def _parse_header(text: str) -> _Header:
         if not line:
             continue
         if not line.startswith("ITEM:"):
-            raise ValueError(f"expected an 'ITEM:' line, found {_show(line)}")
+            raise _HeaderError(f"expected an 'ITEM:' line, found {_show(line)}", i - 1)
         item = line[5:].strip()
         if item.startswith("ATOMS"):
             columns = tuple(item.split()[1:])
@@ -192,9 +200,11 @@ def _parse_header(text: str) -> _Header:
                 i += 1
             continue
         body = lines[i : i + _FIXED_ITEM_LINES[key]]
+        first_body = i
         i += _FIXED_ITEM_LINES[key]
         if len(body) < _FIXED_ITEM_LINES[key]:
-            raise ValueError(f"'ITEM: {key}' is cut short")
+            raise _HeaderError(f"'ITEM: {key}' is cut short", first_body - 1)
+        bad = first_body  # the body line being parsed, for the error
         try:
             if key == "TIMESTEP":
                 step = int(body[0].split()[0])
@@ -213,16 +223,18 @@ def _parse_header(text: str) -> _Header:
                     box_kind, width = "triclinic", 3
                 else:
                     box_kind, width = "orthogonal", 2
-                rows = [[float(v) for v in ln.split()[:width]] for ln in body]
-                if any(len(r) != width for r in rows):
-                    raise ValueError("bad")
+                rows = []
+                for k, ln in enumerate(body):
+                    bad = first_body + k
+                    rows.append([float(v) for v in ln.split()[:width]])
+                    if len(rows[-1]) != width:
+                        raise ValueError("bad")
                 bounds = np.array(rows)
         except (ValueError, IndexError):
-            shown = " / ".join(ln.strip() for ln in body)
-            raise ValueError(f"malformed 'ITEM: {key}' data: {_show(shown)}") from None
-        if key == "BOX BOUNDS" and any(f != "pp" for f in flags):
-            raise ValueError(f"non-periodic box (boundary flags {' '.join(flags)}); trajden needs periodic "
-                             "boundaries in x, y and z")
+            shown = body[bad - first_body].strip()
+            raise _HeaderError(f"malformed 'ITEM: {key}' data: {_show(shown)}", bad) from None
+        if key == "BOX BOUNDS" and len(flags) == 3:
+            pbc = tuple(f == "pp" for f in flags)
     missing = [
         name
         for name, value in (
@@ -237,11 +249,15 @@ def _parse_header(text: str) -> _Header:
         raise ValueError("header lacks " + ", ".join(f"'ITEM: {m}'" for m in missing))
     if n_atoms < 0:
         raise ValueError(f"negative atom count {n_atoms}")
-    return _Header(step, time, units, n_atoms, box_kind, bounds, columns)
+    return _Header(step, time, units, n_atoms, box_kind, bounds, columns, pbc)
 
 
-def cell_to_lammps_bounds(cell: np.ndarray, origin: np.ndarray) -> tuple[str, np.ndarray]:
-    """Inverse of :func:`lammps_box_to_cell` for a lower-triangular cell: (BOX BOUNDS keywords, (3, n) numbers)."""
+def cell_to_lammps_bounds(cell: np.ndarray, origin: np.ndarray, pbc=None) -> tuple[str, np.ndarray]:
+    """Inverse of :func:`lammps_box_to_cell` for a lower-triangular cell: (BOX BOUNDS keywords, (3, n) numbers).
+
+    ``pbc`` (three booleans, None: all periodic) gives the boundary flags: ``pp`` periodic, ``ff`` not.
+    """
+    flags = " ".join("pp" if p else "ff" for p in (np.ones(3, bool) if pbc is None else np.asarray(pbc, bool)))
     cell = np.asarray(cell, dtype=np.float64)
     o = np.asarray(origin, dtype=np.float64)
     if cell[0, 1] or cell[0, 2] or cell[1, 2]:
@@ -249,8 +265,8 @@ def cell_to_lammps_bounds(cell: np.ndarray, origin: np.ndarray) -> tuple[str, np
     xy, xz, yz = cell[1, 0], cell[2, 0], cell[2, 1]
     hi = o + np.diag(cell)
     if not (xy or xz or yz):
-        return "pp pp pp", np.array([[o[0], hi[0]], [o[1], hi[1]], [o[2], hi[2]]])
-    return "xy xz yz pp pp pp", np.array(
+        return flags, np.array([[o[0], hi[0]], [o[1], hi[1]], [o[2], hi[2]]])
+    return f"xy xz yz {flags}", np.array(
         [
             [o[0] + min(0.0, xy, xz, xy + xz), hi[0] + max(0.0, xy, xz, xy + xz), xy],
             [o[1] + min(0.0, yz), hi[1] + max(0.0, yz), xz],
@@ -313,7 +329,7 @@ class DumpIndex:
     """
 
     path: str
-    gzip: bool
+    compression: str | None  # "gzip", "bz2", "xz" or None
     file_size: int
     frame_start: np.ndarray  # (F,) int64, first header item of the frame
     atoms_start: np.ndarray  # (F,) int64, first byte after the ITEM: ATOMS line
@@ -324,10 +340,17 @@ class DumpIndex:
     units: str | None = None
     errors: dict[int, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    #: for a frame in ``errors``: the line of the problem, counted from the frame's first line (0)
+    error_lines: dict[int, int] = field(default_factory=dict)
 
     @property
     def n_frames(self) -> int:
         return len(self.frame_start)
+
+    @property
+    def gzip(self) -> bool:
+        """Whether the file is gzip-compressed (see :attr:`compression`)."""
+        return self.compression == "gzip"
 
 
 class _Stream:
@@ -378,18 +401,15 @@ class _Stream:
                 return self.base + k, n_lines + self.buf.count(b"\n", rel, k)
             safe = max(rel, len(self.buf) - 4)  # "ITEM:" may straddle the chunk boundary
             n_lines += self.buf.count(b"\n", rel, safe)
+            nl = self.buf.rfind(b"\n", rel, safe)  # keep the current line whole (see _whole_last_line)
+            keep = self.base + (nl + 1 if nl >= 0 else rel)
             pos = self.base + safe
-            if not self.more(pos):
+            if not self.more(min(keep, pos)):
                 return self.end, n_lines + self.buf.count(b"\n", pos - self.base)
 
 
-def _open_binary(path: str, gz: bool):
-    return gzip.open(path, "rb") if gz else open(path, "rb", buffering=0)
-
-
-def _is_gzip(path: str) -> bool:
-    with open(path, "rb") as f:
-        return f.read(2) == b"\x1f\x8b"
+def _open_binary(path: str, kind: str | bool | None):
+    return open_binary(path, kind)
 
 
 def _check_file(path: str) -> int:
@@ -404,17 +424,17 @@ def _check_file(path: str) -> int:
 
 
 def is_lammps_dump(path: str) -> bool:
-    """True when the first non-blank line of ``path`` (gzip or not) starts with ``ITEM:``."""
+    """True when the first non-blank line of ``path`` (plain or compressed) starts with ``ITEM:``."""
     try:
-        with _open_binary(path, _is_gzip(path)) as f:
+        with _open_binary(path, compression(path)) as f:
             head = f.read(4096)
-    except (OSError, EOFError, zlib.error):
+    except DECOMPRESS_ERRORS:
         return False
     return head.lstrip().startswith(b"ITEM:")
 
 
 def build_index(path: str, chunk: int = _CHUNK) -> DumpIndex:
-    """Index every frame of a LAMMPS text dump in one pass (decompressing once if gzip).
+    """Index every frame of a LAMMPS text dump in one pass (decompressing once if compressed).
 
     A last frame cut short (header or atom lines missing, last line unterminated) is dropped with a
     warning; problems of other frames are recorded in :attr:`DumpIndex.errors` and raised on reading.
@@ -426,11 +446,11 @@ def build_index(path: str, chunk: int = _CHUNK) -> DumpIndex:
     """
     path = os.fspath(path)
     size = _check_file(path)
-    gz = _is_gzip(path)
+    gz = compression(path)
     try:
         with _open_binary(path, gz) as f:
             return _scan(path, gz, size, _Stream(f, chunk))
-    except (OSError, EOFError, zlib.error) as exc:
+    except DECOMPRESS_ERRORS as exc:
         if isinstance(exc, FileNotFoundError):
             raise _error(path, "no such file") from None
         raise _error(path, f"cannot read ({type(exc).__name__}: {exc})") from None
@@ -444,6 +464,7 @@ def _scan(path: str, gz: bool, size: int, s: _Stream) -> DumpIndex:
     times: list[float] = []
     counts: list[int] = []
     errors: dict[int, str] = {}
+    error_lines: dict[int, int] = {}
     warnings: list[str] = []
     units: str | None = None
 
@@ -501,13 +522,17 @@ def _scan(path: str, gz: bool, size: int, s: _Stream) -> DumpIndex:
             if at_eof and frame > 0:
                 warnings.append(f"{_where(path, frame)}: incomplete last frame ({exc}); dropped")
                 break
-            errors.setdefault(frame, str(exc))
+            if frame not in errors:
+                errors[frame] = str(exc)
+                error_lines[frame] = getattr(exc, "line", 0)
             hdr = None
         if hdr is not None:
             if hdr.units is not None:
                 units = units or hdr.units
             if counts and hdr.n_atoms != counts[0]:
                 errors.setdefault(frame, f"atom count {hdr.n_atoms} differs from {counts[0]} in frame 0")
+            if at_eof and n_lines == hdr.n_atoms - 1 and _whole_last_line(s, atoms_start, len(hdr.columns)):
+                n_lines += 1  # a file without a final newline: its last line is whole (as MDAnalysis reads it)
             if n_lines < hdr.n_atoms:
                 if at_eof:
                     warnings.append(
@@ -540,7 +565,7 @@ def _scan(path: str, gz: bool, size: int, s: _Stream) -> DumpIndex:
     time_factor = UNIT_FACTORS.get(units or "metal", (1.0, 1.0))[1]
     return DumpIndex(
         path=path,
-        gzip=gz,
+        compression=gz,
         file_size=size,
         frame_start=np.asarray(starts, dtype=np.int64),
         atoms_start=np.asarray(a_starts, dtype=np.int64),
@@ -550,8 +575,23 @@ def _scan(path: str, gz: bool, size: int, s: _Stream) -> DumpIndex:
         n_atoms=np.asarray(counts, dtype=np.int64),
         units=units,
         errors=errors,
+        error_lines=error_lines,
         warnings=warnings,
     )
+
+
+def _whole_last_line(s: _Stream, block_start: int, n_columns: int) -> bool:
+    """At end of file: whether the unterminated text after the last newline is a whole atom line.
+
+    A whole line has as many fields as the ``ITEM: ATOMS`` columns and ends in a complete number (a line
+    cut inside its last field cannot be told from a whole one; it has the right count only by chance).
+    """
+    if not s.eof:
+        return False
+    rel = max(block_start - s.base, 0)  # the stream keeps at least the last line of the block
+    k = s.buf.rfind(b"\n", rel)
+    tail = s.buf[(k + 1 if k >= 0 else rel):]
+    return bool(tail.strip()) and len(tail.split()) == n_columns
 
 
 # ------------------------------------------------------------------------------------------------
@@ -634,6 +674,7 @@ class DumpFrame:
     ids: np.ndarray
     types: np.ndarray
     elements: np.ndarray | None = None  # (N,) str, per-atom element names as the file gives them (not checked)
+    pbc: tuple[bool, bool, bool] = (True, True, True)  # periodic along each cell vector
 
 
 def _strings(column) -> np.ndarray:
@@ -646,8 +687,9 @@ def _strings(column) -> np.ndarray:
 _local = threading.local()
 
 
-def _gzip_handle(path: str):
-    """A per-thread cached GzipFile, so a worker reading frames in order does not decompress from 0 each time."""
+def _gzip_handle(path: str, kind: str = "gzip"):
+    """A per-thread cached decompressing file (gzip, bz2, xz), so a worker reading frames in order does not
+    decompress from 0 each time."""
     cache: dict = getattr(_local, "gz", None)
     if cache is None:
         cache = _local.gz = {}
@@ -655,7 +697,7 @@ def _gzip_handle(path: str):
     if f is None:
         if len(cache) >= 4:
             cache.pop(next(iter(cache))).close()
-        f = cache[path] = gzip.open(path, "rb")
+        f = cache[path] = open_binary(path, kind)
     return f
 
 
@@ -666,7 +708,7 @@ def _drop_gzip_handle(path: str) -> None:
 
 
 class LammpsDump:
-    """Random access to the frames of one LAMMPS text dump (plain or gzip).
+    """Random access to the frames of one LAMMPS text dump (plain, gzip, bz2 or xz).
 
     Parameters
     ----------
@@ -730,8 +772,8 @@ class LammpsDump:
         if size < idx.file_size:
             raise _error(self.path, f"file shrank since it was indexed ({idx.file_size} -> {size} bytes)", frame)
         try:
-            if idx.gzip:
-                f = _gzip_handle(self.path)
+            if idx.compression:
+                f = _gzip_handle(self.path, idx.compression)
                 try:
                     f.seek(start)
                     data = f.read(stop - start)
@@ -747,7 +789,7 @@ class LammpsDump:
                         if not more:
                             break
                         data += more
-        except (OSError, EOFError, zlib.error) as exc:
+        except DECOMPRESS_ERRORS as exc:
             raise _error(self.path, f"cannot read ({type(exc).__name__}: {exc})", frame) from None
         if len(data) != stop - start:
             raise _error(self.path, "file ends early (changed since it was indexed?)", frame)
@@ -759,7 +801,7 @@ class LammpsDump:
             return None
         n = 0
         try:
-            with _open_binary(self.path, self.index.gzip) as f:
+            with _open_binary(self.path, self.index.compression) as f:
                 left = offset
                 while left > 0:
                     data = f.read(min(left, _CHUNK))
@@ -767,7 +809,7 @@ class LammpsDump:
                         break
                     n += data.count(b"\n")
                     left -= len(data)
-        except (OSError, EOFError, zlib.error):
+        except DECOMPRESS_ERRORS:
             return None
         return n + 1
 
@@ -786,13 +828,16 @@ class LammpsDump:
         i = int(i) % n
         path = self.path
         if i in idx.errors:
-            raise _error(path, idx.errors[i], i, self.line_number(int(idx.frame_start[i])))
+            first = self.line_number(int(idx.frame_start[i]))
+            line = None if first is None else first + idx.error_lines.get(i, 0)
+            raise _error(path, idx.errors[i], i, line)
         f0, a0, a1 = int(idx.frame_start[i]), int(idx.atoms_start[i]), int(idx.atoms_end[i])
         data = self._bytes(f0, a1, i)
         try:
             hdr = _parse_header(data[: a0 - f0].decode("latin-1"))
         except ValueError as exc:
-            raise _error(path, str(exc), i, self.line_number(f0)) from None
+            first = self.line_number(f0)
+            raise _error(path, str(exc), i, None if first is None else first + getattr(exc, "line", 0)) from None
         block = memoryview(data)[a0 - f0 :]
 
         # --- box
@@ -968,7 +1013,7 @@ class LammpsDump:
         if time is not None:
             time *= time_f
         return DumpFrame(step=hdr.step, time=time, positions=pos, cell=cell, origin=origin, ids=ids, types=types,
-                         elements=elements)
+                         elements=elements, pbc=hdr.pbc)
 
 
 def _to_fractional(cols: list[np.ndarray], cell: np.ndarray, origin: np.ndarray, lower: bool) -> list[np.ndarray]:

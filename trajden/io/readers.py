@@ -10,18 +10,20 @@ where it is unpickled (e.g. in a Dask worker).
 from __future__ import annotations
 
 import glob
-import gzip
 import hashlib
 import io
 import os
 import re
 import threading
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from trajden.errors import InputError
 from trajden.io import species as species_mod
 from trajden.io.ase_reader import ASE, ASESource, is_ase_name
+from trajden.io.compression import DECOMPRESS_ERRORS, compression, open_binary, strip_suffix
 from trajden.io.lammps_dump import DumpFrame, DumpIndex, LammpsDump, TrajectoryError, _error, is_lammps_dump
 
 __all__ = ["Frame", "Trajectory", "TrajectoryError", "parse_frames", "resolve_format"]
@@ -57,6 +59,8 @@ class Frame:
         :func:`trajden.io.species.require_elements` allows only a single atom type)
     type_elements : {type: element} of the trajectory, for the types whose element is known
     elements_origin : where the elements came from (``trajden.io.species_mod.ORIGIN_*``), None if unknown
+    pbc : (3,) bool, periodic along each cell vector (LAMMPS boundary ``pp``; ``f``, ``s``, ``m`` are not);
+        all False for a frame without a cell
     """
 
     index: int
@@ -71,6 +75,7 @@ class Frame:
     elements: np.ndarray | None = None
     type_elements: dict[int, str] = field(default_factory=dict)
     elements_origin: str | None = None
+    pbc: np.ndarray = field(default_factory=lambda: np.ones(3, dtype=bool))
 
     @property
     def n_atoms(self) -> int:
@@ -93,8 +98,8 @@ def parse_frames(spec: str | None, n_frames: int) -> list[int]:
 
     Raises
     ------
-    ValueError
-        on a malformed spec, a zero step, an index out of range or an empty selection.
+    InputError
+        (a ``ValueError``) on a malformed spec, a zero step, an index out of range or an empty selection.
     """
     if spec is None:
         return list(range(n_frames))
@@ -103,23 +108,25 @@ def parse_frames(spec: str | None, n_frames: int) -> list[int]:
         return list(range(n_frames))
     parts = text.split(":")
     if len(parts) > 3:
-        raise ValueError(f"bad frame selection {spec!r}: expected START:STOP:STEP (e.g. '0:100:10') or one index")
+        raise InputError(
+            f"--frames {spec}: bad frame selection; expected START:STOP:STEP (e.g. '0:100:10') or one index"
+        )
     try:
         nums = [int(p) if p.strip() else None for p in parts]
     except ValueError:
-        raise ValueError(
-            f"bad frame selection {spec!r}: START, STOP and STEP must be integers (e.g. '0:100:10', '-5:', '7')"
+        raise InputError(
+            f"--frames {spec}: bad frame selection; START, STOP and STEP must be integers (e.g. '0:100:10', '-5:', '7')"
         ) from None
     if len(nums) == 1:
         i = nums[0]
         if not -n_frames <= i < n_frames:
-            raise ValueError(f"frame selection {spec!r}: index out of range for {n_frames} frames")
+            raise InputError(f"--frames {spec}: frame index out of range for {n_frames} frames")
         return [i % n_frames]
     if len(nums) == 3 and nums[2] == 0:
-        raise ValueError(f"bad frame selection {spec!r}: STEP must not be zero")
+        raise InputError(f"--frames {spec}: bad frame selection; STEP must not be zero")
     out = list(range(n_frames))[slice(*nums)]
     if not out:
-        raise ValueError(f"frame selection {spec!r} selects no frames (the trajectory has {n_frames})")
+        raise InputError(f"--frames {spec}: selects no frames (the trajectory has {n_frames})")
     return out
 
 
@@ -127,16 +134,12 @@ def parse_frames(spec: str | None, n_frames: int) -> list[int]:
 # format resolution
 
 
-def _strip_gz(path: str) -> str:
-    return path[:-3] if path.lower().endswith(".gz") else path
-
-
 def resolve_format(path: str, format: str | None = None) -> str:
     """``"lammpsdump"``, ``"extxyz"``, ``"ASE"`` (``"ASE:<ase format>"``) or an MDAnalysis format name (upper
     case) for ``path``.
 
-    Without ``format``: by suffix (``.dump``, ``.lammpstrj``, ``.xyz``, ``.extxyz``, with optional ``.gz``;
-    ASE-only ones such as ``.traj``, ``POSCAR``: :mod:`trajden.io.ase_reader`),
+    Without ``format``: by suffix (``.dump``, ``.lammpstrj``, ``.xyz``, ``.extxyz``, with optional ``.gz``,
+    ``.bz2`` or ``.xz``; ASE-only ones such as ``.traj``, ``POSCAR``: :mod:`trajden.io.ase_reader`),
     then by content (a file starting with ``ITEM:`` is a LAMMPS dump, e.g. ``dump.melt``), then
     MDAnalysis' guess from the extension.
     """
@@ -149,21 +152,26 @@ def resolve_format(path: str, format: str | None = None) -> str:
         if f.lower() == "ase" or f.lower().startswith("ase:"):  # ase:<ase format> keeps ASE's spelling
             return ASE + f[3:]
         return f.upper()
-    base = _strip_gz(path).lower()
+    base = strip_suffix(path).lower()
     if base.endswith(_LAMMPS_SUFFIXES):
         return LAMMPSDUMP
     if base.endswith(_XYZ_SUFFIXES):
         return EXTXYZ
-    if is_ase_name(_strip_gz(path)):
+    if is_ase_name(strip_suffix(path)):
         return ASE
     if os.path.isfile(path) and is_lammps_dump(path):
         return LAMMPSDUMP
+    from MDAnalysis import _PARSERS, _READERS
     from MDAnalysis.lib.util import guess_format
 
     try:
-        return guess_format(path).upper()
+        fmt = guess_format(path).upper()
     except (ValueError, TypeError):
-        raise _error(path, "cannot tell the file format from the name; pass format=") from None
+        fmt = None
+    if fmt is None or (fmt not in _READERS and fmt not in _PARSERS):
+        raise _error(path, "cannot tell the file format from the name or the content; pass --format "
+                     "(lammpsdump, extxyz or an MDAnalysis format)")
+    return fmt
 
 
 def _expand(paths: str | os.PathLike | list) -> list[str]:
@@ -209,7 +217,7 @@ class _LammpsSource:
 
 
 def _open_text(path: str):
-    return gzip.open(path, "rb") if path.lower().endswith(".gz") else open(path, "rb")
+    return open_binary(path, compression(path))
 
 
 class _XYZSource:
@@ -254,14 +262,16 @@ class _XYZSource:
                             path, f"not an XYZ file: expected an atom count, found {line[:60]!r}", frame, line_no
                         ) from None
                     got = 0
-                    last = b"\n"
+                    last = prev = b"\n"
                     for _ in range(n + 1):
-                        last = f.readline()
+                        prev, last = last, f.readline()
                         if not last:
                             break
                         got += 1
                     line_no += got
-                    if got < n + 1 or not last.endswith(b"\n"):
+                    # a file without a final newline: its last line counts if it is as wide as the one before
+                    whole = last.endswith(b"\n") or len(last.split()) == (len(prev.split()) if n > 1 else 4)
+                    if got < n + 1 or not whole:
                         warnings.append(
                             f"{path}: frame {frame}: incomplete last frame ({max(got - 1, 0)} of {n} atom lines); "
                             "dropped"
@@ -269,7 +279,7 @@ class _XYZSource:
                         break
                     offsets.append(off)
                     counts.append(n)
-        except (OSError, EOFError) as exc:
+        except DECOMPRESS_ERRORS as exc:
             raise _error(path, f"cannot read ({type(exc).__name__}: {exc})") from None
         if not offsets:
             raise _error(path, "no complete frame in file")
@@ -290,6 +300,9 @@ class _XYZSource:
         try:
             atoms = ase.io.read(io.StringIO(text), format="extxyz")
         except Exception as exc:  # ase raises many types on malformed input
+            plain = _plain_xyz(text, n)  # e.g. names that are no element ("A", "CA"), as MDAnalysis reads them
+            if plain is not None:
+                return plain
             msg = " ".join(str(exc).split())[:200]
             raise _error(path, f"cannot parse frame ({type(exc).__name__}: {msg})", i) from None
         info = atoms.info
@@ -316,6 +329,63 @@ class _XYZSource:
         )
 
 
+def _plain_xyz(text: str, n: int) -> DumpFrame | None:
+    """A plain XYZ frame (count, comment, ``name x y z`` lines; no cell) as MDAnalysis' XYZ reader reads it,
+    for frames ase's extxyz reader refuses; None unless every atom line has a name and three numbers."""
+    lines = text.splitlines()[2 : 2 + n]
+    if len(lines) != n:
+        return None
+    try:
+        fields = [ln.split() for ln in lines]
+        positions = np.array([[float(v) for v in f[1:4]] for f in fields], dtype=np.float64)
+    except (ValueError, IndexError):
+        return None
+    if positions.shape != (n, 3):
+        return None
+    return DumpFrame(step=None, time=None, positions=positions, cell=np.zeros((3, 3)), origin=np.zeros(3),
+                     ids=np.arange(1, n + 1, dtype=np.int64), types=np.array([f[0] for f in fields], dtype=object))
+
+
+#: ``--atom-style`` names -> MDAnalysis' ``atom_style`` strings (the Atoms section columns of a LAMMPS data file)
+ATOM_STYLES = {
+    "atomic": "id type x y z",
+    "charge": "id type q x y z",
+    "molecular": "id resid type x y z",
+    "full": "id resid type q x y z",
+}
+
+
+def mda_atom_style(atom_style: str | None) -> str | None:
+    """MDAnalysis' ``atom_style`` for a LAMMPS style name (atomic, charge, molecular, full) or a column list.
+
+    A column list (e.g. ``"id type q x y z"``) is passed through; MDAnalysis checks it.
+    """
+    if atom_style is None:
+        return None
+    text = " ".join(str(atom_style).split())
+    if text.lower() in ATOM_STYLES:
+        return ATOM_STYLES[text.lower()]
+    if len(text.split()) < 5:
+        raise InputError(f"--atom-style {atom_style}: expected one of {', '.join(ATOM_STYLES)} or the Atoms "
+                         "columns, e.g. 'id type x y z'")
+    return text
+
+
+def _data_hint(path: str) -> str:
+    """What the '# style' comment of a LAMMPS data file's Atoms line suggests, for an error message."""
+    try:
+        with open(path, "rb") as fh:
+            for raw in fh:
+                if raw.lstrip().startswith(b"Atoms"):
+                    style = raw.partition(b"#")[2].decode("latin-1").strip()
+                    if style:
+                        return f"the Atoms section says '# {style}': pass --atom-style {style}"
+                    break
+    except OSError:
+        pass
+    return f"pass --atom-style ({', '.join(ATOM_STYLES)}) matching the Atoms section"
+
+
 #: MDAnalysis formats that carry no atoms of their own and need ``topology``
 _COORDINATE_ONLY = {"XTC", "TRR", "DCD", "NC", "NCDF", "TNG", "LAMMPS", "MDCRD", "TRJ", "INPCRD", "RESTRT", "TRZ"}
 
@@ -323,8 +393,10 @@ _COORDINATE_ONLY = {"XTC", "TRR", "DCD", "NC", "NCDF", "TNG", "LAMMPS", "MDCRD",
 class _MDASource:
     """Any MDAnalysis-readable format; the Universe is created on first use in each process."""
 
-    def __init__(self, path: str, fmt: str, topology: str | None, state: dict | None = None):
+    def __init__(self, path: str, fmt: str, topology: str | None, state: dict | None = None,
+                 atom_style: str | None = None):
         self.path, self.fmt, self.topology = path, fmt, topology
+        self.atom_style = atom_style
         if not os.path.isfile(path):
             raise _error(path, "no such file")
         if os.path.getsize(path) == 0:
@@ -334,7 +406,7 @@ class _MDASource:
         if topology is None and (fmt in _COORDINATE_ONLY or fmt not in _PARSERS):
             raise _error(
                 path,
-                f"format {fmt} holds no topology; pass topology= (e.g. a PDB, GRO or LAMMPS data file)",
+                f"format {fmt} holds no topology; pass --topology (e.g. a PDB, GRO or LAMMPS data file)",
             )
         if topology is not None and not os.path.isfile(topology):
             raise _error(topology, "no such topology file")
@@ -388,15 +460,28 @@ class _MDASource:
             import warnings as _w
 
             import MDAnalysis as mda
+            from MDAnalysis.lib.util import guess_format
 
+            top = self.path if self.topology is None else self.topology
+            try:
+                top_fmt = self.fmt if self.topology is None else guess_format(top).upper()
+            except (ValueError, TypeError):
+                top_fmt = None
+            kw = {}
+            if top_fmt == "DATA" and self.atom_style is not None:
+                kw["atom_style"] = mda_atom_style(self.atom_style)
             try:
                 with _w.catch_warnings():
                     _w.simplefilter("ignore")
                     if self.topology is None:
-                        self._u = mda.Universe(self.path, format=self.fmt)
+                        self._u = mda.Universe(self.path, format=self.fmt, **kw)
                     else:
-                        self._u = mda.Universe(self.topology, self.path, format=self.fmt)
+                        self._u = mda.Universe(self.topology, self.path, format=self.fmt, **kw)
             except Exception as exc:  # MDAnalysis raises many types on unreadable input
+                if top_fmt == "DATA" and "atom" in str(exc).lower() and "style" in str(exc).lower():
+                    given = "" if self.atom_style is None else f" with --atom-style {self.atom_style}"
+                    raise InputError(f"{top}: cannot parse the Atoms section of this LAMMPS data file{given}",
+                                     hint=_data_hint(top)) from None
                 msg = " ".join(str(exc).split())[:200]
                 raise _error(
                     self.path, f"MDAnalysis cannot open it as {self.fmt} ({type(exc).__name__}: {msg})"
@@ -416,7 +501,9 @@ class _MDASource:
             dims = None if ts.dimensions is None else np.array(ts.dimensions, dtype=np.float64)
             positions = np.array(ts.positions, dtype=np.float64)
             step = ts.data.get("step")
-            time = float(ts.time)
+            with warnings.catch_warnings():  # "Reader has no dt information": the time is then the frame number
+                warnings.simplefilter("ignore")
+                time = float(ts.time)
         if dims is None or not np.all(np.isfinite(dims)) or np.any(dims[:3] <= 0):
             cell = np.zeros((3, 3))
         else:
@@ -477,6 +564,9 @@ class Trajectory:
     species : str or sequence of str, optional
         Elements of atom types 1, 2, ... (``"Ni,Al"`` or ``["Ni", "Al"]``; the CLI's ``--species``). Where
         the file names the elements itself (element column, symbols), they must agree.
+    atom_style : str, optional
+        For a LAMMPS data file (as the trajectory or the topology): ``atomic``, ``charge``, ``molecular``,
+        ``full`` or the Atoms columns, passed to MDAnalysis as ``atom_style`` (see :data:`ATOM_STYLES`).
 
     Attributes
     ----------
@@ -497,9 +587,12 @@ class Trajectory:
         topology: str | None = None,
         timestep_ps: float | None = None,
         species: str | list[str] | None = None,
+        atom_style: str | None = None,
     ):
         self.species = species_mod.parse_species(species)
         self.paths = _expand(paths)
+        self.atom_style = atom_style
+        mda_atom_style(atom_style)  # checked before any file is opened
         self.format = format
         self.topology = None if topology is None else os.fspath(topology)
         self.timestep_ps = timestep_ps
@@ -545,7 +638,7 @@ class Trajectory:
             elif fmt == ASE or fmt.startswith(ASE + ":"):
                 src = ASESource(path, fmt, self._states[k])
             else:
-                src = _MDASource(path, fmt, self.topology)
+                src = _MDASource(path, fmt, self.topology, atom_style=self.atom_style)
             self._states[k] = src.state
             sources.append(src)
         n0 = sources[0].n_atoms
@@ -603,7 +696,8 @@ class Trajectory:
 
     # --- reading
 
-    def _wrap(self, exc: TrajectoryError, i: int, k: int, local: int) -> TrajectoryError:
+    def _wrap(self, exc: TrajectoryError, i: int) -> TrajectoryError:
+        """``exc`` naming the trajectory frame ``i`` too, where several files make the trajectory."""
         if len(self.paths) == 1:
             return exc
         return TrajectoryError(f"{exc} [trajectory frame {i}]")
@@ -613,7 +707,7 @@ class Trajectory:
         try:
             return self.sources[k].read(local), k, local
         except TrajectoryError as exc:
-            raise self._wrap(exc, i, k, local) from None
+            raise self._wrap(exc, i) from None
 
     def _reference_info(self) -> dict:
         if self._reference is None:
@@ -653,7 +747,7 @@ class Trajectory:
         n = len(raw.positions)
         if n != ref["n_atoms"]:
             exc = _error(path, f"atom count {n} differs from {ref['n_atoms']} in frame 0 of {self.paths[0]}", local)
-            raise self._wrap(exc, i, k, local)
+            raise self._wrap(exc, i)
         order = None
         ids = np.asarray(raw.ids, dtype=np.int64)
         if n > 1 and not bool(np.all(ids[1:] > ids[:-1])):
@@ -662,10 +756,10 @@ class Trajectory:
             dup = np.flatnonzero(ids[1:] == ids[:-1])
             if len(dup):
                 exc = _error(path, f"duplicate atom id {ids[dup[0]]}", local)
-                raise self._wrap(exc, i, k, local)
+                raise self._wrap(exc, i)
         if _ids_digest(ids) != ref["ids"]:
             exc = _error(path, f"atom ids differ from those of frame 0 of {self.paths[0]}", local)
-            raise self._wrap(exc, i, k, local)
+            raise self._wrap(exc, i)
         positions = raw.positions if order is None else raw.positions[order]
         types = raw.types if order is None else raw.types[order]
         types = self._types(types, ref)
@@ -688,7 +782,7 @@ class Trajectory:
             raise self._wrap(exc, i, k, local) from None
         if not np.all(np.isfinite(positions)):
             exc = _error(path, "non-finite coordinates", local)
-            raise self._wrap(exc, i, k, local)
+            raise self._wrap(exc, i)
         step = raw.step if raw.step is not None else i
         if raw.time is not None and np.isfinite(raw.time):
             time = float(raw.time)
@@ -707,6 +801,7 @@ class Trajectory:
             elements=elements,
             type_elements=type_elements,
             elements_origin=origin,
+            pbc=np.array(raw.pbc if np.any(raw.cell) else (False, False, False), dtype=bool),
         )
 
     def _elements(self, types: np.ndarray, found: np.ndarray | None, k: int, local: int
@@ -810,6 +905,7 @@ class Trajectory:
             "format": self.format,
             "topology": self.topology,
             "timestep_ps": self.timestep_ps,
+            "atom_style": self.atom_style,
             "indexes": list(self._states),
             "reference": self._reference,
             "species": self.species,
@@ -821,6 +917,7 @@ class Trajectory:
         self.format = state["format"]
         self.topology = state["topology"]
         self.timestep_ps = state["timestep_ps"]
+        self.atom_style = state.get("atom_style")
         self._states = list(state.get("indexes") or [None] * len(self.paths))
         self._reference = state.get("reference")
         self.species = state.get("species")

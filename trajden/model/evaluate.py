@@ -196,7 +196,7 @@ class BlockedEvaluator:
     ) -> torch.Tensor:
         """Predicted displacements (N, 3); rows outside ``active`` (bool mask) are zero when it is given.
 
-        ``graph`` must have its edges sorted by ``dst`` (see :func:`sort_graph`); edges longer than the
+        ``graph`` must have its edges sorted by ``dst`` (``build_graph(sort=True)``); edges longer than the
         model's cutoff (a neighbour-list skin) are dropped here.
         """
         vec = graph.edge_vec(positions)
@@ -571,12 +571,3 @@ def _bisect_right(cum: list[int], value: int, lo: int, hi: int) -> int:
             lo = mid + 1
     return lo
 
-
-def sort_graph(graph: Graph) -> Graph:
-    """The same graph with edges sorted by centre atom (``dst``), stable."""
-    order = torch.argsort(graph.dst, stable=True)
-    crossing = torch.zeros(graph.src.shape[0], dtype=torch.bool, device=graph.src.device)
-    crossing[graph.cross] = True
-    cross = torch.nonzero(crossing[order]).squeeze(1)  # new positions of the crossing edges, ascending
-    slot = torch.searchsorted(graph.cross, order[cross])  # ... and where their shifts are (cross is ascending)
-    return Graph(graph.src[order], graph.dst[order], cross, graph.cross_shift[slot], graph.cutoff, graph.skin)

@@ -20,13 +20,18 @@ from pathlib import Path
 import torch
 
 from trajden import __version__, names
+from trajden.errors import ModelError
 
 #: keys every metadata block must have
 REQUIRED_KEYS = ("name", "cutoff", "nn_distance", "species", "structures", "sigma_max", "trajden_version")
 
 
-class ModelFileError(ValueError):
+class ModelFileError(ModelError):
     """A file that is not a loadable trajden model (or whose checksum does not match)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, hint="pass --model a shipped model name (`trajden models`) or a file written by "
+                                       "`trajden train`")
 
 
 @dataclass
