@@ -24,6 +24,23 @@ def estimate_nn_distance(
     cell : (3, 3) lattice vectors as rows (periodic in all directions)
     bins : histogram bins between 0.55 and 1.45 rho^(-1/3)
     """
+    return first_peak(positions, cell, bins)[0]
+
+
+def first_peak(positions: np.ndarray, cell: np.ndarray, bins: int = 240) -> tuple[float, float]:
+    """Position and width of the first peak of g(r) (same length unit as ``positions``).
+
+    The width is the standard deviation of the pair distances in the peak, from the Gaussian fit to its
+    inner flank with the histogram's smoothing removed (``nan`` where no fit is possible). For independent
+    Gaussian displacements of ``sigma`` per coordinate about ideal sites it is ``sqrt(2) sigma``: the thermal
+    amplitude that :mod:`trajden.scope` bounds each atom's move by.
+
+    Parameters
+    ----------
+    positions : (N, 3) Cartesian positions
+    cell : (3, 3) lattice vectors as rows (periodic in all directions)
+    bins : histogram bins between 0.55 and 1.45 rho^(-1/3)
+    """
     positions = np.asarray(positions, dtype=np.float64)
     cell = np.asarray(cell, dtype=np.float64)
     n = len(positions)
@@ -56,10 +73,13 @@ def estimate_nn_distance(
     while lo > 0 and g[lo - 1] >= 0.4 * g[k]:
         lo -= 1
     sel = np.arange(lo, min(k + 2, bins))
+    dr = r[1] - r[0]
     if len(sel) >= 4 and np.all(g[sel] > 0):
         a, b, _ = np.polyfit(r[sel], np.log(g[sel]), 2)
         if a < 0:
             centre = -b / (2 * a)
-            if r[lo] <= centre <= r[min(k + 1, bins - 1)] + 4 * (r[1] - r[0]):
-                return float(centre)
-    return float(r[k])
+            if r[lo] <= centre <= r[min(k + 1, bins - 1)] + 4 * dr:
+                # the fitted variance less the smoothing kernel's (width bins)
+                var = -1.0 / (2.0 * a) - (width * dr) ** 2
+                return float(centre), float(np.sqrt(max(var, 0.0)))
+    return float(r[k]), float("nan")
