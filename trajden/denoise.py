@@ -27,6 +27,7 @@ from trajden.model.evaluate import min_edge_length, with_neighbours
 from trajden.model.package import LoadedModel
 from trajden.neighbors import build_graph, spatial_order
 from trajden.scale import estimate_nn_distance
+from trajden.scope import MoveGuard
 
 #: default maximum number of iterations (the paper uses 8)
 DEFAULT_ITERATIONS = 8
@@ -50,6 +51,13 @@ class DenoiseResult:
     status: int = names.FRAME_STATUS_OK
     #: :data:`trajden.names.EVALUATOR_COMPILED` if any evaluation ran compiled code, else ``EVALUATOR_EAGER``
     evaluator: int = names.EVALUATOR_EAGER
+    #: (N,) int8 per-atom :data:`trajden.names.SCOPE_NAMES` code: 0 denoised, else why the atom was left raw
+    scope: np.ndarray | None = None
+
+    @property
+    def n_kept_raw(self) -> int:
+        """Atoms left at their raw positions because the model cannot apply to them."""
+        return 0 if self.scope is None else int(np.count_nonzero(self.scope))
 
     @property
     def residual(self) -> float:
@@ -220,6 +228,7 @@ def denoise(
     blocks=None,
     client=None,
     frames_per_worker: int = 1,
+    guard: MoveGuard | bool = True,
 ) -> DenoiseResult:
     """Denoise one frame.
 
@@ -251,12 +260,18 @@ def denoise(
     frames_per_worker : how many frames this process denoises in the run: on a CPU, a long run of smaller
         frames asks for the compiled layers too (:func:`trajden.decompose.compile_request`; the result is the
         same to float32 rounding)
+    guard : a :class:`trajden.scope.MoveGuard` (``True``: the default one; ``False``: none) that puts atoms
+        back whose neighbourhood moved further than any thermal crystal the model was trained on, and leaves
+        the frame raw when most atoms did (status :data:`trajden.names.FRAME_STATUS_OUT_OF_SCOPE`). With
+        ``scale="auto"`` a frame without a length scale (too few pairs: a dilute gas, molecules in vacuum)
+        is left raw with that status too, not an error.
 
     Returns
     -------
     DenoiseResult
         positions in the input unit, number of iterations, RMS update per iteration (input unit), the scale
-        used (input nn distance), and a status code (:data:`trajden.names.FRAME_STATUS_NAMES`).
+        used (input nn distance), a status code (:data:`trajden.names.FRAME_STATUS_NAMES`) and the per-atom
+        scope codes.
     """
     positions = np.asarray(positions, dtype=np.float64)
     cell = np.asarray(cell, dtype=np.float64)
@@ -275,7 +290,15 @@ def denoise(
     if auto:
         if scale != "auto":
             raise ValueError(f"scale must be 'auto' or a number, not {scale!r}")
-        nn = estimate_nn_distance(positions, cell)
+        try:
+            nn = estimate_nn_distance(positions, cell)
+        except ValueError:
+            if not guard:
+                raise
+            # nothing lattice-like to denoise (a dilute gas, molecules in vacuum): left where it is, flagged
+            raw = np.asarray(positions[np.argsort(order)], dtype=np.float64)
+            return DenoiseResult(raw, 0, [], float("nan"), names.FRAME_STATUS_OUT_OF_SCOPE,
+                                 scope=np.full(len(raw), names.SCOPE_NO_SCALE, dtype=np.int8))
     else:
         nn = float(scale)
         if not nn > 0:
@@ -301,7 +324,17 @@ def denoise(
         if abs(refined / nn - 1.0) <= refine_tol:
             break
         nn = refined
+    result = positions if status == names.FRAME_STATUS_DIVERGED else x * factor
+    scope = np.zeros(len(positions), dtype=np.int8)
+    if guard and status != names.FRAME_STATUS_DIVERGED:
+        checked = (MoveGuard() if guard is True else guard).compute(
+            positions, result, cell, nn, model.sigma_max)
+        result, scope = checked.positions, checked.flags
+        if checked.frame_left_raw:
+            status = names.FRAME_STATUS_OUT_OF_SCOPE
     out = np.empty_like(positions)
-    out[order] = positions if status == names.FRAME_STATUS_DIVERGED else x * factor
+    out[order] = result
+    flags = np.empty_like(scope)
+    flags[order] = scope
     code = names.EVALUATOR_COMPILED if backend.compiled else names.EVALUATOR_EAGER
-    return DenoiseResult(out, len(history), [h * factor for h in history], nn, status, code)
+    return DenoiseResult(out, len(history), [h * factor for h in history], nn, status, code, flags)

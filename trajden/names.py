@@ -64,6 +64,8 @@ VAR_STATUS = "status"  # (frame,) int8, see FRAME_STATUS_*
 VAR_COMPLETE = "complete"  # (frame,) bool, frame fully written
 VAR_EVALUATOR = "evaluator"  # (frame,) int8, how the model ran, see EVALUATOR_*
 VAR_RMS_HISTORY = "rms_history"  # (frame, iteration) float32, RMS update per iteration, NaN after the last
+VAR_SCOPE = "scope"  # (frame, atom) int8, SCOPE_* codes: 0 denoised, else why the atom was left raw
+VAR_N_KEPT_RAW = "n_kept_raw"  # (frame,) int64, atoms left raw because the model cannot apply to them
 
 
 def structure_var(classifier: str, raw: bool = False) -> str:
@@ -78,7 +80,17 @@ FRAME_STATUS_OK = 0
 FRAME_STATUS_NOT_CONVERGED = 1  # k reached with residual above tol
 FRAME_STATUS_DIVERGED = 2  # RMS update grew / atoms overlapped: positions are the raw ones
 FRAME_STATUS_FAILED = 3  # the task raised; nothing but this flag is valid
-FRAME_STATUS_NAMES = {0: "ok", 1: "not_converged", 2: "diverged", 3: "failed"}
+FRAME_STATUS_OUT_OF_SCOPE = 4  # the model cannot apply to the frame (see VAR_SCOPE): positions are the raw ones
+FRAME_STATUS_NAMES = {0: "ok", 1: "not_converged", 2: "diverged", 3: "failed", 4: "out_of_scope"}
+
+# --- per-atom scope codes (VAR_SCOPE): why an atom was left where it was (trajden.scope) -------------------
+SCOPE_DENOISED = 0  # denoised
+SCOPE_MOVE_BOUND = 1  # its neighbourhood moved further than any thermal crystal the model knows: left raw
+SCOPE_FRAME = 2  # most of the frame moved so: the whole frame left raw
+SCOPE_SPECIES = 3  # the input's elements are not covered by the model: left raw
+SCOPE_NO_SCALE = 4  # no length scale could be estimated (dilute gas, molecules): left raw
+SCOPE_NAMES = {0: "denoised", 1: "move_bound", 2: "frame_out_of_scope", 3: "species_not_covered",
+               4: "no_length_scale"}
 
 # --- per-frame evaluator codes (VAR_EVALUATOR) ---------------------------------------------------
 EVALUATOR_EAGER = 0  # eager torch: bit-identical whatever the thread count or the blocks

@@ -1,0 +1,89 @@
+"""Which model covers an input's elements, and how the input's elements map onto a model's species.
+
+A model knows ``len(metadata["species"])`` species. One-element models treat every atom alike and apply to
+inputs of one element (or of unnamed atoms of one type). The two-element model ``binary`` was trained with
+the roles of its two species swapped half of the time (:func:`trajden.train._species`), so any one-to-one
+map of an input's two elements onto its species 0 and 1 is equally valid; the map used is still fixed
+(elements by decreasing count, then by symbol) and recorded in the store, so a run can be reproduced.
+
+Inputs with more elements than any shipped model covers are not rewritten: :func:`choose_model` returns
+``None`` and the pipeline leaves such frames at their raw positions, flagged
+(:data:`trajden.names.SCOPE_SPECIES`). A model the user chose that cannot take the input's elements is an
+error (:class:`ModelScopeError`), never a silent merge of elements.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+#: the model chosen for inputs of one element (or unnamed atoms of one type)
+ONE_ELEMENT_MODEL = "fcc-bcc-hcp"
+#: the model chosen for inputs of two elements
+TWO_ELEMENT_MODEL = "binary"
+#: ``--model`` value that lets trajden choose by the input's number of elements
+AUTO = "auto"
+#: the element name of atoms whose element is unknown (a single-type input without element information)
+UNKNOWN = ""
+
+
+class ModelScopeError(ValueError):
+    """The model the user chose cannot take the input's elements."""
+
+
+def distinct_elements(elements) -> list[str]:
+    """The input's distinct elements, by decreasing count then symbol (``[]`` for ``None``)."""
+    if elements is None:
+        return []
+    counts = Counter(str(e) for e in np.asarray(elements).ravel())
+    return sorted(counts, key=lambda e: (-counts[e], e))
+
+
+def choose_model(elements) -> str | None:
+    """The shipped model for an input with these per-atom ``elements`` (``None``: no shipped model covers it).
+
+    ``elements`` may be ``None`` (atoms of one unnamed type).
+    """
+    n = len(distinct_elements(elements))
+    if n <= 1:
+        return ONE_ELEMENT_MODEL
+    if n == 2:
+        return TWO_ELEMENT_MODEL
+    return None
+
+
+def species_map(elements, num_types: int, model_name: str = "the model") -> dict[str, int]:
+    """Element -> model species index for an input with these per-atom ``elements``.
+
+    Parameters
+    ----------
+    elements : (N,) element symbols, or ``None`` (atoms of one unnamed type)
+    num_types : the model's number of species
+    model_name : named in the error
+
+    Raises
+    ------
+    ModelScopeError
+        The input has more distinct elements than the model has species.
+    """
+    distinct = distinct_elements(elements)
+    if len(distinct) > num_types:
+        shown = ", ".join(e or "(unnamed)" for e in distinct[:6]) + (", ..." if len(distinct) > 6 else "")
+        raise ModelScopeError(
+            f"{len(distinct)} elements in the input ({shown}) but {model_name} knows {num_types} "
+            f"species{'' if num_types > 1 else ' (one element)'}; leave out --model to let trajden choose")
+    if num_types == 1:
+        return {e: 0 for e in distinct}
+    return {e: i for i, e in enumerate(distinct)}
+
+
+def model_types(elements, mapping: dict[str, int], n_atoms: int) -> np.ndarray:
+    """(N,) int64 model species of each atom under ``mapping`` (all 0 where ``elements`` is ``None``)."""
+    if elements is None or not mapping:
+        return np.zeros(n_atoms, dtype=np.int64)
+    elements = np.asarray(elements).astype(str)
+    out = np.zeros(len(elements), dtype=np.int64)
+    for e, k in mapping.items():
+        out[elements == e] = k
+    return out
