@@ -63,7 +63,8 @@ def _cmd_process(args) -> int:
                              torch_threads=args.torch_threads, ovito_threads=args.ovito_threads)
         print(text)
         return 0
-    traj = Trajectory(args.trajectory, format=args.format, topology=args.topology, timestep_ps=args.timestep)
+    traj = Trajectory(args.trajectory, format=args.format, topology=args.topology, timestep_ps=args.timestep,
+                      species=args.species)
     for w in traj.warnings:
         print(f"trajden: warning: {w}", file=sys.stderr)
     frames = parse_frames(args.frames, len(traj))
@@ -265,6 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", required=True, help="output store (directory, e.g. run.zarr)")
     pr.add_argument("--format", help="input format override (lammpsdump, XYZ, XTC, DCD, ...)")
     pr.add_argument("--topology", help="topology file for formats without one (XTC, DCD)")
+    pr.add_argument("--species", metavar="EL1,EL2,...",
+                    help="elements of atom types 1, 2, ... (e.g. Ni,Al), for inputs without element names "
+                    "(a LAMMPS dump without an element column); must agree with the file where it has them")
     pr.add_argument("--timestep", type=float, help="MD timestep in ps, for dumps without ITEM: TIME (default 0.001)")
     pr.add_argument("--frames", help="START:STOP:STEP (python slice over all frames)")
     pr.add_argument("--model", default="fcc-bcc-hcp",

@@ -66,6 +66,7 @@ VAR_EVALUATOR = "evaluator"  # (frame,) int8, how the model ran, see EVALUATOR_*
 VAR_RMS_HISTORY = "rms_history"  # (frame, iteration) float32, RMS update per iteration, NaN after the last
 VAR_SCOPE = "scope"  # (frame, atom) int8, SCOPE_* codes: 0 denoised, else why the atom was left raw
 VAR_N_KEPT_RAW = "n_kept_raw"  # (frame,) int64, atoms left raw because the model cannot apply to them
+VAR_ELEMENT = "element"  # (atom,) int16, atomic number (0 = unknown), CF flag_values/flag_meanings = symbols
 
 
 def structure_var(classifier: str, raw: bool = False) -> str:
@@ -109,6 +110,12 @@ ATTR_COMMAND = "command_line"
 ATTR_METHOD = "method"
 ATTR_RUN_CONFIG = "run_config"  # JSON string: every setting that must match for a resume
 ATTR_STORE_FORMAT = "trajden_store_format"  # int, store layout version; marks a directory as a trajden store
+ATTR_SPECIES = "species"  # JSON {"type": "element"} of the types whose element is known; also a run_config key
+ATTR_SPECIES_SOURCE = "species_source"  # where the elements came from (trajden.io.species.ORIGIN_*), "" if unknown
+
+# --- element codes (VAR_ELEMENT) -----------------------------------------------------------------
+ELEMENT_UNKNOWN = 0  # atomic number stored for an atom whose element is unknown
+ELEMENT_UNKNOWN_NAME = "unknown"  # its flag meaning
 
 # --- CF attribute names (per variable, and the root's coordinates list) ----------------------
 CF_UNITS = "units"

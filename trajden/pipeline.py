@@ -14,6 +14,7 @@ runs write identical stores. Workers receive file names and frame indices, never
 
 from __future__ import annotations
 
+import json
 import math
 import shlex
 import sys
@@ -27,6 +28,7 @@ from trajden import __version__, names
 from trajden.classify import DEFAULT_PTM_RMSD_CUTOFF, classify
 from trajden.denoise import DEFAULT_ITERATIONS, denoise
 from trajden.io.readers import Frame, Trajectory
+from trajden.io.species import require_elements
 
 
 @dataclass
@@ -86,6 +88,7 @@ def process_frame(frame: Frame, settings: ProcessSettings, model=None):
 
         model = get_model(settings.model, settings.device)
     check_frame(frame)
+    require_elements(frame)
     raw_labels = label_frame(frame.positions, frame.cell, frame.origin, settings)
     result = _denoise(frame, settings, model)
     out = _frame_result(frame, result.positions, raw_labels, settings, result.iterations, result.residual,
@@ -96,6 +99,8 @@ def process_frame(frame: Frame, settings: ProcessSettings, model=None):
 
 
 def _denoise(frame: Frame, settings: ProcessSettings, model):
+    # frame.elements (per-atom symbols, or None where unknown) and frame.type_elements are here for a
+    # species-aware model; the models of today take frame.types only
     kw = dict(k=settings.iterations, tol=settings.tol, scale=settings.scale,
               frames_per_worker=settings.frames_per_worker)
     blocks = settings.blocks
@@ -267,12 +272,15 @@ def prepare_store(traj: Trajectory, frames: list[int], store_path: str, settings
     first = check_frame(traj.frame(frames[0]))
     if m is not None:
         _check_types(first, m)
+    require_elements(first)  # several atom types and no elements: a one-line error, nothing written
     times, steps = [], []
     for i in frames:
         t, s = traj.frame_time_step(i) if hasattr(traj, "frame_time_step") else _time_step(traj, i)
         times.append(t)
         steps.append(s)
-    run_config = settings.run_config() | {"frames": [int(f) for f in frames], "inputs": [str(p) for p in traj.paths]}
+    species = {str(t): e for t, e in sorted(first.type_elements.items())}
+    run_config = settings.run_config() | {"frames": [int(f) for f in frames], "inputs": [str(p) for p in traj.paths],
+                                          names.ATTR_SPECIES: species}
     store, created = Store.open_or_create(
         store_path,
         overwrite=overwrite,
@@ -287,6 +295,9 @@ def prepare_store(traj: Trajectory, frames: list[int], store_path: str, settings
         run_config=run_config,
         frames_per_chunk=frames_per_chunk,
         max_iterations=settings.iterations if settings.method == "denoise" else None,
+        elements=first.elements,
+        type_elements=first.type_elements,
+        species_source=first.elements_origin,
     )
     return store, created
 
@@ -405,6 +416,10 @@ def summary_text(summary: RunSummary, method: str = "ptm") -> str:
     for j, why in sorted(summary.failures.items())[:10]:
         lines.append(f"FAILED     frame {j}: {why}")
     ds = xr.open_zarr(summary.store, consolidated=False)
+    species = json.loads(ds.attrs.get(names.ATTR_SPECIES, "{}"))
+    if species:
+        lines.insert(3, "species    " + ", ".join(f"type {t} {e}" for t, e in species.items())
+                     + f" ({ds.attrs.get(names.ATTR_SPECIES_SOURCE, '')})")
     methods = [c for c in names.CLASSIFIERS if names.structure_var(c) in ds]
     ok = ds[names.VAR_COMPLETE].values & (ds[names.VAR_STATUS].values != names.FRAME_STATUS_FAILED)
     complete = np.flatnonzero(ok)

@@ -8,6 +8,7 @@ Layout (all names from :mod:`trajden.names`), readable with ``xarray.open_zarr(p
 * ``positions(frame, atom, spatial)`` float32 [angstrom], ``positions_raw`` (only with ``keep_raw``),
   ``structure_<classifier>[_raw](frame, atom)`` int8 (OVITO codes, CF ``flag_values``/``flag_meanings``),
   ``displacement(frame, atom)`` float32, ``cell(frame, cell_vector, spatial)`` float64, ``type(atom)`` int32,
+  ``element(atom)`` int16 (atomic number, 0 = unknown; CF ``flag_values``/``flag_meanings`` = the symbols),
   ``iterations(frame)`` int16, ``residual(frame)`` float32, ``scale(frame)`` float32, ``status(frame)`` int8,
   ``complete(frame)`` bool; ``rms_history(frame, iteration)`` float32 only when created with ``max_iterations``.
 
@@ -25,7 +26,9 @@ file atomically).  ``complete`` is written after all other variables of the fram
 leaves the frames pending.
 
 Root attributes: whatever the caller passes in ``attrs`` plus ``trajden_store_format``, ``run_config`` (a JSON
-string, compared on resume), ``classifiers`` and ``trajden_version`` (defaults to this package's version).
+string, compared on resume), ``classifiers``, ``trajden_version`` (defaults to this package's version),
+``species`` (JSON ``{"type": "element"}``) and ``species_source``.  Stores written before elements were
+stored lack ``element``, ``species`` and ``species_source``; they open and resume as before.
 Attribute values that are dicts, or lists holding anything but numbers, are stored as JSON strings (netCDF-safe);
 ``Store.run_config`` decodes the run config.
 
@@ -200,6 +203,35 @@ def _flag_attrs(meanings: dict[int, str], codes: Sequence[int], long_name: str, 
         names.CF_FLAG_MEANINGS: " ".join(meanings[c] for c in codes),
         names.CF_COMMENT: comment,
     }
+
+
+def _atomic_numbers(elements: Any, n_atoms: int, path: Any) -> np.ndarray:
+    """(n_atoms,) int16 atomic numbers of element symbols (None or "": 0 = unknown); StoreError otherwise."""
+    if elements is None:
+        return np.full(n_atoms, names.ELEMENT_UNKNOWN, dtype=np.int16)
+    from ase.data import atomic_numbers
+
+    strs = np.asarray(elements).astype(str)
+    if strs.shape != (n_atoms,):
+        raise StoreError(f"{path}: elements has shape {strs.shape}, expected ({n_atoms},)")
+    uniq, inv = np.unique(strs, return_inverse=True)
+    bad = [u for u in uniq if u and (u not in atomic_numbers or atomic_numbers[u] == 0)]
+    if bad:
+        raise StoreError(f"{path}: {bad[0]!r} is not an element symbol")
+    codes = np.array([atomic_numbers[u] if u else names.ELEMENT_UNKNOWN for u in uniq], dtype=np.int16)
+    return codes[inv.ravel()]
+
+
+def _element_attrs(numbers: np.ndarray) -> dict:
+    """CF attributes of ``element(atom)``: the atomic numbers present and their symbols."""
+    from ase.data import chemical_symbols
+
+    present = sorted(int(z) for z in np.unique(numbers))
+    meanings = {z: (names.ELEMENT_UNKNOWN_NAME if z == names.ELEMENT_UNKNOWN else chemical_symbols[z])
+                for z in present}
+    return _flag_attrs(meanings, present, "chemical element",
+                       f"atomic number; {names.ELEMENT_UNKNOWN} = {names.ELEMENT_UNKNOWN_NAME} "
+                       "(an input without element information)")
 
 
 def _label_codes(classifier: str) -> tuple[int, ...]:
@@ -415,6 +447,7 @@ class Store:
         self._keep_raw = names.VAR_POSITIONS_RAW in present
         self._history_len = int(group[names.VAR_RMS_HISTORY].shape[1]) if names.VAR_RMS_HISTORY in present else 0
         self._has_evaluator = names.VAR_EVALUATOR in present  # stores written before it existed lack it
+        self._has_element = names.VAR_ELEMENT in present  # stores written before species were read lack it
 
     # ---- construction ------------------------------------------------------------------------
 
@@ -436,12 +469,20 @@ class Store:
         atoms_per_chunk: int | None = None,
         max_iterations: int | None = None,
         overwrite: bool = False,
+        elements: np.ndarray | Sequence[str] | None = None,
+        type_elements: Mapping[int, str] | None = None,
+        species_source: str | None = None,
     ) -> Store:
         """Create the store: all metadata and coordinates; data arrays hold fill values, nothing is complete.
 
         An existing path is refused unless ``overwrite`` is set and it is a trajden store that no live run has
         locked (an empty directory is used as is).  With ``max_iterations`` the store also gets
         ``rms_history(frame, iteration)`` (float32, NaN after the last iteration).
+
+        ``elements`` (per atom element symbols; None: unknown) become ``element(atom)``, the atomic numbers
+        (0 = unknown) with CF ``flag_values``/``flag_meanings`` naming them; ``type_elements`` ({type:
+        element}) and ``species_source`` become the root attributes ``species`` (JSON) and
+        ``species_source``.
         """
         import zarr
 
@@ -477,6 +518,7 @@ class Store:
         if max_iterations is not None and int(max_iterations) < 1:
             raise StoreError(f"{path}: max_iterations must be >= 1, got {max_iterations}")
         run_config_json = _canonical_json(_plain(dict(run_config or {})), f"{path}: run_config")
+        numbers = _atomic_numbers(elements, n_atoms, path)
 
         root_attrs: dict[str, Any] = {}
         for key, value in (attrs or {}).items():
@@ -486,6 +528,9 @@ class Store:
         root_attrs[names.ATTR_CLASSIFIERS] = _canonical_json(list(classifiers), "classifiers")
         root_attrs[names.ATTR_RUN_CONFIG] = run_config_json
         root_attrs[names.CF_COORDINATES] = " ".join((names.COORD_TIME, names.COORD_STEP, names.COORD_ATOM_ID))
+        root_attrs[names.ATTR_SPECIES] = _canonical_json({str(int(t)): str(e) for t, e in
+                                                          sorted((type_elements or {}).items())}, "type_elements")
+        root_attrs[names.ATTR_SPECIES_SOURCE] = str(species_source or "")
         root_attrs[names.ATTR_STORE_FORMAT] = STORE_FORMAT
 
         cls._check_path(path, overwrite)
@@ -512,6 +557,8 @@ class Store:
             **{names.CF_LONG_NAME: "atom id"})[:] = atom_ids.astype(np.int64)
         arr(names.VAR_TYPE, (n_atoms,), (A,), "int32", INT_FILL, (apc,),
             **{names.CF_LONG_NAME: "atom type"})[:] = types.astype(np.int32)
+        arr(names.VAR_ELEMENT, (n_atoms,), (A,), "int16", names.ELEMENT_UNKNOWN, (apc,),
+            **_element_attrs(numbers))[:] = numbers
         # per-frame data
         arr(names.VAR_POSITIONS, (n_frames, n_atoms, 3), (F, A, S), "float32", nan, (fpc, apc, 3),
             **ang, **{names.CF_LONG_NAME: "denoised atom positions"})
@@ -620,9 +667,12 @@ class Store:
     def _incompatibilities(self, *, n_frames: int, atom_ids: np.ndarray, types: np.ndarray | None = None,
                            steps: np.ndarray | None = None, classifiers: Sequence[str] = (names.ACNA, names.PTM),
                            keep_raw: bool = False, run_config: Mapping[str, Any] | None = None,
-                           max_iterations: int | None = None, **_ignored: Any) -> list[str]:
+                           max_iterations: int | None = None, elements: Any = None,
+                           **_ignored: Any) -> list[str]:
         problems: list[str] = []
         wanted = json.loads(_canonical_json(_plain(dict(run_config or {})), f"{self._path}: run_config"))
+        if not self._has_element and names.ATTR_SPECIES not in self.run_config:
+            wanted.pop(names.ATTR_SPECIES, None)  # a store from before species were read: nothing to compare
         problems += _dict_diff(self.run_config, wanted, "run_config")
         if int(n_frames) != self.n_frames:
             problems.append(f"n_frames: stored {self.n_frames}, now {int(n_frames)}")
@@ -641,6 +691,10 @@ class Store:
             problems.append(f"classifiers: stored {list(self._classifiers)}, now {list(classifiers)}")
         if bool(keep_raw) != self._keep_raw:
             problems.append(f"keep_raw: stored {self._keep_raw}, now {bool(keep_raw)}")
+        if elements is not None and self._has_element and atom_ids.shape == (self.n_atoms,) and \
+                not np.array_equal(_atomic_numbers(elements, self.n_atoms, self._path),
+                                   self._array(names.VAR_ELEMENT)[:]):
+            problems.append("atom elements differ")
         if (int(max_iterations) if max_iterations is not None else None) != self.max_iterations:
             problems.append(f"rms_history length (max_iterations): stored {self.max_iterations}, now {max_iterations}")
         return problems
@@ -696,6 +750,21 @@ class Store:
     @property
     def run_config(self) -> dict[str, Any]:
         return json.loads(self._group.attrs.get(names.ATTR_RUN_CONFIG, "{}"))
+
+    @property
+    def elements(self) -> np.ndarray | None:
+        """(n_atoms,) element symbols ("" where unknown); None for a store written before elements were stored."""
+        if not self._has_element:
+            return None
+        from ase.data import chemical_symbols
+
+        table = np.array([""] + chemical_symbols[1:], dtype=str)
+        return table[np.asarray(self._array(names.VAR_ELEMENT)[:], dtype=np.intp)]
+
+    @property
+    def type_elements(self) -> dict[int, str]:
+        """{type: element} as recorded (root attribute ``species``); empty if unknown or not recorded."""
+        return {int(t): e for t, e in json.loads(self._group.attrs.get(names.ATTR_SPECIES, "{}")).items()}
 
     def _array(self, name: str) -> Any:
         arr = self._arrays.get(name)

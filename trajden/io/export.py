@@ -83,6 +83,22 @@ def lammps_cell(cell: np.ndarray) -> tuple[np.ndarray, bool]:
     return lmp, rotated
 
 
+def store_elements(ds: xr.Dataset) -> np.ndarray | None:
+    """(atom,) element symbols recorded in the store ("X" where unknown), or None if it records none.
+
+    Reads the ``element`` variable (atomic numbers, 0 = unknown); a store without it, or whose atoms are
+    all unknown, gives None.
+    """
+    from ase.data import chemical_symbols
+
+    if names.VAR_ELEMENT not in ds:
+        return None
+    z = np.asarray(ds[names.VAR_ELEMENT].values, dtype=np.int64)
+    if not (z > names.ELEMENT_UNKNOWN).any():
+        return None
+    return np.asarray(chemical_symbols, dtype=str)[z]
+
+
 def _frame_data(ds: xr.Dataset, i: int, pos_var: str, extra: Sequence[str]) -> xr.Dataset:
     keep = [pos_var, *extra, names.VAR_CELL]
     return ds[keep].isel({names.DIM_FRAME: i}).load()
@@ -92,7 +108,7 @@ def _frame_data(ds: xr.Dataset, i: int, pos_var: str, extra: Sequence[str]) -> x
 
 
 def export_dump(ds, out, frames=None, raw: bool = False, displacement: bool = True) -> str:
-    """Write a LAMMPS text dump (``ITEM: ATOMS id type x y z <labels...> [displacement]``).
+    """Write a LAMMPS text dump (``ITEM: ATOMS id type [element] x y z <labels...> [displacement]``).
 
     Parameters
     ----------
@@ -102,6 +118,7 @@ def export_dump(ds, out, frames=None, raw: bool = False, displacement: bool = Tr
     raw : write the raw positions (``positions_raw``, needs ``--keep-raw``) instead of the denoised ones
     displacement : add the ``displacement`` column where the store has it
 
+    The ``element`` column holds the element symbols the store records (none if it records none).
     Every label variable present (``structure_acna``, ``structure_ptm`` and their ``_raw`` versions) is
     a column. Orthogonal cells give ``BOX BOUNDS pp pp pp``; other cells the triclinic ``xy xz yz`` form,
     with positions rotated into LAMMPS's orientation where the cell is not already in it. The cell
@@ -119,8 +136,11 @@ def export_dump(ds, out, frames=None, raw: bool = False, displacement: bool = Tr
     )
     types = np.asarray(ds[names.VAR_TYPE].values, dtype=np.int64) if names.VAR_TYPE in ds else np.ones(n, np.int64)
     steps = np.asarray(ds[names.COORD_STEP].values) if names.COORD_STEP in ds.coords or names.COORD_STEP in ds else None
-    header_cols = " ".join(["id", "type", "x", "y", "z", *extra])
-    fmt = " ".join(["%d", "%d", "%.9g", "%.9g", "%.9g"] + ["%d"] * len(labels) + ["%.6g"] * (len(extra) - len(labels)))
+    elements = store_elements(ds)
+    el_col = [] if elements is None else [names.VAR_ELEMENT]
+    header_cols = " ".join(["id", "type", *el_col, "x", "y", "z", *extra])
+    fmt = " ".join(["%d", "%d", *(["%s"] * len(el_col)), "%.9g", "%.9g", "%.9g"] + ["%d"] * len(labels)
+                   + ["%.6g"] * (len(extra) - len(labels)))
     with _open_text(out) as fh:
         for i in select_frames(ds, frames):
             fr = _frame_data(ds, i, pos_var, extra)
@@ -146,20 +166,28 @@ def export_dump(ds, out, frames=None, raw: bool = False, displacement: bool = Tr
                     f"{xlo_b:.17g} {xhi_b:.17g} {xy:.17g}\n{ylo_b:.17g} {yhi_b:.17g} {xz:.17g}\n0 {lz:.17g} {yz:.17g}\n"
                 )
             fh.write(f"ITEM: ATOMS {header_cols}\n")
-            cols = [ids, types, pos[:, 0], pos[:, 1], pos[:, 2]]
+            cols = [ids, types, *([elements] if elements is not None else []), pos[:, 0], pos[:, 1], pos[:, 2]]
             cols += [np.asarray(fr[v].values, dtype=np.float64) for v in extra]
-            np.savetxt(fh, np.column_stack(cols), fmt=fmt)
+            if elements is None:
+                np.savetxt(fh, np.column_stack(cols), fmt=fmt)
+            else:  # mixed text and numbers: an object table keeps each column's type for its format
+                table = np.empty((n, len(cols)), dtype=object)
+                for j, c in enumerate(cols):
+                    table[:, j] = c
+                np.savetxt(fh, table, fmt=fmt)
     return os.fspath(out)
 
 
 # --- extended XYZ ---------------------------------------------------------------------------------
 
 
-def _numbers(types: np.ndarray, symbols) -> np.ndarray:
+def _numbers(types: np.ndarray, symbols, elements: np.ndarray | None = None) -> np.ndarray:
     from ase.data import atomic_numbers
 
-    if symbols is None:
-        return types.astype(np.int64)
+    if symbols is None:  # the store's elements; 0 ("X") where it records none
+        if elements is None:
+            return np.zeros(len(types), dtype=np.int64)
+        return np.array([atomic_numbers[e] for e in elements], dtype=np.int64)
     if isinstance(symbols, str):
         return np.full(len(types), atomic_numbers[symbols], dtype=np.int64)
     if isinstance(symbols, Mapping):
@@ -174,9 +202,10 @@ def export_extxyz(ds, out, frames=None, raw: bool = False, symbols=None) -> str:
     """Write an extended XYZ trajectory with ase (``.gz``: gzip-compressed).
 
     Per-atom arrays: ``id``, ``type``, every label variable present and ``displacement``; per-frame
-    info: ``step``, ``time`` (ps). ``symbols`` maps atom types to elements (one symbol for all, a
-    ``{type: symbol}`` dict, or a sequence for types 1, 2, ...); by default the type is used as the
-    atomic number. ``raw`` writes the raw positions. Returns the path written.
+    info: ``step``, ``time`` (ps). Atoms carry the element symbols the store records (``element``),
+    ``X`` where it records none; ``symbols`` overrides them, mapping atom types to elements (one symbol
+    for all, a ``{type: symbol}`` dict, or a sequence for types 1, 2, ...). ``raw`` writes the raw
+    positions. Returns the path written.
     """
     import ase
     import ase.io
@@ -192,7 +221,7 @@ def export_extxyz(ds, out, frames=None, raw: bool = False, symbols=None) -> str:
         else np.arange(1, n + 1, dtype=np.int64)
     )
     types = np.asarray(ds[names.VAR_TYPE].values, dtype=np.int64) if names.VAR_TYPE in ds else np.ones(n, np.int64)
-    numbers = _numbers(types, symbols)
+    numbers = _numbers(types, symbols, store_elements(ds) if symbols is None else None)
     has = {c: (c in ds.coords or c in ds) for c in (names.COORD_STEP, names.COORD_TIME)}
     with _open_text(out) as fh:
         for i in select_frames(ds, frames):

@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from MDAnalysis.coordinates.base import ReaderBase
 from MDAnalysis.core.topology import Topology
-from MDAnalysis.core.topologyattrs import Atomids, Atomtypes, Masses, Resids, Resnums, Segids
+from MDAnalysis.core.topologyattrs import Atomids, Atomtypes, Elements, Masses, Resids, Resnums, Segids
 from MDAnalysis.lib.mdamath import triclinic_box, triclinic_vectors
 from MDAnalysis.lib.util import store_init_arguments
 from MDAnalysis.topology.base import TopologyReaderBase
@@ -54,6 +54,9 @@ __all__ = [
 
 #: MDAnalysis format name of :class:`TrajdenDumpReader` / :class:`TrajdenDumpParser`
 MDA_FORMAT = "TRAJDEN_LAMMPSDUMP"
+
+#: per-atom element name column (LAMMPS ``dump custom ... element`` with ``dump_modify element``)
+ELEMENT_COLUMN = "element"
 
 #: coordinate convention -> dump columns, in the order used by ``coordinates="auto"`` (MDAnalysis' order)
 COORDINATE_COLUMNS: dict[str, tuple[str, str, str]] = {
@@ -267,10 +270,12 @@ def format_frame(
     coordinates: str = "unscaled",
     extra: dict[str, np.ndarray] | None = None,
     fmt: str = "%.10g",
+    elements: np.ndarray | None = None,
 ) -> str:
-    """Text of one LAMMPS dump frame (``ITEM: ATOMS id type <coordinates> <extra>``), as LAMMPS writes it.
+    """Text of one LAMMPS dump frame (``ITEM: ATOMS id type [element] <coordinates> <extra>``), as LAMMPS writes it.
 
-    Scaled conventions write ``(positions - origin) @ inv(cell)``. Atoms are written in the given order.
+    Scaled conventions write ``(positions - origin) @ inv(cell)``. Atoms are written in the given order;
+    ``elements`` (per atom) adds an ``element`` column.
     """
     pos = np.asarray(positions, dtype=np.float64)
     n = len(pos)
@@ -284,11 +289,13 @@ def format_frame(
     out = [] if time is None else [f"ITEM: TIME\n{time!r}\n"]
     out.append(f"ITEM: TIMESTEP\n{step}\nITEM: NUMBER OF ATOMS\n{n}\nITEM: BOX BOUNDS {kw}\n")
     out.extend(" ".join(repr(float(v)) for v in row) + "\n" for row in bounds)
-    names = ["id", "type", *COORDINATE_COLUMNS[coordinates], *extra]
+    el = [] if elements is None else [ELEMENT_COLUMN]
+    names = ["id", "type", *el, *COORDINATE_COLUMNS[coordinates], *extra]
     out.append("ITEM: ATOMS " + " ".join(names) + "\n")
     cols = [np.asarray(v) for v in extra.values()]
     for k in range(n):
-        vals = [str(int(ids[k])), str(int(types[k]))] + [fmt % v for v in pos[k]] + [fmt % c[k] for c in cols]
+        vals = [str(int(ids[k])), str(int(types[k]))] + ([] if elements is None else [str(elements[k])])
+        vals += [fmt % v for v in pos[k]] + [fmt % c[k] for c in cols]
         out.append(" ".join(vals) + " \n")  # LAMMPS ends atom lines with a space
     return "".join(out)
 
@@ -595,6 +602,8 @@ def _diagnose(block: bytes, columns: tuple[str, ...], wanted: dict[str, pa.DataT
         if len(fields) != len(columns):
             return k, (f"expected {len(columns)} columns ({' '.join(columns)}), found {len(fields)}: {_show(raw)}")
         for name, j in col_ix.items():
+            if pa.types.is_string(wanted[name]):
+                continue
             conv = int if pa.types.is_integer(wanted[name]) else float
             try:
                 conv(fields[j])
@@ -624,6 +633,14 @@ class DumpFrame:
     origin: np.ndarray
     ids: np.ndarray
     types: np.ndarray
+    elements: np.ndarray | None = None  # (N,) str, per-atom element names as the file gives them (not checked)
+
+
+def _strings(column) -> np.ndarray:
+    """(N,) numpy str array of a pyarrow string column, through its (small) dictionary of distinct values."""
+    enc = column.combine_chunks().dictionary_encode() if hasattr(column, "combine_chunks") else column
+    words = np.asarray(enc.dictionary.to_pylist(), dtype=str)
+    return words[np.asarray(enc.indices.to_numpy(zero_copy_only=False), dtype=np.intp)]
 
 
 _local = threading.local()
@@ -811,6 +828,8 @@ class LammpsDump:
             wanted["id"] = pa.int64()
         if "type" in columns:
             wanted["type"] = pa.int32()
+        if ELEMENT_COLUMN in columns:
+            wanted[ELEMENT_COLUMN] = pa.string()
         for c in xyz_cols:
             wanted[c] = pa.float64()
         # pyarrow needs the names of the needed columns unique; a duplicated needed column is ambiguous
@@ -856,10 +875,11 @@ class LammpsDump:
         cols = [np.asarray(table.column(c).to_numpy(), dtype=np.float64) for c in xyz_cols]
         ids = table.column("id").to_numpy().astype(np.int64, copy=False) if "id" in wanted else None
         types = table.column("type").to_numpy().astype(np.int32, copy=False) if "type" in wanted else None
+        elements = _strings(table.column(ELEMENT_COLUMN)) if ELEMENT_COLUMN in wanted else None
         del table
-        return self._finish(i, hdr, conv, cols, ids, types, cell, origin, a0)
+        return self._finish(i, hdr, conv, cols, ids, types, cell, origin, a0, elements)
 
-    def _finish(self, i, hdr, conv, cols, ids, types, cell, origin, a0) -> DumpFrame:
+    def _finish(self, i, hdr, conv, cols, ids, types, cell, origin, a0, elements=None) -> DumpFrame:
         """Validate parsed columns (file order), convert to Cartesian, sort by id."""
         path = self.path
         n_at = len(cols[0])
@@ -934,8 +954,10 @@ class LammpsDump:
             pos = np.take(pos, order, axis=0)
             if types is not None:
                 types = np.take(types, order)
-        if types is None:
-            types = np.ones(n_at, dtype=np.int32)
+            if elements is not None:
+                elements = np.take(elements, order)
+        if types is None:  # no type column: atoms typed by element name where there is one
+            types = np.ones(n_at, dtype=np.int32) if elements is None else elements.astype(object)
 
         time = hdr.time
         length_f, time_f = UNIT_FACTORS.get(self.index.units or "metal", (1.0, 1.0))
@@ -945,7 +967,8 @@ class LammpsDump:
             origin = origin * length_f
         if time is not None:
             time *= time_f
-        return DumpFrame(step=hdr.step, time=time, positions=pos, cell=cell, origin=origin, ids=ids, types=types)
+        return DumpFrame(step=hdr.step, time=time, positions=pos, cell=cell, origin=origin, ids=ids, types=types,
+                         elements=elements)
 
 
 def _to_fractional(cols: list[np.ndarray], cell: np.ndarray, origin: np.ndarray, lower: bool) -> list[np.ndarray]:
@@ -1089,7 +1112,8 @@ class TrajdenDumpParser(TopologyReaderBase):
     """MDAnalysis topology parser for LAMMPS dumps (format ``"TRAJDEN_LAMMPSDUMP"``): ids and types of frame 0.
 
     Atom types are kept as strings (``"1"``, ``"2"``, ...), as MDAnalysis' own dump parser does; masses
-    are 1.0; all atoms are one residue of one segment.
+    are 1.0; all atoms are one residue of one segment. A dump with an ``element`` column also gives the
+    atoms' ``elements``.
     """
 
     format = MDA_FORMAT
@@ -1105,4 +1129,6 @@ class TrajdenDumpParser(TopologyReaderBase):
             Resnums(np.array([1])),
             Segids(np.array(["SYSTEM"], dtype=object)),
         ]
+        if fr.elements is not None:
+            attrs.append(Elements(np.asarray(fr.elements, dtype=object)))
         return Topology(n, 1, 1, attrs=attrs, atom_resindex=np.zeros(n, dtype=np.intp))

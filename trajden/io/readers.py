@@ -16,10 +16,11 @@ import io
 import os
 import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from trajden.io import species as species_mod
 from trajden.io.lammps_dump import DumpFrame, DumpIndex, LammpsDump, TrajectoryError, _error, is_lammps_dump
 
 __all__ = ["Frame", "Trajectory", "TrajectoryError", "parse_frames", "resolve_format"]
@@ -51,6 +52,10 @@ class Frame:
     ids : (N,) int64, ascending
     types : (N,) int32, 1-based (element names: 1..n in order of first appearance in frame 0)
     source : the file the frame came from
+    elements : (N,) str element symbols ("Ni", ...), or None where they are unknown (then
+        :func:`trajden.io.species.require_elements` allows only a single atom type)
+    type_elements : {type: element} of the trajectory, for the types whose element is known
+    elements_origin : where the elements came from (``trajden.io.species_mod.ORIGIN_*``), None if unknown
     """
 
     index: int
@@ -62,10 +67,18 @@ class Frame:
     ids: np.ndarray
     types: np.ndarray
     source: str
+    elements: np.ndarray | None = None
+    type_elements: dict[int, str] = field(default_factory=dict)
+    elements_origin: str | None = None
 
     @property
     def n_atoms(self) -> int:
         return len(self.positions)
+
+    @property
+    def atomic_numbers(self) -> np.ndarray:
+        """(N,) int16 atomic numbers; 0 where the element is unknown."""
+        return species_mod.atomic_numbers(self.elements, self.n_atoms)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -182,6 +195,7 @@ class _LammpsSource:
         self.warnings = list(self.state.warnings)
         self.steps = self.state.steps
         self.times = self.state.times
+        self.elements_origin = species_mod.ORIGIN_COLUMN  # where a frame has elements, they are the file's
 
     def read(self, i: int) -> DumpFrame:
         return self.dump.read(i)
@@ -207,6 +221,7 @@ class _XYZSource:
         self.warnings = list(state["warnings"])
         self.steps = None
         self.times = None
+        self.elements_origin = species_mod.ORIGIN_SYMBOLS
 
     def _index(self) -> dict:
         path = self.path
@@ -274,8 +289,10 @@ class _XYZSource:
         ids = atoms.arrays.get("id")
         ids = np.arange(1, n + 1, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
         types = atoms.arrays.get("type")
+        symbols = np.array(atoms.get_chemical_symbols(), dtype=str)
         if types is None:
-            types = np.array(atoms.get_chemical_symbols(), dtype=object)
+            types = symbols.astype(object)
+        elements = None if bool(np.all(atoms.numbers == 0)) else symbols  # "X": ase's symbol for none
         step = info.get("step", info.get("timestep"))
         time = info.get("time")
         cell = np.array(atoms.cell.array, dtype=np.float64) if atoms.cell.rank == 3 else np.zeros((3, 3))
@@ -288,6 +305,7 @@ class _XYZSource:
             origin=origin,
             ids=ids,
             types=types,
+            elements=elements,
         )
 
 
@@ -324,6 +342,38 @@ class _MDASource:
         self.state = None
         self.steps = None
         self.times = None
+        self.elements, self.elements_origin = self._elements(u)
+
+    def _elements(self, u) -> tuple[np.ndarray | None, str | None]:
+        """Per-atom elements of the topology (file order), or MDAnalysis' guess from the names (warned)."""
+        import warnings as _w
+
+        def valid(values) -> np.ndarray | None:
+            got = [species_mod.normalise_symbol(v) for v in values]
+            return None if any(g is None for g in got) else np.asarray(got, dtype=str)
+
+        if hasattr(u.atoms, "elements"):
+            got = valid(u.atoms.elements)
+            if got is not None:
+                return got, species_mod.ORIGIN_TOPOLOGY
+        if _is_lammps_data(self.topology if self.topology is not None else self.path, self.fmt):
+            return None, None  # its Masses name the types (Trajectory._type_map), not the atom names
+        if not hasattr(u.atoms, "names"):
+            return None, None
+        try:
+            with self._lock, _w.catch_warnings():
+                _w.simplefilter("ignore")
+                from MDAnalysis.guesser.default_guesser import DefaultGuesser
+
+                guessed = DefaultGuesser(u).guess_types(atom_types=u.atoms.names)
+        except Exception:  # noqa: BLE001 - a failed guess is no guess
+            return None, None
+        got = valid(guessed)
+        if got is None:
+            return None, None
+        self.warnings.append(f"{self.path}: no element in the topology; elements {sorted(set(got.tolist()))} "
+                             "guessed from the atom names by MDAnalysis (pass --species to set them)")
+        return got, species_mod.ORIGIN_NAMES
 
     @property
     def universe(self):
@@ -370,6 +420,7 @@ class _MDASource:
         if types is None:
             types = np.ones(self.n_atoms, dtype=np.int32)
         return DumpFrame(
+            elements=self.elements,
             step=None if step is None else int(step),
             time=time,
             positions=positions,
@@ -378,6 +429,20 @@ class _MDASource:
             ids=ids,
             types=np.asarray(types),
         )
+
+
+def _is_lammps_data(path: str | None, fmt: str | None = None) -> bool:
+    """True for a LAMMPS data file (MDAnalysis format DATA, by ``fmt`` or by the name)."""
+    if path is None:
+        return False
+    if fmt is not None and fmt.upper() == "DATA":
+        return True
+    from MDAnalysis.lib.util import guess_format
+
+    try:
+        return guess_format(path).upper() == "DATA"
+    except (ValueError, TypeError):
+        return False
 
 
 # ------------------------------------------------------------------------------------------------
@@ -398,13 +463,17 @@ class Trajectory:
     format : str, optional
         ``"lammpsdump"``, ``"extxyz"`` or an MDAnalysis format name; guessed per file when None.
     topology : str, optional
-        Topology for MDAnalysis formats that have none (XTC, TRR, DCD, ...).
+        Topology for MDAnalysis formats that have none (XTC, TRR, DCD, ...). A LAMMPS data file given here
+        (for any format, a LAMMPS dump too) names the atom types' elements by its Masses.
     timestep_ps : float, optional
         ps per MD step, for frames without a time (default 0.001, LAMMPS metal units).
+    species : str or sequence of str, optional
+        Elements of atom types 1, 2, ... (``"Ni,Al"`` or ``["Ni", "Al"]``; the CLI's ``--species``). Where
+        the file names the elements itself (element column, symbols), they must agree.
 
     Attributes
     ----------
-    n_frames, n_atoms, paths, warnings
+    n_frames, n_atoms, paths, warnings, species (the parsed ``species``), type_elements
 
     Notes
     -----
@@ -420,7 +489,9 @@ class Trajectory:
         format: str | None = None,
         topology: str | None = None,
         timestep_ps: float | None = None,
+        species: str | list[str] | None = None,
     ):
+        self.species = species_mod.parse_species(species)
         self.paths = _expand(paths)
         self.format = format
         self.topology = None if topology is None else os.fspath(topology)
@@ -431,8 +502,28 @@ class Trajectory:
         self._reference: dict | None = None
         self._sources: list | None = None
         self._open()
+        self._inferred, self._species_warnings = self._inferred_elements()
 
     # --- opening
+
+    def _inferred_elements(self) -> tuple[dict[int, str], list[str]]:
+        """Type -> element from a LAMMPS data file's masses (the topology, or the file itself), with warnings."""
+        data = self.topology
+        if data is None and _is_lammps_data(self.paths[0], getattr(self.sources[0], "fmt", None)):
+            data = self.paths[0]
+        if data is None or not _is_lammps_data(data):
+            return {}, []
+        found, warnings = species_mod.elements_from_lammps_data(data)
+        if found:
+            warnings.append(f"{data}: elements {', '.join(f'type {t} {e}' for t, e in sorted(found.items()))} "
+                            "taken from the Masses (nearest standard atomic mass); pass --species to set them")
+        if self.species is not None:
+            differ = [f"type {t}: {e}" for t, e in sorted(found.items())
+                      if t <= len(self.species) and self.species[t - 1] != e]
+            if differ:
+                warnings.append(f"{data}: --species {','.join(self.species)} overrides the elements of its "
+                                f"Masses ({'; '.join(differ)})")
+        return found, warnings
 
     def _open(self) -> None:
         sources = []
@@ -474,7 +565,12 @@ class Trajectory:
 
     @property
     def warnings(self) -> list[str]:
-        return [w for s in self.sources for w in s.warnings]
+        return [w for s in self.sources for w in s.warnings] + list(self._species_warnings)
+
+    @property
+    def type_elements(self) -> dict[int, str]:
+        """{type: element} of frame 0 (the types whose element is known; empty if none is)."""
+        return dict(self._reference_info()["type_elements"])
 
     def __len__(self) -> int:
         return self.n_frames
@@ -524,7 +620,10 @@ class Trajectory:
         names: list[str] = []
         if types.dtype == object or types.dtype.kind in "US":
             names = _type_names(types)
-        self._reference = {"n_atoms": len(raw.ids), "ids": _ids_digest(raw.ids), "type_names": names}
+        ref = {"n_atoms": len(raw.ids), "ids": _ids_digest(raw.ids), "type_names": names}
+        _, ref["type_elements"], ref["elements_origin"] = self._elements(self._types(raw.types, ref), raw.elements,
+                                                                          0, 0)
+        self._reference = ref
 
     def frame(self, i: int) -> Frame:
         """Frame ``i`` of the trajectory (global index over all files; negative counts from the end).
@@ -561,6 +660,23 @@ class Trajectory:
         positions = raw.positions if order is None else raw.positions[order]
         types = raw.types if order is None else raw.types[order]
         types = self._types(types, ref)
+        elements = raw.elements if raw.elements is None or order is None else raw.elements[order]
+        try:
+            elements, type_elements, origin = self._elements(types, elements, k, local)
+            before = ref.get("type_elements", {})
+            changed = [t for t, e in type_elements.items() if before.get(t, e) != e]
+            if changed:
+                t = changed[0]
+                raise species_mod.SpeciesError(f"{path}: frame {local}: atom type {t} is {type_elements[t]}, but "
+                                               f"{before[t]} in frame 0 of {self.paths[0]}")
+            uniq = np.unique(types)
+            if elements is None and len(uniq) and uniq[0] >= 0 and all(int(t) in before for t in uniq):
+                # e.g. a later file without the element column of the first: frame 0's types name them
+                table = np.array([before.get(t, "") for t in range(int(uniq[-1]) + 1)], dtype=str)
+                elements, origin = table[types], ref.get("elements_origin")
+                type_elements = {int(t): before[int(t)] for t in uniq}
+        except species_mod.SpeciesError as exc:
+            raise self._wrap(exc, i, k, local) from None
         if not np.all(np.isfinite(positions)):
             exc = _error(path, "non-finite coordinates", local)
             raise self._wrap(exc, i, k, local)
@@ -579,7 +695,48 @@ class Trajectory:
             ids=ids,
             types=types,
             source=path,
+            elements=elements,
+            type_elements=type_elements,
+            elements_origin=origin,
         )
+
+    def _elements(self, types: np.ndarray, found: np.ndarray | None, k: int, local: int
+                  ) -> tuple[np.ndarray | None, dict[int, str], str | None]:
+        """(per-atom elements or None, {type: element}, origin) of a frame of file ``k`` (see :mod:`species`)."""
+        path = self.paths[k]
+        origin = getattr(self.sources[k], "elements_origin", None) if found is not None else None
+        flag = self.species
+        where = f"{path}: frame {local}"
+        if found is not None and (flag is None or origin in species_mod.AUTHORITATIVE):
+            words, codes = np.unique(np.asarray(found).astype(str), return_inverse=True)
+            symbols = [species_mod.normalise_symbol(w) for w in words]
+            bad = [str(w) for w, sym in zip(words, symbols) if sym is None]
+            if bad:
+                raise species_mod.SpeciesError(f"{where}: {bad[0]!r} ({origin}) is not an element symbol")
+            elements = np.asarray(symbols, dtype=str)[codes.ravel()]
+            tmap = species_mod.type_element_map(types, elements, where)
+            if flag is not None:
+                for t, e in sorted(tmap.items()):
+                    said = flag[t - 1] if 1 <= t <= len(flag) else None
+                    if said != e:
+                        raise species_mod.SpeciesError(
+                            f"{where}: --species {','.join(flag)} makes type {t} "
+                            f"{said or 'nothing (too few names)'}, but the file's {origin} says {e}; "
+                            "drop --species or correct it")
+            return elements, tmap, origin
+        uniq = [int(t) for t in np.unique(types)]
+        if flag is not None:
+            outside = [t for t in uniq if not 1 <= t <= len(flag)]
+            if outside:
+                raise species_mod.SpeciesError(
+                    f"{where}: --species {','.join(flag)} names {len(flag)} element(s) for types 1..{len(flag)}, "
+                    f"but the file has atom type {outside[-1]}; give one element per type")
+            return np.asarray(flag, dtype=str)[types - 1], {t: flag[t - 1] for t in uniq}, species_mod.ORIGIN_FLAG
+        tmap = {t: self._inferred[t] for t in uniq if t in self._inferred}
+        if tmap and len(tmap) == len(uniq):
+            table = np.array([tmap.get(t, "") for t in range(max(uniq) + 1)], dtype=str)
+            return table[types], tmap, species_mod.ORIGIN_MASSES
+        return None, tmap, None
 
     def _types(self, types: np.ndarray, ref: dict) -> np.ndarray:
         if types.dtype.kind in "iu":
@@ -646,6 +803,8 @@ class Trajectory:
             "timestep_ps": self.timestep_ps,
             "indexes": list(self._states),
             "reference": self._reference,
+            "species": self.species,
+            "inferred": (self._inferred, self._species_warnings),
         }
 
     def __setstate__(self, state: dict) -> None:
@@ -655,6 +814,8 @@ class Trajectory:
         self.timestep_ps = state["timestep_ps"]
         self._states = list(state.get("indexes") or [None] * len(self.paths))
         self._reference = state.get("reference")
+        self.species = state.get("species")
+        self._inferred, self._species_warnings = state.get("inferred", ({}, []))
         self._sources = None
 
 
