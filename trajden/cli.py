@@ -70,11 +70,15 @@ def _cmd_process(args) -> int:
     frames = parse_frames(args.frames, len(traj))
     if not frames:
         raise UserError(f"{args.trajectory[0]}: no frames selected by --frames {args.frames}")
+    from trajden.pipeline import check_frame, resolve_model
+
+    settings = resolve_model(check_frame(traj.frame(frames[0])), settings,
+                             log=lambda msg: print(f"trajden: {msg}", file=sys.stderr))
     client = cluster = None
     if kind == "serial":
         configure_process_threads(args.torch_threads or 1, args.ovito_threads or args.torch_threads or 1)
     else:
-        model = None if settings.method == "average" else settings.model
+        model = None if settings.method == "average" or settings.model == "none" else settings.model
         client, cluster = start_cluster(
             kind, cluster_config=args.cluster_config, scheduler_file=args.scheduler_file, n_workers=args.workers,
             model=model, device=args.device, torch_threads=args.torch_threads, ovito_threads=args.ovito_threads,
@@ -271,9 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "(a LAMMPS dump without an element column); must agree with the file where it has them")
     pr.add_argument("--timestep", type=float, help="MD timestep in ps, for dumps without ITEM: TIME (default 0.001)")
     pr.add_argument("--frames", help="START:STOP:STEP (python slice over all frames)")
-    pr.add_argument("--model", default="fcc-bcc-hcp",
-                    help="shipped model name (fcc-bcc-hcp, fcc-bcc-hcp-fast, fcc-bcc-hcp-lite, dc3: "
-                    "`trajden models`) or a model file")
+    pr.add_argument("--model", default="auto",
+                    help="auto (default: fcc-bcc-hcp for one element, binary for two; more elements are left raw, "
+                    "flagged), a shipped model name (`trajden models`) or a model file")
     pr.add_argument("--method", choices=("denoise", "average"), default="denoise",
                     help="denoise (default) or the vibration-averaging baseline")
     pr.add_argument("--window", type=int, default=5, help="frames averaged by --method average")

@@ -66,18 +66,19 @@ class DenoiseResult:
 
 
 def map_types(types: np.ndarray, num_types: int) -> np.ndarray:
-    """Map input type labels to model type indices 0..num_types-1 (sorted order of the labels).
+    """Model species indices (N,) int64 of ``types``.
 
-    A single-species model treats every atom alike. A model with several species needs at most that many
-    distinct input types.
+    A one-species model treats every atom alike (all 0, whatever the labels). For a model with several
+    species ``types`` must already be its species indices ``0..num_types-1``
+    (:func:`trajden.model.coverage.model_types` maps elements onto them).
     """
     types = np.asarray(types)
     if num_types == 1:
         return np.zeros(len(types), dtype=np.int64)
-    uniq, inv = np.unique(types, return_inverse=True)
-    if len(uniq) > num_types:
-        raise ValueError(f"{len(uniq)} atom types in the input but the model knows {num_types}")
-    return inv.astype(np.int64)
+    if types.dtype.kind not in "iu" or (len(types) and (types.min() < 0 or types.max() >= num_types)):
+        raise ValueError(f"a model with {num_types} species needs species indices 0..{num_types - 1} "
+                         "(trajden.model.coverage.model_types), not the input's own type labels")
+    return types.astype(np.int64)
 
 
 class _Whole:
@@ -236,7 +237,7 @@ def denoise(
     ----------
     positions : (N, 3) Cartesian positions (any length unit, e.g. angstrom)
     cell : (3, 3) periodic cell, lattice vectors as rows
-    types : (N,) type labels (None: all alike)
+    types : (N,) model species indices (:func:`map_types`; None: all species 0)
     model : a loaded trajden model (:func:`trajden.model.package.load_model`)
     k : maximum number of iterations
     tol : stop when the RMS update of an iteration falls below this (input length unit); ``None``:

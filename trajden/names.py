@@ -111,6 +111,7 @@ ATTR_METHOD = "method"
 ATTR_RUN_CONFIG = "run_config"  # JSON string: every setting that must match for a resume
 ATTR_STORE_FORMAT = "trajden_store_format"  # int, store layout version; marks a directory as a trajden store
 ATTR_SPECIES = "species"  # JSON {"type": "element"} of the types whose element is known; also a run_config key
+ATTR_MODEL_SPECIES = "model_species"  # JSON {"element": model species index} (trajden.model.coverage)
 ATTR_SPECIES_SOURCE = "species_source"  # where the elements came from (trajden.io.species.ORIGIN_*), "" if unknown
 
 # --- element codes (VAR_ELEMENT) -----------------------------------------------------------------

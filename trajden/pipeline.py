@@ -35,7 +35,9 @@ from trajden.io.species import require_elements
 class ProcessSettings:
     """Everything a worker needs to process a frame (picklable, recorded in the store)."""
 
-    model: str = "fcc-bcc-hcp"
+    #: a shipped model's name or a file; "auto": chosen by the input's number of elements
+    #: (:func:`resolve_model`; "none" when no shipped model covers them: frames are left raw, flagged)
+    model: str = "auto"
     device: str = "auto"
     method: str = "denoise"  # or "average" (vibration averaging over a window of frames)
     iterations: int = DEFAULT_ITERATIONS
@@ -53,6 +55,8 @@ class ProcessSettings:
     #: frames each worker denoises in this run (set by :func:`run`): a long run of smaller frames asks for
     #: compiled layers on a CPU too (:func:`trajden.decompose.compile_request`)
     frames_per_worker: int = 1
+    #: element -> model species index (:func:`trajden.model.coverage.species_map`); set by :func:`resolve_model`
+    species_map: dict[str, int] | None = None
 
     def run_config(self) -> dict:
         """The settings that must match for a store to be resumed (device, threads, blocks and the run's
@@ -73,6 +77,42 @@ class ChunkReport:
     seconds: float
     failures: dict[int, str] = field(default_factory=dict)
     statuses: dict[int, int] = field(default_factory=dict)
+    kept_raw: dict[int, int] = field(default_factory=dict)  # frame -> atoms left raw (trajden.scope)
+
+
+#: ``ProcessSettings.model`` when no shipped model covers the input's elements
+NO_MODEL = "none"
+
+
+def resolve_model(first: Frame, settings: ProcessSettings, log=None) -> ProcessSettings:
+    """Settings with the model chosen (``model="auto"``) and the input's elements mapped onto its species.
+
+    ``auto`` picks the shipped model that covers the input's number of elements
+    (:func:`trajden.model.coverage.choose_model`), or :data:`NO_MODEL` when none does (more than two
+    elements): such frames are left at their raw positions and flagged, not rewritten. A model given by name
+    or file that cannot take the input's elements raises :class:`trajden.model.coverage.ModelScopeError`.
+    ``log`` (e.g. ``print``) is told which model was chosen and why.
+    """
+    from trajden.model import coverage
+    from trajden.model.package import load_model
+
+    if settings.method == "average" or (settings.species_map is not None and settings.model != coverage.AUTO):
+        return settings
+    distinct = coverage.distinct_elements(first.elements)
+    shown = ", ".join(distinct) if distinct else "unnamed"
+    name = settings.model
+    if name == coverage.AUTO:
+        name = coverage.choose_model(first.elements) or NO_MODEL
+        if log is not None:
+            why = (f"no shipped model covers {len(distinct)} elements: frames are left raw, flagged"
+                   if name == NO_MODEL else "chosen for")
+            log(f"model {name} ({why} {len(distinct) or 1} element{'s' if len(distinct) > 1 else ''}: {shown})"
+                if name != NO_MODEL else f"model none ({why}; elements {shown})")
+    if name == NO_MODEL:
+        return replace(settings, model=NO_MODEL, species_map={})
+    m = load_model(name)
+    mapping = coverage.species_map(first.elements, m.num_types, f"model {m.name}")
+    return replace(settings, model=name, species_map=mapping)
 
 
 def label_frame(positions, cell, origin, settings: ProcessSettings) -> dict[str, np.ndarray]:
@@ -83,39 +123,49 @@ def process_frame(frame: Frame, settings: ProcessSettings, model=None):
     """Denoise and label one frame; returns a :class:`trajden.store.FrameResult`."""
     from trajden.store import FrameResult
 
-    if model is None:
-        from trajden.cluster import get_model
-
-        model = get_model(settings.model, settings.device)
+    if settings.model == "auto" or settings.species_map is None:
+        settings = resolve_model(frame, settings)
     check_frame(frame)
     require_elements(frame)
     raw_labels = label_frame(frame.positions, frame.cell, frame.origin, settings)
-    result = _denoise(frame, settings, model)
+    if settings.model == NO_MODEL:
+        from trajden.denoise import DenoiseResult
+
+        result = DenoiseResult(frame.positions.copy(), 0, [], math.nan, names.FRAME_STATUS_OUT_OF_SCOPE,
+                               scope=np.full(len(frame.positions), names.SCOPE_SPECIES, dtype=np.int8))
+    else:
+        if model is None:
+            from trajden.cluster import get_model
+
+            model = get_model(settings.model, settings.device)
+        result = _denoise(frame, settings, model)
     out = _frame_result(frame, result.positions, raw_labels, settings, result.iterations, result.residual,
                         result.scale, result.status, FrameResult)
     out.rms_history = np.asarray(result.rms_history, dtype=np.float32)
     out.evaluator = result.evaluator
+    out.scope = result.scope
     return out
 
 
 def _denoise(frame: Frame, settings: ProcessSettings, model):
-    # frame.elements (per-atom symbols, or None where unknown) and frame.type_elements are here for a
-    # species-aware model; the models of today take frame.types only
+    from trajden.model.coverage import model_types
+
+    types = model_types(frame.elements, settings.species_map, len(frame.positions))
     kw = dict(k=settings.iterations, tol=settings.tol, scale=settings.scale,
               frames_per_worker=settings.frames_per_worker)
     blocks = settings.blocks
     if blocks is not None and not isinstance(blocks, str):
         blocks = tuple(blocks)
     if blocks is None or blocks == (1, 1, 1):
-        return denoise(frame.positions, frame.cell, frame.types, model, **kw)
+        return denoise(frame.positions, frame.cell, types, model, **kw)
     from trajden.cluster import _current_worker
 
     if _current_worker() is None:
-        return denoise(frame.positions, frame.cell, frame.types, model, blocks=blocks, **kw)
+        return denoise(frame.positions, frame.cell, types, model, blocks=blocks, **kw)
     from distributed import worker_client
 
     with worker_client() as client:  # this task leaves the worker's thread pool while its blocks run
-        return denoise(frame.positions, frame.cell, frame.types, model, blocks=blocks, client=client, **kw)
+        return denoise(frame.positions, frame.cell, types, model, blocks=blocks, client=client, **kw)
 
 
 def _frame_result(frame, positions, raw_labels, settings, iterations, residual, scale, status, FrameResult):
@@ -178,6 +228,8 @@ def process_chunk(
     t0 = time.perf_counter()
     failures: dict[int, str] = {}
     results = []
+    if settings.method != "average" and (settings.model == "auto" or settings.species_map is None):
+        settings = resolve_model(traj.frame(pairs[0][1]), settings)
     if settings.method == "average":
         try:
             results = process_average_chunk(traj, pairs, settings)
@@ -200,6 +252,7 @@ def process_chunk(
         seconds=time.perf_counter() - t0,
         failures=failures,
         statuses={r.index: r.status for r in results},
+        kept_raw={r.index: int(np.count_nonzero(r.scope)) for r in results if r.scope is not None},
     )
 
 
@@ -253,6 +306,7 @@ def store_attrs(traj: Trajectory, settings: ProcessSettings, model_meta: tuple[s
         names.ATTR_COMMAND: shlex.join(argv if argv is not None else sys.argv),
         names.ATTR_METHOD: settings.method,
         "scale_mode": str(settings.scale),
+        names.ATTR_MODEL_SPECIES: json.dumps(settings.species_map or {}, sort_keys=True),
     }
 
 
@@ -263,16 +317,20 @@ def prepare_store(traj: Trajectory, frames: list[int], store_path: str, settings
     from trajden.store import Store
 
     m = None
-    if settings.method == "average":
-        model_meta = ("vibration-average", "")
-    else:
-        m = load_model(settings.model)
-        model_meta = (m.name, m.sha256)
     # validate what the store is built from before touching the output path
     first = check_frame(traj.frame(frames[0]))
+    if settings.method == "average":
+        model_meta = ("vibration-average", "")
+    elif settings.model == NO_MODEL or (settings.model == "auto" and settings.species_map is None
+                                        and _no_model(first)):
+        model_meta = (NO_MODEL, "")
+    else:
+        m = load_model(settings.model if settings.model != "auto" else _auto_name(first))
+        model_meta = (m.name, m.sha256)
     if m is not None:
         _check_types(first, m)
     require_elements(first)  # several atom types and no elements: a one-line error, nothing written
+    settings = resolve_model(first, settings)
     times, steps = [], []
     for i in frames:
         t, s = traj.frame_time_step(i) if hasattr(traj, "frame_time_step") else _time_step(traj, i)
@@ -302,6 +360,16 @@ def prepare_store(traj: Trajectory, frames: list[int], store_path: str, settings
     return store, created
 
 
+def _auto_name(first: Frame) -> str:
+    from trajden.model.coverage import choose_model
+
+    return choose_model(first.elements) or NO_MODEL
+
+
+def _no_model(first: Frame) -> bool:
+    return _auto_name(first) == NO_MODEL
+
+
 def _time_step(traj: Trajectory, i: int) -> tuple[float, int]:
     f = traj.frame(i)
     return f.time, f.step
@@ -319,6 +387,7 @@ class RunSummary:
     seconds: float
     failures: dict[int, str]
     statuses: dict[int, int]
+    kept_raw: dict[int, int] = field(default_factory=dict)
 
 
 def run(
@@ -339,10 +408,12 @@ def run(
     """
     from tqdm.auto import tqdm
 
+    settings = resolve_model(check_frame(traj.frame(frames[0])), settings)
     store, created = prepare_store(traj, frames, store_path, settings, overwrite, frames_per_chunk, argv)
     t0 = time.perf_counter()
     failures: dict[int, str] = {}
     statuses: dict[int, int] = {}
+    kept_raw: dict[int, int] = {}
     with store.lock():
         pending = store.pending_chunks(retry_failed=True)
         n_pending = sum(len(c) for c in pending)
@@ -358,6 +429,7 @@ def run(
             nonlocal done_atoms
             failures.update(report.failures)
             statuses.update(report.statuses)
+            kept_raw.update(report.kept_raw)
             done_atoms += report.n_atoms * len(report.frames)
             bar.update(len(report.frames))
             el = time.perf_counter() - t0
@@ -389,6 +461,7 @@ def run(
     return RunSummary(
         store=str(store.path), frames_total=len(frames), frames_done=n_pending, frames_skipped=skipped,
         n_atoms=traj.n_atoms, seconds=time.perf_counter() - t0, failures=failures, statuses=statuses,
+        kept_raw=kept_raw,
     )
 
 
@@ -413,6 +486,11 @@ def summary_text(summary: RunSummary, method: str = "ptm") -> str:
         for v in bad.values():
             counts[names.FRAME_STATUS_NAMES.get(v, str(v))] = counts.get(names.FRAME_STATUS_NAMES.get(v, str(v)), 0) + 1
         lines.append("status     " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+    n_kept = sum(summary.kept_raw.values())
+    if n_kept:
+        frames_kept = sum(1 for v in summary.kept_raw.values() if v)
+        lines.append(f"kept raw   {n_kept} atoms in {frames_kept} frame(s): the model cannot apply to them "
+                     f"(per atom in '{names.VAR_SCOPE}')")
     for j, why in sorted(summary.failures.items())[:10]:
         lines.append(f"FAILED     frame {j}: {why}")
     ds = xr.open_zarr(summary.store, consolidated=False)

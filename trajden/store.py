@@ -107,6 +107,7 @@ class FrameResult:
     positions_raw: np.ndarray | None = None
     rms_history: np.ndarray | None = None  # (<= max_iterations,) RMS update per iteration; stored if the store has it
     evaluator: int | None = None  # names.EVALUATOR_* (how the model ran); stored if the store has it
+    scope: np.ndarray | None = None  # (N,) int8 names.SCOPE_* per atom (0 denoised); stored if the store has it
 
     @classmethod
     def failed(cls, index: int, cell: np.ndarray | None = None) -> FrameResult:
@@ -447,6 +448,7 @@ class Store:
         self._keep_raw = names.VAR_POSITIONS_RAW in present
         self._history_len = int(group[names.VAR_RMS_HISTORY].shape[1]) if names.VAR_RMS_HISTORY in present else 0
         self._has_evaluator = names.VAR_EVALUATOR in present  # stores written before it existed lack it
+        self._has_scope = names.VAR_SCOPE in present  # likewise
         self._has_element = names.VAR_ELEMENT in present  # stores written before species were read lack it
 
     # ---- construction ------------------------------------------------------------------------
@@ -591,6 +593,13 @@ class Store:
             **_flag_attrs(names.EVALUATOR_NAMES, sorted(names.EVALUATOR_NAMES), "how the model was evaluated",
                           f"{INT_FILL} = not written or no model (averaging); compiled: equal to eager to "
                           "float32 rounding, not bit for bit"))
+        arr(names.VAR_SCOPE, (n_frames, n_atoms), (F, A), "int8", INT_FILL, (fpc, apc),
+            **_flag_attrs(names.SCOPE_NAMES, sorted(names.SCOPE_NAMES), "why the atom was left at its raw position",
+                          f"0 = denoised; else left raw because the model cannot apply there (trajden.scope); "
+                          f"{INT_FILL} = not written"))
+        arr(names.VAR_N_KEPT_RAW, (n_frames,), (F,), "int32", INT_FILL, (fpc,),
+            **{names.CF_LONG_NAME: "atoms left at their raw positions (scope != 0)",
+               names.CF_COMMENT: f"{INT_FILL} = not written"})
         arr(names.VAR_COMPLETE, (n_frames,), (F,), "bool", False, (fpc,),
             **{names.CF_LONG_NAME: "frame fully written"})
         # the marker goes last: a half-created directory is not a trajden store
@@ -852,6 +861,9 @@ class Store:
             out[names.VAR_RMS_HISTORY] = np.full((m, self._history_len), np.nan, np.float32)
         if self._has_evaluator:
             out[names.VAR_EVALUATOR] = np.full(m, INT_FILL, np.int8)
+        if self._has_scope:
+            out[names.VAR_SCOPE] = np.full((m, N), INT_FILL, np.int8)
+            out[names.VAR_N_KEPT_RAW] = np.full(m, INT_FILL, np.int32)
         label_vars = self.label_vars
         for var in label_vars:
             out[var] = np.full((m, N), LABEL_FILL, np.int8)
@@ -897,6 +909,12 @@ class Store:
                 if int(res.evaluator) not in names.EVALUATOR_NAMES:
                     raise StoreError(f"{where}: unknown evaluator code {res.evaluator}")
                 out[names.VAR_EVALUATOR][k] = int(res.evaluator)
+            if self._has_scope and res.scope is not None:
+                scope = np.asarray(res.scope)
+                if scope.size and (scope.min() < 0 or scope.max() > max(names.SCOPE_NAMES)):
+                    raise StoreError(f"{where}: scope holds codes outside [0, {max(names.SCOPE_NAMES)}]")
+                put(names.VAR_SCOPE, scope, (N,), required=False)
+                out[names.VAR_N_KEPT_RAW][k] = int(np.count_nonzero(scope))
         return out
 
     # ---- locking and reading ------------------------------------------------------------------
