@@ -15,12 +15,12 @@ def lite():
     return load_model("fcc-bcc-hcp-lite")
 
 
-def _c60_box():
-    from ase.build import molecule
+def _nanotube():
+    from ase.build import nanotube
 
-    m = molecule("C60")
-    m.center(vacuum=5.0)
-    return m.positions, np.array(m.cell)
+    t = nanotube(10, 10, length=4)
+    t.center(vacuum=6.0, axis=(0, 1))
+    return t.positions, np.array(t.cell)
 
 
 def test_guard_bound_is_tied_to_the_models_training_noise():
@@ -50,11 +50,12 @@ def test_guard_flags_only_the_region_that_moved_too_far():
     assert not res.frame_left_raw
 
 
-def test_a_fullerene_is_left_in_place_and_flagged(lite):
-    pos, cell = _c60_box()
-    unguarded = denoise(pos, cell, None, lite, k=8, guard=False)
+def test_a_nanotube_is_left_in_place_and_flagged():
+    model = load_model("fcc-bcc-hcp")  # the lite model diverges on it (kept raw anyway); this one rewrites it
+    pos, cell = _nanotube()
+    unguarded = denoise(pos, cell, None, model, k=8, guard=False)
     assert np.sqrt(((unguarded.positions - pos) ** 2).sum(1).mean()) > 0.5  # what the guard prevents
-    res = denoise(pos, cell, None, lite, k=8)
+    res = denoise(pos, cell, None, model, k=8)
     assert res.status == names.FRAME_STATUS_OUT_OF_SCOPE
     assert np.all(res.scope == names.SCOPE_FRAME)
     np.testing.assert_array_equal(res.positions, pos)

@@ -54,7 +54,7 @@ def _cmd_process(args) -> int:
         model=args.model, device=args.device, method=args.method, iterations=args.iterations, tol=args.tol,
         scale=scale, classifiers=classifiers, ptm_rmsd_cutoff=args.ptm_rmsd_cutoff, keep_raw=args.keep_raw,
         window=args.window, torch_threads=args.torch_threads, ovito_threads=args.ovito_threads,
-        blocks=_blocks_arg(args.blocks),
+        blocks=_blocks_arg(args.blocks), sublattice=args.sublattice,
     )
     kind = "serial" if args.serial else args.cluster
     if args.dry_run:
@@ -278,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--model", default="auto",
                     help="auto (default: fcc-bcc-hcp for one element, binary for two; more elements are left raw, "
                     "flagged), a shipped model name (`trajden models`) or a model file")
+    pr.add_argument("--sublattice", metavar="ELEMENT",
+                    help="also label this element's atoms alone with PTM (e.g. Si: cristobalite's Si form cubic "
+                    "diamond), stored as structure_ptm_sublattice")
     pr.add_argument("--method", choices=("denoise", "average"), default="denoise",
                     help="denoise (default) or the vibration-averaging baseline")
     pr.add_argument("--window", type=int, default=5, help="frames averaged by --method average")

@@ -69,6 +69,30 @@ VAR_N_KEPT_RAW = "n_kept_raw"  # (frame,) int64, atoms left raw because the mode
 VAR_ELEMENT = "element"  # (atom,) int16, atomic number (0 = unknown), CF flag_values/flag_meanings = symbols
 
 
+# --- PTM chemical ordering codes (OVITO's PolyhedralTemplateMatchingModifier.OrderingType) ----------------
+ORDERING_NAMES = {0: "none", 1: "pure", 2: "L10", 3: "L12_A", 4: "L12_B", 5: "B2", 6: "zincblende_wurtzite",
+                  7: "boron_nitride"}
+#: PTM's chemical ordering per atom (inputs of two or more elements), after / before denoising
+VAR_ORDERING = "ordering_ptm"
+#: PTM labels of one element's sublattice (``--sublattice``; other atoms -1), after / before denoising
+VAR_SUBLATTICE = "structure_ptm_sublattice"
+ATTR_SUBLATTICE = "sublattice"  # the element whose sublattice VAR_SUBLATTICE labels
+
+
+def ordering_var(raw: bool = False) -> str:
+    """Name of the PTM chemical-ordering variable after (or before, ``raw``) denoising."""
+    return VAR_ORDERING + ("_raw" if raw else "")
+
+
+def sublattice_var(raw: bool = False) -> str:
+    """Name of the sublattice PTM label variable after (or before, ``raw``) denoising."""
+    return VAR_SUBLATTICE + ("_raw" if raw else "")
+
+
+#: label variables besides the per-classifier ones, each (after, before) denoising
+EXTRA_LABEL_VARS = (ordering_var(False), ordering_var(True), sublattice_var(False), sublattice_var(True))
+
+
 def structure_var(classifier: str, raw: bool = False) -> str:
     """Name of the label variable for ``classifier`` ("acna" or "ptm"), before (raw) or after denoising."""
     if classifier not in CLASSIFIERS:

@@ -57,6 +57,8 @@ class ProcessSettings:
     frames_per_worker: int = 1
     #: element -> model species index (:func:`trajden.model.coverage.species_map`); set by :func:`resolve_model`
     species_map: dict[str, int] | None = None
+    #: element whose sublattice PTM labels on its own (e.g. "Si": cristobalite's cubic-diamond sublattice)
+    sublattice: str | None = None
 
     def run_config(self) -> dict:
         """The settings that must match for a store to be resumed (device, threads, blocks and the run's
@@ -115,8 +117,27 @@ def resolve_model(first: Frame, settings: ProcessSettings, log=None) -> ProcessS
     return replace(settings, model=name, species_map=mapping)
 
 
-def label_frame(positions, cell, origin, settings: ProcessSettings) -> dict[str, np.ndarray]:
-    return classify(positions, cell, settings.classifiers, origin=origin, ptm_rmsd_cutoff=settings.ptm_rmsd_cutoff)
+def label_frame(positions, cell, origin, settings: ProcessSettings, elements=None) -> dict[str, np.ndarray]:
+    """a-CNA/PTM labels of one frame; with two or more ``elements`` also PTM's chemical ordering, and with
+    ``settings.sublattice`` the PTM labels of that element's atoms alone (keys: classifier or variable names)."""
+    kinds = None if elements is None or len(set(np.asarray(elements).tolist())) < 2 else np.asarray(elements)
+    mask = None
+    if settings.sublattice:
+        mask = np.zeros(len(positions), dtype=bool) if elements is None else np.asarray(elements) == settings.sublattice
+    return classify(positions, cell, settings.classifiers, origin=origin, ptm_rmsd_cutoff=settings.ptm_rmsd_cutoff,
+                    types=kinds, sublattice=mask)
+
+
+def extra_label_vars(elements, settings: ProcessSettings) -> tuple[str, ...]:
+    """The store's label variables besides the classifiers' (PTM ordering, sublattice) for this input."""
+    if names.PTM not in settings.classifiers:
+        return ()
+    out: tuple[str, ...] = ()
+    if elements is not None and len(set(np.asarray(elements).tolist())) > 1:
+        out += (names.ordering_var(False), names.ordering_var(True))
+    if settings.sublattice:
+        out += (names.sublattice_var(False), names.sublattice_var(True))
+    return out
 
 
 def process_frame(frame: Frame, settings: ProcessSettings, model=None):
@@ -127,7 +148,7 @@ def process_frame(frame: Frame, settings: ProcessSettings, model=None):
         settings = resolve_model(frame, settings)
     check_frame(frame)
     require_elements(frame)
-    raw_labels = label_frame(frame.positions, frame.cell, frame.origin, settings)
+    raw_labels = label_frame(frame.positions, frame.cell, frame.origin, settings, frame.elements)
     if settings.model == NO_MODEL:
         from trajden.denoise import DenoiseResult
 
@@ -169,11 +190,15 @@ def _denoise(frame: Frame, settings: ProcessSettings, model):
 
 
 def _frame_result(frame, positions, raw_labels, settings, iterations, residual, scale, status, FrameResult):
-    labels = label_frame(positions, frame.cell, frame.origin, settings)
+    labels = label_frame(positions, frame.cell, frame.origin, settings, frame.elements)
     out = {}
     for c in settings.classifiers:
         out[names.structure_var(c)] = labels[c]
         out[names.structure_var(c, raw=True)] = raw_labels[c]
+    for key, var in ((names.VAR_ORDERING, names.ordering_var), (names.VAR_SUBLATTICE, names.sublattice_var)):
+        if key in labels:
+            out[var(False)] = labels[key]
+            out[var(True)] = raw_labels[key]
     disp = np.sqrt(((positions - frame.positions) ** 2).sum(-1))
     return FrameResult(
         index=frame.index,
@@ -208,7 +233,7 @@ def process_average_chunk(traj: Trajectory, pairs: list[tuple[int, int]], settin
         f = frames[t - lo]
         # keep each atom's periodic image of the raw frame, so displacements are the averaging's own motion
         pos = averaged[t - lo] - (unwrapped[t - lo] - f.positions)
-        raw_labels = label_frame(f.positions, f.cell, f.origin, settings)
+        raw_labels = label_frame(f.positions, f.cell, f.origin, settings, f.elements)
         r = _frame_result(f, pos, raw_labels, settings, 0, 0.0, math.nan, names.FRAME_STATUS_OK, FrameResult)
         r.index = j
         results.append(r)
@@ -307,6 +332,7 @@ def store_attrs(traj: Trajectory, settings: ProcessSettings, model_meta: tuple[s
         names.ATTR_METHOD: settings.method,
         "scale_mode": str(settings.scale),
         names.ATTR_MODEL_SPECIES: json.dumps(settings.species_map or {}, sort_keys=True),
+        names.ATTR_SUBLATTICE: settings.sublattice or "",
     }
 
 
@@ -331,6 +357,10 @@ def prepare_store(traj: Trajectory, frames: list[int], store_path: str, settings
         _check_types(first, m)
     require_elements(first)  # several atom types and no elements: a one-line error, nothing written
     settings = resolve_model(first, settings)
+    if settings.sublattice and (first.elements is None or settings.sublattice not in set(first.elements.tolist())):
+        known = ", ".join(sorted(set(first.elements.tolist()))) if first.elements is not None else "none named"
+        raise ValueError(f"{first.source}: --sublattice {settings.sublattice}: no atom of that element "
+                         f"(elements: {known})")
     times, steps = [], []
     for i in frames:
         t, s = traj.frame_time_step(i) if hasattr(traj, "frame_time_step") else _time_step(traj, i)
@@ -356,6 +386,7 @@ def prepare_store(traj: Trajectory, frames: list[int], store_path: str, settings
         elements=first.elements,
         type_elements=first.type_elements,
         species_source=first.elements_origin,
+        extra_labels=extra_label_vars(first.elements, settings),
     )
     return store, created
 

@@ -449,6 +449,7 @@ class Store:
         self._history_len = int(group[names.VAR_RMS_HISTORY].shape[1]) if names.VAR_RMS_HISTORY in present else 0
         self._has_evaluator = names.VAR_EVALUATOR in present  # stores written before it existed lack it
         self._has_scope = names.VAR_SCOPE in present  # likewise
+        self._extra_labels = tuple(v for v in names.EXTRA_LABEL_VARS if v in present)
         self._has_element = names.VAR_ELEMENT in present  # stores written before species were read lack it
 
     # ---- construction ------------------------------------------------------------------------
@@ -474,6 +475,7 @@ class Store:
         elements: np.ndarray | Sequence[str] | None = None,
         type_elements: Mapping[int, str] | None = None,
         species_source: str | None = None,
+        extra_labels: Sequence[str] = (),
     ) -> Store:
         """Create the store: all metadata and coordinates; data arrays hold fill values, nothing is complete.
 
@@ -485,6 +487,9 @@ class Store:
         (0 = unknown) with CF ``flag_values``/``flag_meanings`` naming them; ``type_elements`` ({type:
         element}) and ``species_source`` become the root attributes ``species`` (JSON) and
         ``species_source``.
+
+        ``extra_labels`` (names from :data:`trajden.names.EXTRA_LABEL_VARS`) adds PTM's chemical ordering and
+        the sublattice PTM labels, after and before denoising.
         """
         import zarr
 
@@ -495,6 +500,10 @@ class Store:
         times = np.asarray(times, dtype=np.float64)
         steps = np.asarray(steps)
         classifiers = tuple(classifiers)
+        extra_labels = tuple(extra_labels)
+        if any(v not in names.EXTRA_LABEL_VARS for v in extra_labels):
+            raise StoreError(f"{path}: extra label variables must be among {names.EXTRA_LABEL_VARS}, "
+                             f"got {extra_labels}")
         if n_frames < 1:
             raise StoreError(f"{path}: n_frames must be >= 1, got {n_frames}")
         if atom_ids.ndim != 1 or atom_ids.size < 1 or not np.issubdtype(atom_ids.dtype, np.integer):
@@ -573,6 +582,18 @@ class Store:
                 arr(names.structure_var(clf, raw), (n_frames, n_atoms), (F, A), "int8", LABEL_FILL, (fpc, apc),
                     **_flag_attrs(names.STRUCTURE_NAMES, _label_codes(clf), f"{clf} structure type {when} denoising",
                                   f"OVITO structure type codes; {LABEL_FILL} = not written"))
+        for var in extra_labels:
+            when = "before" if var.endswith("_raw") else "after"
+            if var.startswith(names.VAR_ORDERING):
+                meanings = _flag_attrs(names.ORDERING_NAMES, sorted(names.ORDERING_NAMES),
+                                       f"PTM chemical ordering {when} denoising",
+                                       f"OVITO PTM ordering type codes; {LABEL_FILL} = not written")
+            else:
+                meanings = _flag_attrs(names.STRUCTURE_NAMES, names.PTM_CODES,
+                                       f"PTM structure type of one element's sublattice {when} denoising",
+                                       f"OVITO structure type codes; {LABEL_FILL} = not written or not in the "
+                                       "sublattice (root attribute 'sublattice' names its element)")
+            arr(var, (n_frames, n_atoms), (F, A), "int8", LABEL_FILL, (fpc, apc), **meanings)
         arr(names.VAR_DISPLACEMENT, (n_frames, n_atoms), (F, A), "float32", nan, (fpc, apc),
             **ang, **{names.CF_LONG_NAME: "|denoised - raw| position"})
         arr(names.VAR_CELL, (n_frames, 3, 3), (F, C, S), "float64", nan, (fpc, 3, 3),
@@ -682,6 +703,8 @@ class Store:
         wanted = json.loads(_canonical_json(_plain(dict(run_config or {})), f"{self._path}: run_config"))
         if not self._has_element and names.ATTR_SPECIES not in self.run_config:
             wanted.pop(names.ATTR_SPECIES, None)  # a store from before species were read: nothing to compare
+        if "species_map" not in self.run_config:
+            wanted.pop("species_map", None)  # nor before models were chosen by the input's elements
         problems += _dict_diff(self.run_config, wanted, "run_config")
         if int(n_frames) != self.n_frames:
             problems.append(f"n_frames: stored {self.n_frames}, now {int(n_frames)}")
@@ -749,7 +772,8 @@ class Store:
     @property
     def label_vars(self) -> tuple[str, ...]:
         """Names of the label variables (after, then before denoising, per classifier)."""
-        return tuple(names.structure_var(c, raw) for c in self._classifiers for raw in (False, True))
+        return tuple(names.structure_var(c, raw) for c in self._classifiers for raw in (False, True)) + \
+            self._extra_labels
 
     @property
     def attrs(self) -> dict[str, Any]:
