@@ -121,6 +121,13 @@ def _cmd_fractions(args) -> int:
         if names.structure_var(m, raw=args.raw) not in ds:
             raise UserError(f"{args.store}: no {names.structure_var(m, raw=args.raw)} in this store")
         tables[m] = phase_fractions(ds, method=m, raw=args.raw).compute()
+    if names.PTM in methods and names.sublattice_var(args.raw) in ds:
+        key = f"ptm-{ds.attrs.get(names.ATTR_SUBLATTICE, 'sublattice')}-sublattice"
+        tables[key] = phase_fractions(ds, raw=args.raw, sublattice=True).compute()
+    if names.PTM in methods and names.ordering_var(args.raw) in ds:
+        from trajden.analysis import ordering_fractions
+
+        tables["ptm-ordering"] = ordering_fractions(ds, raw=args.raw).rename(ordering="structure").compute()
     if args.csv:
         import csv
 
