@@ -12,6 +12,10 @@ from __future__ import annotations
 import numpy as np
 from vesin import NeighborList
 
+#: the first peak of g(r) must reach this (ideal gas: 1; real melts 2.5-3; crystals far more): below it the
+#: frame has no condensed structure (a dilute gas) and no length scale is estimated
+MIN_PEAK_HEIGHT = 1.5
+
 
 def estimate_nn_distance(
     positions: np.ndarray, cell: np.ndarray, bins: int = 240
@@ -56,6 +60,14 @@ def first_peak(positions: np.ndarray, cell: np.ndarray, bins: int = 240) -> tupl
         raise ValueError("cannot estimate the nearest-neighbour distance: too few pairs")
     hist, edges = np.histogram(d, bins=bins, range=(r_lo, r_hi))
     r = 0.5 * (edges[1:] + edges[:-1])
+    # g(r) itself: pairs per shell over an ideal gas's (n/2 rho 4 pi r^2 dr), on coarse bins; a peak must stand
+    # above MIN_PEAK_HEIGHT by 3 standard deviations of an ideal gas's counts (few pairs fluctuate a lot)
+    coarse = 6 if bins % 6 == 0 else 1
+    ideal = 0.5 * n * (n / volume) * 4.0 / 3.0 * np.pi * (edges[1:] ** 3 - edges[:-1] ** 3)
+    h_c, ideal_c = hist.reshape(-1, coarse).sum(1), ideal.reshape(-1, coarse).sum(1)
+    if not np.any(h_c >= MIN_PEAK_HEIGHT * ideal_c + 3.0 * np.sqrt(ideal_c)):
+        raise ValueError(f"cannot estimate the nearest-neighbour distance: no peak in g(r) (highest "
+                         f"{(h_c / ideal_c).max():.2f}; an ideal gas gives 1)")
     # a Gaussian-blurred shell at distance d has pair-distance density ~ r * N(r; d, s): divide by r (not r^2)
     g = hist / r
     width = max(2, bins // 80)
