@@ -105,3 +105,22 @@ def test_plot_convergence_history_and_fallback(tmp_path):
     assert _has_color(rgb, "#1f77b4", min_pixels=100)
     with pytest.raises(KeyError):
         plotting.plot_convergence(ds2.drop_vars([names.VAR_RESIDUAL, names.VAR_ITERATIONS]), tmp_path / "x.png")
+
+
+def test_raw_curve_visible_where_it_equals_the_denoised_one(tmp_path, monkeypatch):
+    """The default plot is the README's (a-CNA); where raw == denoised the dashed raw line lies on top, outlined."""
+    import inspect
+
+    ds = make_store()
+    ds[names.structure_var("acna", raw=True)] = ds[names.structure_var("acna")]  # raw identical to denoised
+    figs = []
+    monkeypatch.setattr(plotting, "_save", lambda fig, out: figs.append(fig) or str(out))
+    plotting.plot_fractions(ds, tmp_path / "x.png")
+    assert inspect.signature(plotting.plot_fractions).parameters["method"].default == "acna"
+    lines = figs[0].axes[0].get_lines()
+    for color in {ln.get_color() for ln in lines}:
+        solid = [ln for ln in lines if ln.get_color() == color and ln.get_linestyle() == "-"]
+        dashed = [ln for ln in lines if ln.get_color() == color and ln.get_linestyle() == "--"]
+        assert len(solid) == len(dashed) == 1
+        np.testing.assert_array_equal(solid[0].get_ydata(), dashed[0].get_ydata())
+        assert dashed[0].get_zorder() > solid[0].get_zorder() and dashed[0].get_path_effects()

@@ -133,14 +133,19 @@ def _cmd_fractions(args) -> int:
 
         with open(args.csv, "w", newline="") as fh:
             w = csv.writer(fh)
+            # every label code is a column for every method (0 where the classifier never gives it, e.g. ico
+            # for PTM), so files from different methods and stores line up column for column
+            every = list(names.STRUCTURE_NAMES.values())
             header = ["frame", "step", "time_ps"]
-            for m, t in tables.items():
-                header += [f"{m}_{s}" for s in t["structure"].values]
+            for m in tables:
+                header += [f"{m}_{s}" for s in every]
             w.writerow(header)
             for i in range(ds.sizes[names.DIM_FRAME]):
                 row = [i, int(ds[names.COORD_STEP].values[i]), float(ds[names.COORD_TIME].values[i])]
                 for t in tables.values():
-                    row += [f"{v:.6f}" for v in t.values[i]]
+                    have = dict(zip((str(s) for s in t["structure"].values), t.values[i]))
+                    written = bool(np.isfinite(t.values[i]).all())
+                    row += [f"{have.get(s, 0.0 if written else np.nan):.6f}" for s in every]
                 w.writerow(row)
         print(f"wrote {args.csv}")
     kind = "raw" if args.raw else "denoised"
@@ -275,7 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "and write a chunked Zarr store. Re-running continues an interrupted run.")
     pr.add_argument("trajectory", nargs="+", help="trajectory file(s); several files form one trajectory in order")
     pr.add_argument("--out", required=True, help="output store (directory, e.g. run.zarr)")
-    pr.add_argument("--format", help="input format override (lammpsdump, XYZ, XTC, DCD, ...)")
+    pr.add_argument("--format", help="input format override (lammpsdump, XYZ, XTC, DCD, ..., ase: anything ASE "
+                    "reads; ase:FORMAT names ASE's format; .traj, POSCAR, .cif ... go through ASE by default)")
     pr.add_argument("--topology", help="topology file for formats without one (XTC, DCD)")
     pr.add_argument("--species", metavar="EL1,EL2,...",
                     help="elements of atom types 1, 2, ... (e.g. Ni,Al), for inputs without element names "
@@ -327,7 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plot", help="plot phase fractions (raw dashed, denoised solid) or convergence")
     pl.add_argument("store")
     pl.add_argument("--out", required=True, help="image file (png, pdf, svg)")
-    pl.add_argument("--method", choices=("acna", "ptm"), default="ptm")
+    pl.add_argument("--method", choices=("acna", "ptm"), default="acna",
+                    help="labels to plot (default acna, as in the README's figure)")
     pl.add_argument("--convergence", action="store_true", help="RMS update per iteration instead")
     pl.set_defaults(func=_cmd_plot)
 

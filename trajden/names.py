@@ -155,3 +155,8 @@ STORE_LOCK = ".trajden_lock"  # run lock inside the store: a zarr group dir pres
 
 # --- model metadata keys (TorchScript _extra_files) -----------------------------------------
 META_FILE = "trajden_metadata.json"
+
+# --- OVITO modifier outputs (trajden.ovito.DenoiseModifier) ----------------------------------------
+OVITO_RAW_POSITION = "Raw Position"  # particle property: the input positions
+OVITO_DISPLACEMENT = "Denoising Displacement"  # particle property: |denoised - raw|, angstrom
+OVITO_ATTR_PREFIX = "Denoising."  # global attributes: iterations, residual, scale, status, status_name

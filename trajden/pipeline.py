@@ -462,9 +462,11 @@ def run(
             statuses.update(report.statuses)
             kept_raw.update(report.kept_raw)
             done_atoms += report.n_atoms * len(report.frames)
+            # atoms/s of this run so far and the time left at that rate (set before update() draws the bar)
+            rate = done_atoms / max(time.perf_counter() - t0, 1e-9)
+            left = (n_pending * traj.n_atoms - done_atoms) / rate if rate > 0 else math.inf
+            bar.set_postfix_str(f"{rate:.3g} atoms/s, ETA {_clock(left)}", refresh=False)
             bar.update(len(report.frames))
-            el = time.perf_counter() - t0
-            bar.set_postfix_str(f"{done_atoms / max(el, 1e-9):.3g} atoms/s", refresh=False)
 
         if client is None:
             for pairs in jobs:
@@ -494,6 +496,15 @@ def run(
         n_atoms=traj.n_atoms, seconds=time.perf_counter() - t0, failures=failures, statuses=statuses,
         kept_raw=kept_raw,
     )
+
+
+def _clock(seconds: float) -> str:
+    """``h:mm:ss`` (or ``mm:ss``) for a progress bar; ``?`` when unknown."""
+    if not math.isfinite(seconds):
+        return "?"
+    m, sec = divmod(int(round(max(seconds, 0.0))), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m:02d}:{sec:02d}"
 
 
 def summary_text(summary: RunSummary, method: str = "ptm") -> str:

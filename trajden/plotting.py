@@ -70,7 +70,7 @@ def _save(fig, out) -> str:
 def plot_fractions(
     ds_or_path,
     out,
-    method: str = "ptm",
+    method: str = "acna",
     region=None,
     threshold: float = 0.005,
     title: str | None = None,
@@ -99,18 +99,24 @@ def plot_fractions(
             np.nanmax(np.append(fr.sel({analysis.DIM_STRUCTURE: s}).values, 0.0)) > threshold for fr in series.values()
         )
     ]
+    from matplotlib import patheffects
+
     fig, ax = plt.subplots(figsize=(8, 4.5))
+    # raw dashed on top of the denoised solid line, with a white outline: where the two coincide (a structure
+    # absent before and after, a frame denoising did not change) the dashes stay visible on the solid line
+    outline = [patheffects.Stroke(linewidth=3.0, foreground="white"), patheffects.Normal()]
     for s in structures:
         color = STRUCTURE_COLORS.get(str(s), "black")
-        for raw, fr in series.items():
+        for raw, fr in sorted(series.items()):
             ax.plot(
                 t,
                 100.0 * fr.sel({analysis.DIM_STRUCTURE: s}).values,
                 color=color,
                 linestyle="--" if raw else "-",
-                linewidth=1.3 if raw else 2.0,
-                alpha=0.85 if raw else 1.0,
-                marker="o" if len(t) == 1 else None,
+                linewidth=1.4 if raw else 2.2,
+                zorder=3 if raw else 2,
+                path_effects=outline if raw else None,
+                marker=("s" if raw else "o") if len(t) == 1 else None,
             )
     ax.set_xlabel(xlabel, fontsize=12)
     ax.set_ylabel("fraction of atoms (%)", fontsize=12)
@@ -123,7 +129,7 @@ def plot_fractions(
     if len(series) > 1:
         handles += [
             Line2D([], [], color="black", lw=2.0, ls="-", label="denoised"),
-            Line2D([], [], color="black", lw=1.3, ls="--", label="raw"),
+            Line2D([], [], color="black", lw=1.4, ls="--", label="raw"),
         ]
     elif True in series:
         handles.append(Line2D([], [], color="black", lw=1.3, ls="--", label="raw"))

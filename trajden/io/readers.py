@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from trajden.io import species as species_mod
+from trajden.io.ase_reader import ASE, ASESource, is_ase_name
 from trajden.io.lammps_dump import DumpFrame, DumpIndex, LammpsDump, TrajectoryError, _error, is_lammps_dump
 
 __all__ = ["Frame", "Trajectory", "TrajectoryError", "parse_frames", "resolve_format"]
@@ -131,9 +132,11 @@ def _strip_gz(path: str) -> str:
 
 
 def resolve_format(path: str, format: str | None = None) -> str:
-    """``"lammpsdump"``, ``"extxyz"`` or an MDAnalysis format name (upper case) for ``path``.
+    """``"lammpsdump"``, ``"extxyz"``, ``"ASE"`` (``"ASE:<ase format>"``) or an MDAnalysis format name (upper
+    case) for ``path``.
 
-    Without ``format``: by suffix (``.dump``, ``.lammpstrj``, ``.xyz``, ``.extxyz``, with optional ``.gz``),
+    Without ``format``: by suffix (``.dump``, ``.lammpstrj``, ``.xyz``, ``.extxyz``, with optional ``.gz``;
+    ASE-only ones such as ``.traj``, ``POSCAR``: :mod:`trajden.io.ase_reader`),
     then by content (a file starting with ``ITEM:`` is a LAMMPS dump, e.g. ``dump.melt``), then
     MDAnalysis' guess from the extension.
     """
@@ -143,12 +146,16 @@ def resolve_format(path: str, format: str | None = None) -> str:
             return LAMMPSDUMP
         if f.lower() in _XYZ_ALIASES:
             return EXTXYZ
+        if f.lower() == "ase" or f.lower().startswith("ase:"):  # ase:<ase format> keeps ASE's spelling
+            return ASE + f[3:]
         return f.upper()
     base = _strip_gz(path).lower()
     if base.endswith(_LAMMPS_SUFFIXES):
         return LAMMPSDUMP
     if base.endswith(_XYZ_SUFFIXES):
         return EXTXYZ
+    if is_ase_name(_strip_gz(path)):
+        return ASE
     if os.path.isfile(path) and is_lammps_dump(path):
         return LAMMPSDUMP
     from MDAnalysis.lib.util import guess_format
@@ -535,6 +542,8 @@ class Trajectory:
                 src = _LammpsSource(path, self._states[k])
             elif fmt == EXTXYZ:
                 src = _XYZSource(path, self._states[k])
+            elif fmt == ASE or fmt.startswith(ASE + ":"):
+                src = ASESource(path, fmt, self._states[k])
             else:
                 src = _MDASource(path, fmt, self.topology)
             self._states[k] = src.state
