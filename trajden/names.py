@@ -159,4 +159,5 @@ META_FILE = "trajden_metadata.json"
 # --- OVITO modifier outputs (trajden.ovito.DenoiseModifier) ----------------------------------------
 OVITO_RAW_POSITION = "Raw Position"  # particle property: the input positions
 OVITO_DISPLACEMENT = "Denoising Displacement"  # particle property: |denoised - raw|, angstrom
+OVITO_SCOPE = "Denoising Scope"  # particle property: SCOPE_* code, 0 denoised, else why the particle was left raw
 OVITO_ATTR_PREFIX = "Denoising."  # global attributes: iterations, residual, scale, status, status_name

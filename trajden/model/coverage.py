@@ -87,3 +87,77 @@ def model_types(elements, mapping: dict[str, int], n_atoms: int) -> np.ndarray:
     for e, k in mapping.items():
         out[elements == e] = k
     return out
+
+
+def elements_from_labels(labels, species=None) -> np.ndarray | None:
+    """Per-atom element symbols from per-atom type ``labels`` (names or numbers) as entry points get them.
+
+    Parameters
+    ----------
+    labels : (N,) type names (element symbols such as "Cu", or numbers such as 1, "2") or ``None``
+    species : element symbols of types 1, 2, ... (like ``--species``), for labels that are numbers
+
+    Returns
+    -------
+    (N,) element symbols, or ``None`` for atoms of one unnamed type.
+
+    Raises
+    ------
+    ModelScopeError
+        several types, no element names, and no ``species``: never a silent guess.
+    """
+    from trajden.io.species import normalise_symbol, parse_species
+
+    if labels is None:
+        return None
+    labels = np.asarray(labels).astype(str)
+    uniq = np.unique(labels)
+    if species is not None:
+        symbols = parse_species(species)
+        try:
+            index = np.array([int(u) for u in uniq])
+        except ValueError:
+            raise ModelScopeError(f"species {','.join(symbols)}: the atom types are named "
+                                  f"({', '.join(uniq[:6])}), not numbered 1, 2, ...") from None
+        if index.min() < 1 or index.max() > len(symbols):
+            raise ModelScopeError(f"species {','.join(symbols)} names types 1..{len(symbols)}, the input has types "
+                                  f"{', '.join(uniq[:6])}")
+        lookup = {u: symbols[i - 1] for u, i in zip(uniq, index)}
+        return np.array([lookup[t] for t in labels])
+    named = {u: normalise_symbol(u) for u in uniq}
+    if all(named.values()):
+        return np.array([named[t] for t in labels])
+    if len(uniq) == 1:
+        return None
+    raise ModelScopeError(f"{len(uniq)} atom types ({', '.join(uniq[:6])}) and no element names: pass "
+                          "species (element symbols of types 1, 2, ...)")
+
+
+def denoise_elements(positions, cell, elements, model: str = AUTO, device: str = "cpu", **kwargs):
+    """Denoise one frame whose atoms are ``elements``, with ``model`` or the shipped model that covers them.
+
+    The one per-frame call of trajden's entry points (OVITO modifier, MDAnalysis analysis, ASE): ``auto``
+    chooses by the number of elements (:func:`choose_model`); where no shipped model covers them the frame is
+    returned raw, every atom flagged :data:`trajden.names.SCOPE_SPECIES`. ``kwargs`` go to
+    :func:`trajden.denoise.denoise`.
+
+    Returns
+    -------
+    (DenoiseResult, model name or "none", {element: model species})
+    """
+    import math
+
+    from trajden import names
+    from trajden.cluster import get_model
+    from trajden.denoise import DenoiseResult, denoise
+
+    positions = np.asarray(positions, dtype=np.float64)
+    name = choose_model(elements) if model == AUTO else model
+    if name is None:
+        result = DenoiseResult(positions.copy(), 0, [], math.nan, names.FRAME_STATUS_OUT_OF_SCOPE,
+                               scope=np.full(len(positions), names.SCOPE_SPECIES, dtype=np.int8))
+        return result, "none", {}
+    loaded = get_model(name, device)
+    mapping = species_map(elements, loaded.num_types, f"model {loaded.name}")
+    types = model_types(elements, mapping, len(positions))
+    return denoise(positions, cell, types, loaded, **kwargs), loaded.name, mapping
