@@ -70,10 +70,12 @@ def _cmd_process(args) -> int:
     frames = parse_frames(args.frames, len(traj))
     if not frames:
         raise UserError(f"{args.trajectory[0]}: no frames selected by --frames {args.frames}")
+    from trajden.io.species import require_elements
     from trajden.pipeline import check_frame, resolve_model
 
-    settings = resolve_model(check_frame(traj.frame(frames[0])), settings,
-                             log=lambda msg: print(f"trajden: {msg}", file=sys.stderr))
+    first = check_frame(traj.frame(frames[0]))
+    require_elements(first)  # several types and no element names: one line naming --species, nothing written
+    settings = resolve_model(first, settings, log=lambda msg: print(f"trajden: {msg}", file=sys.stderr))
     client = cluster = None
     if kind == "serial":
         configure_process_threads(args.torch_threads or 1, args.ovito_threads or args.torch_threads or 1)
