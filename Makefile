@@ -1,5 +1,5 @@
 # trajden: two entry points, each bootstraps the pinned environment in .venv when missing.
-#   make demo   process the bundled LAMMPS example with the shipped model (LocalCluster)
+#   make demo   process the bundled LAMMPS example with the shipped model (defaults: in-process for this small input)
 #   make test   lint + test suite
 PYTHON ?= python3
 VENV   ?= .venv

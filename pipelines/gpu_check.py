@@ -17,10 +17,10 @@ Sections (each one is recorded even when another fails; errors are written into 
    "until converged" (default tol), undivided, each timed after one warm-up call on the same frame:
    atom-iterations/s (the issue's target on one H100-class GPU: >= 1e7) and the peak GPU memory; and one
    evaluator call alone (graph built), to separate the network from the neighbour lists and the loop.
-5. ``variants`` (at 1e6 atoms): the eager evaluator (``TRAJDEN_COMPILE=0``), each compiled sum
-   (``TRAJDEN_AGGREGATE=atomic`` / ``padded``), the CPU's compiled whole layers (``layer``: not yet measured
+5. ``variants`` (at 1e6 atoms): the eager evaluator (``EvaluatorOptions(compile="off")``), each compiled sum
+   (``aggregate="atomic"`` / ``"padded"``), the CPU's compiled whole layers (``layer``: not yet measured
    on a GPU), edges per evaluation block, 2 x 2 x 2 spatial blocks in turn,
-   e3nn's own tensor products (``TRAJDEN_FUSED=0``); max position difference to the default run reported.
+   e3nn's own tensor products (``fused=False``); max position difference to the default run reported.
    (TF32 matrix products were tried on the first lent GPU: 30x the position error and 4x slower; dropped.)
 6. ``profile``: torch.profiler of one evaluator call at 1e6 atoms, the 25 most expensive device kernels.
 
@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 import traceback
@@ -197,6 +196,7 @@ def section_speed(args, rep, dev):
 
 def section_variants(args, rep, dev):
     from trajden.denoise import denoise
+    from trajden.model.options import EvaluatorOptions
 
     n = 1_000_000 if 1_000_000 in args.sizes else min(args.sizes)
     pos, cell = hot_fcc(n)
@@ -211,11 +211,11 @@ def section_variants(args, rep, dev):
         try:
             kw = {name: value} if name in ("block_edges", "blocks") else {}
             if name == "fused_off":
-                os.environ["TRAJDEN_FUSED"] = "0"
+                kw["options"] = EvaluatorOptions(fused=False)
             if name == "compile_off":
-                os.environ["TRAJDEN_COMPILE"] = "0"
+                kw["options"] = EvaluatorOptions(compile="off")
             if name == "aggregate":
-                os.environ["TRAJDEN_AGGREGATE"] = value
+                kw["options"] = EvaluatorOptions(aggregate=value)
             denoise(pos, cell, None, dev, k=1, tol=0, scale=D_NN, **kw)
             _peak_reset(args.device)
             r, t = timed(args.device, denoise, pos, cell, None, dev, k=8, tol=0, scale=D_NN, **kw)
@@ -223,10 +223,6 @@ def section_variants(args, rep, dev):
                        max_abs_diff_A=float(np.abs(r.positions - ref.positions).max()))
         except Exception as err:  # noqa: BLE001 - recorded, the next variant runs
             row["error"] = f"{type(err).__name__}: {err}"
-        finally:
-            os.environ.pop("TRAJDEN_FUSED", None)
-            os.environ.pop("TRAJDEN_COMPILE", None)
-            os.environ.pop("TRAJDEN_AGGREGATE", None)
         print(f"  variant {row}", flush=True)
 
 

@@ -57,7 +57,8 @@ def test_packaged_defaults_loaded():
     assert dask.config.get("trajden.local.threads-per-worker") == 1
     assert dask.config.get("trajden.worker.device") == "auto"
     cfg = cluster.resolve_config(None)
-    assert set(cfg) == {"local", "worker", "slurm"}
+    assert set(cfg) == {"local", "worker", "slurm", "evaluator"}
+    assert cfg["evaluator"] == {"compile": "auto", "fused": True, "aggregate": "auto"}
     assert cfg["local"]["n-workers"] is None
     assert cfg["slurm"]["walltime"] == "01:00:00"
 
@@ -89,6 +90,31 @@ def test_precedence_kwargs_over_user_yaml_over_defaults(tmp_path):
         cfg = cluster.resolve_config(user)
         assert cfg["slurm"]["queue"] == "short" and cfg["slurm"]["account"] == "proj"
     assert cluster.resolve_config(None)["slurm"]["queue"] is None  # nothing leaked into dask.config
+
+
+def test_evaluator_options_precedence(tmp_path, monkeypatch):
+    """trajden.evaluator.*: kwargs (command line) > --cluster-config file > Dask's config > the deprecated
+    TRAJDEN_* variables > packaged defaults."""
+    from trajden.model.options import EvaluatorOptions
+
+    for var in cluster.DEPRECATED_ENV:
+        monkeypatch.delenv(var, raising=False)
+    assert cluster.evaluator_options() == EvaluatorOptions("auto", True, "auto")
+    monkeypatch.setenv("TRAJDEN_COMPILE", "0")
+    monkeypatch.setenv("TRAJDEN_FUSED", "0")
+    monkeypatch.setattr(cluster, "_WARNED_ENV", set())
+    with pytest.warns(FutureWarning, match="TRAJDEN_COMPILE is deprecated"):
+        assert cluster.evaluator_options() == EvaluatorOptions("off", False, "auto")
+    with dask.config.set({"trajden.evaluator.compile": "on", "trajden.evaluator.aggregate": "atomic"}):
+        assert cluster.evaluator_options() == EvaluatorOptions("on", False, "atomic")  # Dask's config beats env
+        user = _write(tmp_path / "e.yaml", {"trajden": {"evaluator": {"aggregate": "padded", "fused": True}}})
+        assert cluster.evaluator_options(user) == EvaluatorOptions("on", True, "padded")  # the file beats Dask's
+        assert cluster.evaluator_options(user, compile="off", fused=None, aggregate="layer") == EvaluatorOptions(
+            "off", True, "layer")  # keyword arguments beat the file; None: not given
+    with pytest.raises(ValueError, match="compile must be one of auto, on, off"):
+        cluster.evaluator_options(compile="sometimes")
+    with pytest.raises(ValueError, match=r"unknown option trajden.evaluator.fuse \(did you mean 'fused'"):
+        cluster.resolve_config(_write(tmp_path / "bad.yaml", {"trajden": {"evaluator": {"fuse": False}}}))
 
 
 def test_site_jobqueue_config_layer(tmp_path):

@@ -67,6 +67,54 @@ def test_tolerance_and_history():
     assert full.rms_history[0] == pytest.approx(np.sqrt(3) * 0.08 * D, rel=0.25)
 
 
+def _md_frame(name):
+    from pathlib import Path
+
+    from trajden.io.readers import Trajectory
+
+    return Trajectory([Path(__file__).parent / "data" / "md" / f"{name}.dump"]).frame(0)
+
+
+def test_liquid_stops_at_k_with_its_mobile_fraction():
+    """A real-MD melt (no crystal site to settle on) reaches k with most atoms still moving: status
+    max_iterations, a valid result, not a failure; a hot crystal converges with nothing left moving."""
+    model = load_model("fcc-bcc-hcp")
+    hot = _md_frame("cu_fcc_hot")
+    crystal = denoise(hot.positions, hot.cell, hot.types, model, k=20)
+    assert crystal.status == names.FRAME_STATUS_CONVERGED and crystal.iterations < 20
+    assert crystal.mobile_fraction < 0.01
+    melt = _md_frame("cu_liquid")
+    liquid = denoise(melt.positions, melt.cell, melt.types, model, k=4)
+    assert liquid.status == names.FRAME_STATUS_MAX_ITERATIONS and liquid.iterations == 4
+    assert liquid.mobile_fraction > 0.5
+    assert names.FRAME_STATUS_MAX_ITERATIONS in names.FRAME_STATUS_VALID
+    assert names.FRAME_STATUS_NAMES[liquid.status] == "max_iterations"
+    fixed = denoise(hot.positions, hot.cell, hot.types, model, k=2, tol=0)  # tol 0: the k iterations asked for
+    assert fixed.status == names.FRAME_STATUS_CONVERGED and np.isnan(fixed.mobile_fraction)
+
+
+def test_converged_atoms_stop_on_their_own(monkeypatch):
+    """The active set: atoms that stopped moving (and whose neighbours did) are not evaluated again, so a
+    grain boundary + liquid frame evaluates fewer atoms each iteration while its liquid keeps moving."""
+    import trajden.denoise as dn
+
+    model = load_model("fcc-bcc-hcp")
+    f = _md_frame("cu_gb_liquid")
+    seen = []
+    real = dn._Whole.step
+
+    def counting(self, x, moving):
+        seen.append(len(x) if moving is None else int(dn.with_neighbours(moving, self.graph.src,
+                                                                           self.graph.dst).sum()))
+        return real(self, x, moving)
+
+    monkeypatch.setattr(dn._Whole, "step", counting)
+    res = denoise(f.positions, f.cell, f.types, model, k=8)
+    assert res.status == names.FRAME_STATUS_MAX_ITERATIONS and seen[0] == len(f.positions)
+    assert seen[-1] < 0.8 * len(f.positions)  # (with scale="auto" the frame may run twice: no monotonic check)
+    assert 0.05 < res.mobile_fraction < 0.6
+
+
 class _Exploding(torch.nn.Module):
     def forward(self, edge_vec: torch.Tensor, edge_src: torch.Tensor, edge_dst: torch.Tensor, types: torch.Tensor):
         return torch.full((types.shape[0], 3), 0.7)

@@ -161,3 +161,24 @@ def test_run_tells_each_frame_its_workers_share_of_the_run(hot_fcc_dump, tmp_pat
     run(Trajectory(str(hot_fcc_dump)), list(range(3)), str(tmp_path / "a.zarr"), SETTINGS, progress=False)
     assert seen == [3, 3, 3]  # serial: one worker takes all pending frames
     assert "frames_per_worker" not in SETTINGS.run_config()
+
+
+def test_liquid_frames_are_not_reported_as_failures(tmp_path, capsys):
+    """A melt that reaches k is the expected outcome: the summary says how much still moved, names no problem,
+    and the run succeeds; the store keeps the reason (status) and the mobile fraction per frame."""
+    from pathlib import Path
+
+    from trajden.cli import main
+
+    melt = Path(__file__).parent / "data" / "md" / "cu_liquid.dump"
+    out = tmp_path / "melt.zarr"
+    rc = main(["process", str(melt), "--out", str(out), "--frames", "0:2", "-k", "2", "--serial", "--quiet"])
+    text = capsys.readouterr().out
+    assert rc == 0
+    assert "denoising  0 converged, 2 stopped at k = 2 with atoms still moving (" in text
+    assert "expected where liquid" in text
+    assert "problems" not in text and "FAILED" not in text and "not_converged" not in text
+    ds = xr.open_zarr(out, consolidated=False)
+    assert (ds[names.VAR_STATUS].values == names.FRAME_STATUS_MAX_ITERATIONS).all()
+    assert (ds[names.VAR_MOBILE_FRACTION].values > 0.5).all()
+    assert ds[names.VAR_STATUS].attrs[names.CF_FLAG_MEANINGS].split()[1] == "max_iterations"

@@ -758,7 +758,7 @@ def test_diverging_model_flagged_in_store(tmp_path, good_dump, module):
     summary = run(Trajectory(str(good_dump)), [0, 1, 2], str(out), settings, progress=False)
     assert not summary.failures
     assert list(summary.statuses.values()) == [names.FRAME_STATUS_DIVERGED] * 3
-    assert "status     3 diverged" in summary_text(summary)
+    assert "problems   3 diverged (diverged: raw positions kept)" in summary_text(summary)
     ds = _open(out)
     assert (ds[names.VAR_STATUS].values == names.FRAME_STATUS_DIVERGED).all() and ds[names.VAR_COMPLETE].values.all()
     np.testing.assert_array_equal(ds[names.VAR_POSITIONS].values, ds[names.VAR_POSITIONS_RAW].values)

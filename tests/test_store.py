@@ -442,3 +442,30 @@ def test_store_without_the_evaluator_variable_still_takes_frames(tmp_path):
     for name, values in expected_arrays(results, old).items():
         if name != names.VAR_EVALUATOR:
             np.testing.assert_array_equal(ds[name].values, values, err_msg=name)
+
+
+def test_mobile_fraction_is_stored_and_old_stores_without_it_still_open(tmp_path):
+    """``mobile_fraction`` (atoms still moving when a frame stopped) is written per frame; a store from before
+    it existed (no such array, the old status meanings "ok not_converged ...") opens, resumes and reads."""
+    import zarr
+
+    path = tmp_path / "new.zarr"
+    store = Store.create(path, **create_kwargs(max_iterations=4))
+    results = make_results(range(N_FRAMES), label_vars=store.label_vars, history=1)
+    for r in results:
+        r.mobile_fraction = 0.1 * r.index
+    store.write_frames(results[:2])
+    ds = xr.open_zarr(path, consolidated=False)
+    mobile = ds[names.VAR_MOBILE_FRACTION]
+    np.testing.assert_allclose(mobile.values[:2], [0.0, 0.1], rtol=1e-6)
+    assert np.isnan(mobile.values[2:]).all() and mobile.attrs[names.CF_UNITS] == "1"
+
+    group = zarr.open_group(str(path), mode="r+", zarr_format=3)
+    del group[names.VAR_MOBILE_FRACTION]
+    group[names.VAR_STATUS].attrs[names.CF_FLAG_MEANINGS] = "ok not_converged diverged failed"
+    old = Store.open(path, mode="r+")
+    old.write_frames(results[2:])
+    assert old.completed().all()
+    ds = xr.open_zarr(path, consolidated=False)
+    assert names.VAR_MOBILE_FRACTION not in ds
+    np.testing.assert_array_equal(ds[names.VAR_STATUS].values, [r.status for r in results])

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from trajden import __version__
+
+#: when this module was imported (``trajden process --profile`` reports the start-up before the frames from it)
+_T_MAIN = time.perf_counter()
 
 
 class UserError(Exception):
@@ -40,8 +44,8 @@ def _blocks_arg(values):
 
 
 def _cmd_process(args) -> int:
-    from trajden import names
-    from trajden.cluster import close_cluster, configure_process_threads, start_cluster
+    from trajden import execution, names
+    from trajden.cluster import close_cluster, configure_process_threads, evaluator_options, start_cluster
     from trajden.io.readers import Trajectory, parse_frames
     from trajden.pipeline import ProcessSettings, run, summary_text
 
@@ -55,12 +59,18 @@ def _cmd_process(args) -> int:
         scale=scale, classifiers=classifiers, ptm_rmsd_cutoff=args.ptm_rmsd_cutoff, keep_raw=args.keep_raw,
         window=args.window, torch_threads=args.torch_threads, ovito_threads=args.ovito_threads,
         blocks=_blocks_arg(args.blocks), sublattice=args.sublattice,
+        evaluator=evaluator_options(args.cluster_config, compile=args.compile, fused=args.fused,
+                                    aggregate=args.aggregate),
     )
-    kind = "serial" if args.serial else args.cluster
+    requested = "serial" if args.serial else args.cluster
+    kind = "local" if requested == execution.AUTO else requested  # a dry run does not read the input
     if args.dry_run:
         text = start_cluster(kind, cluster_config=args.cluster_config, scheduler_file=args.scheduler_file,
                              n_workers=args.workers, dry_run=True, device=args.device,
                              torch_threads=args.torch_threads, ovito_threads=args.ovito_threads)
+        if requested == execution.AUTO:
+            text += (f"\n(--cluster auto: a single frame or fewer than {execution.SERIAL_MAX_ATOM_FRAMES} atom-frames "
+                     "run in this process instead)")
         print(text)
         return 0
     traj = Trajectory(args.trajectory, format=args.format, topology=args.topology, timestep_ps=args.timestep,
@@ -76,21 +86,41 @@ def _cmd_process(args) -> int:
     first = check_frame(traj.frame(frames[0]))
     require_elements(first)  # several types and no element names: one line naming --species, nothing written
     settings = resolve_model(first, settings, log=lambda msg: print(f"trajden: {msg}", file=sys.stderr))
+    kind, reason = execution.choose_execution(requested, len(frames), traj.n_atoms,
+                                              explicit_dask=args.workers is not None or args.scheduler_file is not None)
+    try:
+        frames_per_chunk = execution.frames_per_chunk(args.frames_per_chunk, len(frames), traj.n_atoms)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    mode = "scheduler" if args.scheduler_file is not None and kind == "local" else kind
+    if requested == execution.AUTO and kind == "serial":
+        print(f"trajden: running in this process, no Dask cluster ({reason}; --cluster local to start one)",
+              file=sys.stderr)
+    elif requested == execution.AUTO:
+        print(f"trajden: starting a Dask LocalCluster ({reason})", file=sys.stderr)
     client = cluster = None
     if kind == "serial":
-        configure_process_threads(args.torch_threads or 1, args.ovito_threads or args.torch_threads or 1)
+        # chosen for a small input (--cluster auto): the cluster's cores go to torch/OVITO threads instead
+        default = 1 if requested == "serial" else execution.usable_cores()
+        torch_threads = args.torch_threads or default
+        configure_process_threads(torch_threads, args.ovito_threads or torch_threads)
     else:
         model = None if settings.method == "average" or settings.model == "none" else settings.model
         client, cluster = start_cluster(
             kind, cluster_config=args.cluster_config, scheduler_file=args.scheduler_file, n_workers=args.workers,
             model=model, device=args.device, torch_threads=args.torch_threads, ovito_threads=args.ovito_threads,
         )
+    t_run = time.perf_counter()
     try:
         summary = run(traj, frames, args.out, settings, client=client, overwrite=args.overwrite,
-                      frames_per_chunk=args.frames_per_chunk, progress=not args.quiet)
+                      frames_per_chunk=frames_per_chunk, progress=not args.quiet, execution=(mode, reason))
     finally:
+        t_close = time.perf_counter()
         if client is not None:
             close_cluster(client, cluster)
+    if args.profile:
+        _write_profile(args.profile, summary, mode, reason, startup=t_run - _T_MAIN,
+                       close=time.perf_counter() - t_close, frames_per_chunk=frames_per_chunk)
     print(summary_text(summary))
     if summary.failures:
         first, why = min(summary.failures.items())
@@ -99,6 +129,29 @@ def _cmd_process(args) -> int:
               f"{why}{more}); re-run the same command to retry them", file=sys.stderr)
         return 1
     return 0
+
+
+def _write_profile(path, summary, mode: str, reason: str, startup: float, close: float, frames_per_chunk: int):
+    """``--profile``: where the command's time went, as JSON (stages summed over tasks, :mod:`trajden.spans`).
+
+    ``startup_s``: from importing the command line until the frames could start (input opened, cluster started);
+    ``prepare_s``: store preparation; ``frames_s``: the frames' wall time; ``idle_s``: worker time in no task
+    (``n_workers * frames_s`` minus the tasks' own time); ``other`` in ``stages``: task time in no span.
+    """
+    import json
+
+    stages = dict(summary.stages)
+    tasks = stages.pop("tasks", 0.0)
+    stages["other"] = max(tasks - sum(stages.values()), 0.0)
+    data = {
+        "execution": mode, "execution_reason": reason, "n_workers": summary.n_workers,
+        "frames": summary.frames_done, "atoms": summary.n_atoms, "frames_per_chunk": frames_per_chunk,
+        "startup_s": startup, "prepare_s": summary.prepare_seconds, "frames_s": summary.seconds,
+        "close_s": close, "tasks_s": tasks, "idle_s": max(summary.n_workers * summary.seconds - tasks, 0.0),
+        "stages_s": stages, "statuses": {str(k): v for k, v in sorted(summary.statuses.items())},
+    }
+    with open(path, "w") as fh:
+        json.dump(data, fh, indent=1)
 
 
 def _open_store(path):
@@ -307,21 +360,35 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--ptm-rmsd-cutoff", type=float, default=0.1, help="PTM RMSD cutoff (OVITO default 0.1)")
     pr.add_argument("--keep-raw", action="store_true", help="also store the raw positions")
     pr.add_argument("--overwrite", action="store_true", help="replace an existing store instead of resuming it")
-    pr.add_argument("--frames-per-chunk", type=int, default=1, help="frames per store chunk and per task")
+    pr.add_argument("--frames-per-chunk", default="auto",
+                    help="frames per store chunk and per task (default auto: about 100k atoms per chunk, "
+                    "at least 8 chunks where there are frames for them)")
     pr.add_argument("--device", default="auto", help="auto | cpu | cuda")
     pr.add_argument("--blocks", nargs="+", metavar="N",
                     help="split each frame into NX NY NZ spatial blocks with halos (or 'auto': about 250k atoms "
                     "per block), evaluated as separate Dask tasks; same result, bounded memory per task")
     pr.add_argument("--serial", action="store_true", help="no Dask: process frames in this process")
-    pr.add_argument("--cluster", choices=("local", "slurm"), default="local",
-                    help="local (distributed.LocalCluster, default) or slurm (dask-jobqueue)")
+    pr.add_argument("--cluster", choices=("auto", "local", "slurm"), default="auto",
+                    help="auto (default: in this process for small inputs -- one frame, or under 300k "
+                    "atom-frames -- else a LocalCluster), local (distributed.LocalCluster) or slurm (dask-jobqueue)")
     pr.add_argument("--cluster-config", help="YAML with trajden:/jobqueue: settings (see cluster_configs/)")
     pr.add_argument("--scheduler-file", help="attach to a running Dask scheduler")
     pr.add_argument("--workers", type=int, help="number of Dask workers (local) or workers to request (slurm)")
     pr.add_argument("--torch-threads", type=int, help="torch threads per worker")
     pr.add_argument("--ovito-threads", type=int, help="OVITO threads per worker")
+    pr.add_argument("--compile", choices=("auto", "on", "off"),
+                    help="torch.compile the model (trajden.evaluator.compile; default auto: on CUDA, and on CPUs "
+                    "for large frames or long runs where it measures faster; off: bit-exact eager)")
+    pr.add_argument("--fused", action=argparse.BooleanOptionalAction, default=None,
+                    help="fused tensor products with tabulated radial networks (trajden.evaluator.fused; "
+                    "default on); --no-fused: e3nn's own modules")
+    pr.add_argument("--aggregate", choices=("auto", "layer", "atomic", "padded"),
+                    help="which compiled function runs (trajden.evaluator.aggregate; default auto)")
     pr.add_argument("--dry-run", action="store_true", help="print the cluster set-up (SLURM job script) and exit")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
+    pr.add_argument("--profile", metavar="JSON", help="write where the time went (start-up, store preparation, "
+                    "per-stage seconds summed over tasks: read, scale, graph, model, classify, write; idle) "
+                    "to this JSON file")
     pr.set_defaults(func=_cmd_process)
 
     f = sub.add_parser("fractions", help="phase fractions over time from a store")

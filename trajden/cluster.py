@@ -64,6 +64,10 @@ _DEFAULTS = _load_defaults()
 
 LOCAL_KEYS = frozenset({"n-workers", "threads-per-worker", "processes", "memory-limit", "dashboard-address"})
 WORKER_KEYS = frozenset({"torch-threads", "ovito-threads", "device"})
+#: how the model is evaluated (:class:`trajden.model.options.EvaluatorOptions`)
+EVALUATOR_KEYS = frozenset({"compile", "fused", "aggregate"})
+#: deprecated environment variables -> evaluator keys (read only by :func:`_deprecated_env`)
+DEPRECATED_ENV = {"TRAJDEN_COMPILE": "compile", "TRAJDEN_FUSED": "fused", "TRAJDEN_AGGREGATE": "aggregate"}
 #: slurm keys that trajden consumes itself (not passed to SLURMCluster)
 SLURM_OWN_KEYS = frozenset({"n-jobs", "threads-per-worker", "adapt"})
 #: SLURMCluster keyword arguments that configure the cluster/scheduler, not the job script
@@ -109,7 +113,7 @@ def _slurm_accepted_keys() -> frozenset:
 
 
 SLURM_KEYS = _slurm_accepted_keys()
-SECTIONS = {"local": LOCAL_KEYS, "worker": WORKER_KEYS, "slurm": SLURM_KEYS}
+SECTIONS = {"local": LOCAL_KEYS, "worker": WORKER_KEYS, "slurm": SLURM_KEYS, "evaluator": EVALUATOR_KEYS}
 
 #: flat keyword -> sections it applies to (a flat name known to several sections applies to all of them,
 #: except "processes", which means SLURM processes per job; use "local.processes" for LocalCluster's switch)
@@ -246,12 +250,43 @@ def _slurm_lenient(values) -> dict:
     return out
 
 
+_WARNED_ENV: set[str] = set()
+
+
+def _deprecated_env() -> dict:
+    """The deprecated ``TRAJDEN_COMPILE`` / ``TRAJDEN_FUSED`` / ``TRAJDEN_AGGREGATE`` variables as an
+    ``evaluator`` section (the only place trajden reads them; a FutureWarning once per variable and process).
+
+    ``TRAJDEN_COMPILE=0``/``1`` mean ``compile: off``/``on``, ``TRAJDEN_FUSED=0`` ``fused: false``. They sit just
+    above the packaged defaults: every other source (Dask's config, ``--cluster-config``, options) wins.
+    """
+    out = {}
+    for var, key in DEPRECATED_ENV.items():
+        value = os.environ.get(var, "")
+        if value == "":
+            continue
+        if var not in _WARNED_ENV:
+            _WARNED_ENV.add(var)
+            import warnings
+
+            warnings.warn(f"{var} is deprecated: use trajden.evaluator.{key} (Dask config, --cluster-config, or "
+                          f"the --{key} option of trajden process)", FutureWarning, stacklevel=3)
+        if key == "compile":
+            value = {"0": "off", "1": "on"}.get(value, value)
+        elif key == "fused":
+            value = value != "0"
+        out[key] = value
+    return {"evaluator": out} if out else {}
+
+
 def resolve_config(cluster_config: str | os.PathLike | None = None, **overrides) -> dict:
-    """The effective ``trajden`` settings: ``{"local": {...}, "worker": {...}, "slurm": {...}}`` (dashed keys).
+    """The effective ``trajden`` settings: ``{"local": {...}, "worker": {...}, "slurm": {...},
+    "evaluator": {...}}`` (dashed keys).
 
     Precedence, highest first: ``overrides`` (``None`` values are ignored) > the ``cluster_config`` YAML file >
     Dask's configuration of ``trajden.*`` (``~/.config/dask``, ``DASK_TRAJDEN__...``) > a site's own
     ``jobqueue.slurm`` settings in Dask's configuration (values differing from dask-jobqueue's defaults) >
+    the deprecated ``TRAJDEN_COMPILE``/``_FUSED``/``_AGGREGATE`` variables (:func:`_deprecated_env`) >
     trajden's packaged defaults. Does not change dask.config.
     """
     packaged = {s: _normalize_section(s, _DEFAULTS["trajden"].get(s), str(DEFAULTS_FILE)) for s in SECTIONS}
@@ -261,7 +296,18 @@ def resolve_config(cluster_config: str | os.PathLike | None = None, **overrides)
     }
     site_jobqueue = _changed(_slurm_lenient(dask.config.get("jobqueue.slurm", default={})), _jobqueue_packaged_slurm())
     user = read_cluster_config(cluster_config)[0] if cluster_config is not None else {}
-    return dask.config.merge(packaged, {"slurm": site_jobqueue}, dask_user, user, _overrides_tree(overrides))
+    return dask.config.merge(packaged, _deprecated_env(), {"slurm": site_jobqueue}, dask_user, user,
+                             _overrides_tree(overrides))
+
+
+def evaluator_options(cluster_config: str | os.PathLike | None = None, **overrides):
+    """The effective ``trajden.evaluator`` section (:func:`resolve_config`'s precedence) as
+    :class:`~trajden.model.options.EvaluatorOptions`; ``overrides``: ``compile=``, ``fused=``, ``aggregate=``
+    (``None``: not given)."""
+    from trajden.model.options import EvaluatorOptions
+
+    extra = {f"evaluator.{k}": v for k, v in overrides.items()}
+    return EvaluatorOptions.from_config(resolve_config(cluster_config, **extra)["evaluator"])
 
 
 # --- sizing ---------------------------------------------------------------------------------------------------
@@ -697,6 +743,12 @@ def get_model(model: str | os.PathLike, device: str = "auto") -> LoadedModel:
 
             loaded = _CACHE[(key, dev)] = load_model(key, dev)
         return loaded
+
+
+def remember_model(model: str | os.PathLike, loaded: LoadedModel) -> None:
+    """Put an already loaded (and verified) model into this process's cache for :func:`get_model`."""
+    with _CACHE_LOCK:
+        _CACHE[(_model_key(model), str(loaded.device))] = loaded
 
 
 def clear_model_cache() -> None:

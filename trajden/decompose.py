@@ -24,7 +24,6 @@ either way.
 from __future__ import annotations
 
 import math
-import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ import numpy as np
 import torch
 
 from trajden.model.evaluate import BlockedEvaluator, with_neighbours
+from trajden.model.options import EvaluatorOptions
 from trajden.neighbors import build_graph
 
 #: at most this factor: a split axis' cell vector in a block's own cell (see :func:`plan`)
@@ -200,6 +200,7 @@ def block_update(
     skin: float,
     block_edges: int,
     key: tuple = (),
+    options: EvaluatorOptions | None = None,
 ) -> tuple[np.ndarray, bool]:
     """Updates ``Delta`` (n_owned, 3) of one block's owned atoms (model units), and whether the evaluator
     ran compiled code (it decides per process and block size: :func:`compile_request`).
@@ -207,7 +208,8 @@ def block_update(
     ``model``: a :class:`~trajden.model.package.LoadedModel`, or ``(name_or_path, device)`` to get it on a
     Dask worker (:func:`trajden.cluster.get_model`). ``moving_local``: which local atoms moved more than the
     active-set tolerance in the previous iteration (``None``: all owned atoms are recomputed); an owned atom is
-    recomputed when it or a neighbour moved, as in the undivided run.
+    recomputed when it or a neighbour moved, as in the undivided run. ``options``: the evaluator's switches
+    (``None``: the packaged defaults).
     """
     if isinstance(model, tuple):
         from trajden.cluster import get_model
@@ -227,28 +229,26 @@ def block_update(
         else:
             moving = torch.as_tensor(moving_local, dtype=torch.bool, device=device)
             active = with_neighbours(moving, graph.src, graph.dst) & owned
-        evaluate = evaluator(model, block_edges, compile_request(len(x_local), device))
+        evaluate = evaluator(model, block_edges, compile_request(len(x_local), device), options)
         delta = evaluate(x, graph, types, active)
     return delta[:n_owned].cpu().numpy(), bool(evaluate.compiled)
 
 
-def evaluator(model, block_edges: int, compile: bool | str | None = None) -> BlockedEvaluator:
+def evaluator(model, block_edges: int, compile: bool | str | None = None,
+              options: EvaluatorOptions | None = None) -> BlockedEvaluator:
     """The model's cached :class:`BlockedEvaluator` for ``block_edges``, with fused tensor products
-    (:mod:`trajden.model.fused`) unless the environment sets ``TRAJDEN_FUSED=0``.
+    (:mod:`trajden.model.fused`) unless ``options.fused`` is false.
 
-    ``compile``: ``torch.compile`` the layers (a CPU's) or the tensor-product sums (a GPU's); ``None``: on
-    CUDA only; ``"auto"``: compiled where that measures faster than eager on this machine
-    (:func:`trajden.model.evaluate.compiled_is_faster`; what :func:`compile_request` asks for on large CPU
-    frames). The environment overrides it: ``TRAJDEN_COMPILE=0`` never, ``=1`` always; ``TRAJDEN_AGGREGATE``
-    (``layer``, ``atomic``, ``padded``) picks what is compiled (see
-    :func:`trajden.model.evaluate.compiled_names`).
+    ``compile``: what the caller asks for a frame: ``torch.compile`` the layers (a CPU's) or the tensor-product
+    sums (a GPU's); ``None``: on CUDA only; ``"auto"``: compiled where that measures faster than eager on this
+    machine (:func:`trajden.model.evaluate.compiled_is_faster`; what :func:`compile_request` asks for on large
+    CPU frames). ``options`` (:class:`~trajden.model.options.EvaluatorOptions`, ``None``: the packaged
+    defaults) overrides it: ``compile="off"`` never, ``"on"`` always; ``aggregate`` picks what is compiled
+    (see :func:`trajden.model.evaluate.compiled_names`).
     """
-    fused = os.environ.get("TRAJDEN_FUSED", "1") != "0"
-    compile_env = os.environ.get("TRAJDEN_COMPILE", "")
-    if compile_env != "":
-        compile = compile_env != "0"
+    options = EvaluatorOptions() if options is None else options
     with _EVALUATOR_LOCK:  # e3nn builds modules with torch.fx tracing, which is not thread-safe
-        return _evaluator(model, block_edges, fused, compile)
+        return _evaluator(model, block_edges, options.fused, options.compile_arg(compile), options.forced_aggregate)
 
 
 #: CPU frames (or spatial blocks) of at least this many atoms ask for compiled code (``compile="auto"``).
@@ -282,9 +282,10 @@ def compile_request(n_atoms: int, device, frames_per_worker: int = 1) -> str | N
 _EVALUATOR_LOCK = threading.Lock()
 
 
-def _evaluator(model, block_edges: int, fused: bool, compile: bool | str | None = None) -> BlockedEvaluator:
+def _evaluator(model, block_edges: int, fused: bool, compile: bool | str | None = None,
+               aggregate: str | None = None) -> BlockedEvaluator:
     cache = model.__dict__.setdefault("_evaluators", {})  # one per set-up (small and large frames alternate)
-    key = (block_edges, fused, compile, os.environ.get("TRAJDEN_AGGREGATE", ""))
+    key = (block_edges, fused, compile, aggregate)
     ev = cache.get(key)
     if ev is None:
         tps = None
@@ -296,7 +297,8 @@ def _evaluator(model, block_edges: int, fused: bool, compile: bool | str | None 
             tps = model._fused
             if tps is not None:
                 tps = [t.to(model.device) for t in tps]
-        ev = BlockedEvaluator(model.module, block_edges, cutoff=model.cutoff, tensor_products=tps, compile=compile)
+        ev = BlockedEvaluator(model.module, block_edges, cutoff=model.cutoff, tensor_products=tps, compile=compile,
+                              aggregate=aggregate)
         cache[key] = ev
     return ev
 

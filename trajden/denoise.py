@@ -24,10 +24,12 @@ import torch
 from trajden import decompose, names
 from trajden.decompose import evaluator
 from trajden.model.evaluate import min_edge_length, with_neighbours
+from trajden.model.options import EvaluatorOptions
 from trajden.model.package import LoadedModel
 from trajden.neighbors import build_graph, spatial_order
 from trajden.scale import estimate_nn_distance
 from trajden.scope import MoveGuard
+from trajden.spans import span
 
 #: default maximum number of iterations (the paper uses 8)
 DEFAULT_ITERATIONS = 8
@@ -36,6 +38,11 @@ DEFAULT_TOL_NN = 0.005
 #: edges per evaluation block on CPU and on GPU (see ``block_edges``)
 CPU_BLOCK_EDGES = 4096
 GPU_BLOCK_EDGES = 1 << 22
+#: an atom counts as still moving (``DenoiseResult.mobile_fraction``) when its last update exceeded this many
+#: tolerances: at convergence (RMS update just below ``tol``) about a quarter of a hot crystal's atoms are
+#: still above ``tol`` itself but none above twice it (tests/data/md/cu_fcc_hot.dump: 23 % and 0 %), while
+#: a melt stopped at k = 8 has most above it (cu_liquid.dump: 68 %; the grain boundary + liquid: 26 %)
+MOBILE_TOL_FACTOR = 2.0
 #: with ``blocks="auto"``, frames are split into blocks of at most about this many owned atoms
 AUTO_BLOCK_ATOMS = 250_000
 
@@ -48,7 +55,10 @@ class DenoiseResult:
     iterations: int
     rms_history: list[float] = field(default_factory=list)
     scale: float = 1.0
-    status: int = names.FRAME_STATUS_OK
+    status: int = names.FRAME_STATUS_CONVERGED
+    #: fraction of atoms whose last update exceeded :data:`MOBILE_TOL_FACTOR` tolerances (NaN with ``tol=0``):
+    #: what is still moving when a frame stops at ``k`` (:data:`trajden.names.FRAME_STATUS_MAX_ITERATIONS`)
+    mobile_fraction: float = math.nan
     #: :data:`trajden.names.EVALUATOR_COMPILED` if any evaluation ran compiled code, else ``EVALUATOR_EAGER``
     evaluator: int = names.EVALUATOR_EAGER
     #: (N,) int8 per-atom :data:`trajden.names.SCOPE_NAMES` code: 0 denoised, else why the atom was left raw
@@ -85,10 +95,11 @@ class _Whole:
     """Evaluate the whole frame at once (memory bounded by :class:`BlockedEvaluator`'s edge blocks)."""
 
     def __init__(self, model: LoadedModel, cell: np.ndarray, types: torch.Tensor, skin: float, block_edges: int,
-                 frames_per_worker: int = 1):
+                 frames_per_worker: int = 1, options: EvaluatorOptions | None = None):
         self.model, self.cell, self.types, self.skin = model, cell, types, skin
-        self.evaluate = evaluator(model, block_edges,
-                                  decompose.compile_request(len(types), model.device, frames_per_worker))
+        with span("start-up"):  # cached per model and set-up: compiles (if asked) only the first time
+            self.evaluate = evaluator(model, block_edges,
+                                      decompose.compile_request(len(types), model.device, frames_per_worker), options)
         self.graph = None
         self.compiled = bool(self.evaluate.compiled)  # whether an evaluation ran compiled code
 
@@ -111,8 +122,9 @@ class _Blocks:
     client; the owned atoms' updates equal :class:`_Whole`'s."""
 
     def __init__(self, model: LoadedModel, cell: np.ndarray, types: torch.Tensor, skin: float, block_edges: int,
-                 counts, client=None):
+                 counts, client=None, options: EvaluatorOptions | None = None):
         self.model, self.cell, self.skin, self.block_edges, self.client = model, cell, skin, block_edges, client
+        self.options = options
         self.types = types.cpu().numpy()
         self.halo = decompose.halo_width(model, skin)
         self.counts = decompose.check_counts(counts, cell, self.halo)
@@ -143,6 +155,7 @@ class _Blocks:
                 self.skin,
                 self.block_edges,
                 (self.token, self.plan.version, b.index),
+                self.options,
             ))
         if self.client is None:
             results = [decompose.block_update(self.model, *job) for job in jobs]
@@ -176,21 +189,32 @@ def _iterate(
     skin: float,
     active_tol: float,
     device,
-) -> tuple[np.ndarray, list[float], int]:
-    """Run Algorithm 1 in model units. Returns (positions, rms per iteration, status)."""
+) -> tuple[np.ndarray, list[float], int, float]:
+    """Run Algorithm 1 in model units. Returns (positions, rms per iteration, status, mobile fraction).
+
+    Each atom stops on its own: an atom whose last update was below ``active_tol`` and whose neighbours' were
+    too is not recomputed (its update is zero) until a neighbour moves again. The frame stops when the RMS
+    update falls below ``tol``; a frame that reaches ``k`` above it (liquid atoms keep moving) is
+    :data:`~trajden.names.FRAME_STATUS_MAX_ITERATIONS`, with the fraction of atoms whose last update was
+    above :data:`MOBILE_TOL_FACTOR` ``* tol``.
+    """
     x = torch.as_tensor(x0, dtype=torch.float32, device=device)
     ref = x.clone()
-    backend.rebuild(ref)
+    with span("graph"):
+        backend.rebuild(ref)
     history: list[float] = []
     growing = 0
-    status = names.FRAME_STATUS_OK
+    status = names.FRAME_STATUS_CONVERGED
     moving = None
+    step = None
     for _ in range(k):
         # Verlet rule: the list (and the blocks' halos) stay exact while no atom moved more than skin / 2
         if float(((x - ref) ** 2).sum(-1).max()) > (0.5 * skin) ** 2:
             ref = x.clone()
-            backend.rebuild(ref)
-        delta = backend.step(x, moving)
+            with span("graph"):
+                backend.rebuild(ref)
+        with span("model"):
+            delta = backend.step(x, moving)
         x = x - delta
         step = (delta * delta).sum(-1)
         rms = float(torch.sqrt(step.mean()))
@@ -206,12 +230,17 @@ def _iterate(
             break
         if active_tol > 0:
             moving = step > active_tol**2
-    if status == names.FRAME_STATUS_OK:
-        if backend.min_pair_distance(x) < 0.5:
+    mobile = math.nan
+    if step is not None and tol > 0:
+        mobile = float((step > (MOBILE_TOL_FACTOR * tol) ** 2).float().mean())
+    if status == names.FRAME_STATUS_CONVERGED:
+        with span("graph"):
+            overlap = backend.min_pair_distance(x) < 0.5
+        if overlap:
             status = names.FRAME_STATUS_DIVERGED
         elif history and history[-1] >= tol and len(history) == k and tol > 0:
-            status = names.FRAME_STATUS_NOT_CONVERGED
-    return x.double().cpu().numpy(), history, status
+            status = names.FRAME_STATUS_MAX_ITERATIONS
+    return x.double().cpu().numpy(), history, status, mobile
 
 
 def denoise(
@@ -230,6 +259,7 @@ def denoise(
     client=None,
     frames_per_worker: int = 1,
     guard: MoveGuard | bool = True,
+    options: EvaluatorOptions | None = None,
 ) -> DenoiseResult:
     """Denoise one frame.
 
@@ -266,16 +296,23 @@ def denoise(
         the frame raw when most atoms did (status :data:`trajden.names.FRAME_STATUS_OUT_OF_SCOPE`). With
         ``scale="auto"`` a frame without a length scale (too few pairs: a dilute gas, molecules in vacuum)
         is left raw with that status too, not an error.
+    options : the evaluator's switches (:class:`~trajden.model.options.EvaluatorOptions`: compile, fused
+        tensor products, compiled aggregate); ``None``: ``trajden.evaluator.*`` from trajden's configuration
+        (:func:`trajden.cluster.evaluator_options`)
 
     Returns
     -------
     DenoiseResult
         positions in the input unit, number of iterations, RMS update per iteration (input unit), the scale
-        used (input nn distance), a status code (:data:`trajden.names.FRAME_STATUS_NAMES`) and the per-atom
-        scope codes.
+        used (input nn distance), why it stopped (:data:`trajden.names.FRAME_STATUS_NAMES`), the fraction
+        of atoms still moving then, and the per-atom scope codes.
     """
     positions = np.asarray(positions, dtype=np.float64)
     cell = np.asarray(cell, dtype=np.float64)
+    if options is None:
+        from trajden.cluster import evaluator_options
+
+        options = evaluator_options()
     if block_edges is None:
         # fixed per device type, not per thread count: the same blocks give bit-identical results whatever the
         # number of threads (a serial run and Dask workers agree exactly)
@@ -284,7 +321,8 @@ def denoise(
         types = np.zeros(len(positions), dtype=np.int64)
     # atoms in Morton order of space for the whole computation (cache-friendly gathers, faster cell lists);
     # the result is put back into the input's order
-    order = spatial_order(positions, cell)
+    with span("graph"):
+        order = spatial_order(positions, cell)
     positions = positions[order]
     t = torch.as_tensor(map_types(np.asarray(types)[order], model.num_types), device=model.device)
     auto = isinstance(scale, str)
@@ -292,7 +330,8 @@ def denoise(
         if scale != "auto":
             raise ValueError(f"scale must be 'auto' or a number, not {scale!r}")
         try:
-            nn = estimate_nn_distance(positions, cell)
+            with span("scale"):
+                nn = estimate_nn_distance(positions, cell)
         except ValueError:
             if not guard:
                 raise
@@ -310,18 +349,19 @@ def denoise(
         act = tol_model if active_tol is None else float(active_tol)
         cell_m = cell / factor
         if blocks is None:
-            backend = _Whole(model, cell_m, t, skin, block_edges, frames_per_worker)
+            backend = _Whole(model, cell_m, t, skin, block_edges, frames_per_worker, options)
         else:
             halo = decompose.halo_width(model, skin)
             counts = (decompose.auto_counts(len(positions), cell_m, halo, AUTO_BLOCK_ATOMS)
                       if isinstance(blocks, str) else blocks)
-            backend = (_Whole(model, cell_m, t, skin, block_edges, frames_per_worker)
+            backend = (_Whole(model, cell_m, t, skin, block_edges, frames_per_worker, options)
                        if tuple(counts) == (1, 1, 1) and client is None
-                       else _Blocks(model, cell_m, t, skin, block_edges, counts, client))
-        x, history, status = _iterate(backend, positions / factor, k, tol_model, skin, act, model.device)
+                       else _Blocks(model, cell_m, t, skin, block_edges, counts, client, options))
+        x, history, status, mobile = _iterate(backend, positions / factor, k, tol_model, skin, act, model.device)
         if not auto or attempt == 1 or status == names.FRAME_STATUS_DIVERGED:
             break
-        refined = estimate_nn_distance(x * factor, cell)
+        with span("scale"):
+            refined = estimate_nn_distance(x * factor, cell)
         if abs(refined / nn - 1.0) <= refine_tol:
             break
         nn = refined
@@ -338,4 +378,4 @@ def denoise(
     flags = np.empty_like(scope)
     flags[order] = scope
     code = names.EVALUATOR_COMPILED if backend.compiled else names.EVALUATOR_EAGER
-    return DenoiseResult(out, len(history), [h * factor for h in history], nn, status, code, flags)
+    return DenoiseResult(out, len(history), [h * factor for h in history], nn, status, mobile, code, flags)

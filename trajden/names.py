@@ -67,6 +67,7 @@ VAR_RMS_HISTORY = "rms_history"  # (frame, iteration) float32, RMS update per it
 VAR_SCOPE = "scope"  # (frame, atom) int8, SCOPE_* codes: 0 denoised, else why the atom was left raw
 VAR_N_KEPT_RAW = "n_kept_raw"  # (frame,) int64, atoms left raw because the model cannot apply to them
 VAR_ELEMENT = "element"  # (atom,) int16, atomic number (0 = unknown), CF flag_values/flag_meanings = symbols
+VAR_MOBILE_FRACTION = "mobile_fraction"  # (frame,) float32, atoms whose last update exceeded tol (NaN: tol 0)
 
 
 # --- PTM chemical ordering codes (OVITO's PolyhedralTemplateMatchingModifier.OrderingType) ----------------
@@ -100,13 +101,22 @@ def structure_var(classifier: str, raw: bool = False) -> str:
     return f"structure_{classifier}" + ("_raw" if raw else "")
 
 
-# --- per-frame status codes ------------------------------------------------------------------
-FRAME_STATUS_OK = 0
-FRAME_STATUS_NOT_CONVERGED = 1  # k reached with residual above tol
+# --- per-frame status codes: why denoising stopped (VAR_STATUS) ------------------------------------
+FRAME_STATUS_CONVERGED = 0  # RMS update below tol (tol 0: the k iterations asked for ran)
+#: k iterations reached with atoms still moving: the expected outcome where a frame holds liquid or other
+#: disordered regions (their atoms have no crystal site to settle on); a valid result, not a failure.
+#: VAR_MOBILE_FRACTION says how much of the frame was still moving.
+FRAME_STATUS_MAX_ITERATIONS = 1
 FRAME_STATUS_DIVERGED = 2  # RMS update grew / atoms overlapped: positions are the raw ones
 FRAME_STATUS_FAILED = 3  # the task raised; nothing but this flag is valid
-FRAME_STATUS_OUT_OF_SCOPE = 4  # the model cannot apply to the frame (see VAR_SCOPE): positions are the raw ones
-FRAME_STATUS_NAMES = {0: "ok", 1: "not_converged", 2: "diverged", 3: "failed", 4: "out_of_scope"}
+FRAME_STATUS_OUT_OF_SCOPE = 5  # the model cannot apply to the frame (see VAR_SCOPE): positions are the raw ones
+
+FRAME_STATUS_NAMES = {0: "converged", 1: "max_iterations", 2: "diverged", 3: "failed", 5: "out_of_scope"}
+#: statuses whose denoised positions and labels are a valid result
+FRAME_STATUS_VALID = (FRAME_STATUS_CONVERGED, FRAME_STATUS_MAX_ITERATIONS, FRAME_STATUS_OUT_OF_SCOPE)
+#: earlier names of the same codes (stores written with them open unchanged: the codes did not change)
+FRAME_STATUS_OK = FRAME_STATUS_CONVERGED
+FRAME_STATUS_NOT_CONVERGED = FRAME_STATUS_MAX_ITERATIONS
 
 # --- per-atom scope codes (VAR_SCOPE): why an atom was left where it was (trajden.scope) -------------------
 SCOPE_DENOISED = 0  # denoised
@@ -133,6 +143,9 @@ ATTR_INPUTS = "inputs"
 ATTR_COMMAND = "command_line"
 ATTR_METHOD = "method"
 ATTR_RUN_CONFIG = "run_config"  # JSON string: every setting that must match for a resume
+ATTR_EVALUATOR_OPTIONS = "evaluator_options"  # JSON {"compile", "fused", "aggregate"}: trajden.evaluator.*
+ATTR_EXECUTION = "execution"  # how the creating run ran frames: "serial", "local", "slurm", "scheduler"
+ATTR_EXECUTION_REASON = "execution_reason"  # why (e.g. "small input: 20 frames x 5324 atoms < ...")
 ATTR_STORE_FORMAT = "trajden_store_format"  # int, store layout version; marks a directory as a trajden store
 ATTR_SPECIES = "species"  # JSON {"type": "element"} of the types whose element is known; also a run_config key
 ATTR_MODEL_SPECIES = "model_species"  # JSON {"element": model species index} (trajden.model.coverage)

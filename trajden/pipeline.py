@@ -29,6 +29,8 @@ from trajden.classify import DEFAULT_PTM_RMSD_CUTOFF, classify
 from trajden.denoise import DEFAULT_ITERATIONS, denoise
 from trajden.io.readers import Frame, Trajectory
 from trajden.io.species import require_elements
+from trajden.model.options import EvaluatorOptions
+from trajden.spans import add, span, take
 
 
 @dataclass
@@ -59,12 +61,14 @@ class ProcessSettings:
     species_map: dict[str, int] | None = None
     #: element whose sublattice PTM labels on its own (e.g. "Si": cristobalite's cubic-diamond sublattice)
     sublattice: str | None = None
+    #: how the model is evaluated (``trajden.evaluator.*``: compile, fused, aggregate), passed to the evaluator
+    evaluator: EvaluatorOptions = field(default_factory=EvaluatorOptions)
 
     def run_config(self) -> dict:
-        """The settings that must match for a store to be resumed (device, threads, blocks and the run's
-        share per worker excluded: they do not change the result beyond float32 rounding)."""
+        """The settings that must match for a store to be resumed (device, threads, blocks, evaluator options
+        and the run's share per worker excluded: they do not change the result beyond float32 rounding)."""
         d = asdict(self)
-        for k in ("device", "torch_threads", "ovito_threads", "blocks", "frames_per_worker"):
+        for k in ("device", "torch_threads", "ovito_threads", "blocks", "frames_per_worker", "evaluator"):
             d.pop(k)
         d["classifiers"] = list(self.classifiers)
         return d
@@ -80,6 +84,8 @@ class ChunkReport:
     failures: dict[int, str] = field(default_factory=dict)
     statuses: dict[int, int] = field(default_factory=dict)
     kept_raw: dict[int, int] = field(default_factory=dict)  # frame -> atoms left raw (trajden.scope)
+    #: seconds per stage in this task (:mod:`trajden.spans`)
+    stages: dict[str, float] = field(default_factory=dict)
 
 
 #: ``ProcessSettings.model`` when no shipped model covers the input's elements
@@ -124,8 +130,9 @@ def label_frame(positions, cell, origin, settings: ProcessSettings, elements=Non
     mask = None
     if settings.sublattice:
         mask = np.zeros(len(positions), dtype=bool) if elements is None else np.asarray(elements) == settings.sublattice
-    return classify(positions, cell, settings.classifiers, origin=origin, ptm_rmsd_cutoff=settings.ptm_rmsd_cutoff,
-                    types=kinds, sublattice=mask)
+    with span("classify"):
+        return classify(positions, cell, settings.classifiers, origin=origin,
+                        ptm_rmsd_cutoff=settings.ptm_rmsd_cutoff, types=kinds, sublattice=mask)
 
 
 def extra_label_vars(elements, settings: ProcessSettings) -> tuple[str, ...]:
@@ -138,6 +145,8 @@ def extra_label_vars(elements, settings: ProcessSettings) -> tuple[str, ...]:
     if settings.sublattice:
         out += (names.sublattice_var(False), names.sublattice_var(True))
     return out
+
+
 
 
 def process_frame(frame: Frame, settings: ProcessSettings, model=None):
@@ -158,13 +167,15 @@ def process_frame(frame: Frame, settings: ProcessSettings, model=None):
         if model is None:
             from trajden.cluster import get_model
 
-            model = get_model(settings.model, settings.device)
+            with span("start-up"):  # once per process (cached), or the worker plugin's model
+                model = get_model(settings.model, settings.device)
         result = _denoise(frame, settings, model)
     out = _frame_result(frame, result.positions, raw_labels, settings, result.iterations, result.residual,
                         result.scale, result.status, FrameResult)
     out.rms_history = np.asarray(result.rms_history, dtype=np.float32)
     out.evaluator = result.evaluator
     out.scope = result.scope
+    out.mobile_fraction = result.mobile_fraction
     return out
 
 
@@ -173,7 +184,7 @@ def _denoise(frame: Frame, settings: ProcessSettings, model):
 
     types = model_types(frame.elements, settings.species_map, len(frame.positions))
     kw = dict(k=settings.iterations, tol=settings.tol, scale=settings.scale,
-              frames_per_worker=settings.frames_per_worker)
+              frames_per_worker=settings.frames_per_worker, options=settings.evaluator)
     blocks = settings.blocks
     if blocks is not None and not isinstance(blocks, str):
         blocks = tuple(blocks)
@@ -251,6 +262,7 @@ def process_chunk(
     from trajden.store import FrameResult, Store
 
     t0 = time.perf_counter()
+    take()  # this task's stage times only
     failures: dict[int, str] = {}
     results = []
     if settings.method != "average" and (settings.model == "auto" or settings.species_map is None):
@@ -264,13 +276,16 @@ def process_chunk(
     else:
         for j, t in pairs:
             try:
-                r = process_frame(traj.frame(t), settings)
+                with span("read"):
+                    frame = traj.frame(t)
+                r = process_frame(frame, settings)
                 r.index = j
             except Exception as exc:  # noqa: BLE001 - reported per frame to the driver
                 failures[j] = _describe(exc)
                 r = FrameResult.failed(j)
             results.append(r)
-    Store.open(store_path, mode="r+").write_frames(results)
+    with span("write"):
+        Store.open(store_path, mode="r+").write_frames(results)
     return ChunkReport(
         frames=[r.index for r in results],
         n_atoms=traj.n_atoms,
@@ -278,6 +293,7 @@ def process_chunk(
         failures=failures,
         statuses={r.index: r.status for r in results},
         kept_raw={r.index: int(np.count_nonzero(r.scope)) for r in results if r.scope is not None},
+        stages=take(),
     )
 
 
@@ -317,9 +333,11 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {msg}{loc}"
 
 
-def store_attrs(traj: Trajectory, settings: ProcessSettings, model_meta: tuple[str, str], argv=None) -> dict:
+def store_attrs(traj: Trajectory, settings: ProcessSettings, model_meta: tuple[str, str], argv=None,
+                execution: tuple[str, str] | None = None) -> dict:
+    """The store's root attributes; ``execution``: (mode, reason) of the run that creates the store."""
     name, sha = model_meta
-    return {
+    attrs = {
         names.ATTR_VERSION: __version__,
         names.ATTR_MODEL: name,
         names.ATTR_MODEL_SHA256: sha,
@@ -334,11 +352,17 @@ def store_attrs(traj: Trajectory, settings: ProcessSettings, model_meta: tuple[s
         names.ATTR_MODEL_SPECIES: json.dumps(settings.species_map or {}, sort_keys=True),
         names.ATTR_SUBLATTICE: settings.sublattice or "",
     }
+    if settings.method == "denoise":
+        attrs[names.ATTR_EVALUATOR_OPTIONS] = settings.evaluator.as_dict()
+    if execution is not None:
+        attrs[names.ATTR_EXECUTION], attrs[names.ATTR_EXECUTION_REASON] = execution
+    return attrs
 
 
 def prepare_store(traj: Trajectory, frames: list[int], store_path: str, settings: ProcessSettings, overwrite=False,
-                  frames_per_chunk: int = 1, argv=None):
+                  frames_per_chunk: int = 1, argv=None, execution: tuple[str, str] | None = None):
     """Open (resume) or create the store for ``frames`` of ``traj``."""
+    from trajden.cluster import remember_model
     from trajden.model.package import load_model
     from trajden.store import Store
 
@@ -351,7 +375,9 @@ def prepare_store(traj: Trajectory, frames: list[int], store_path: str, settings
                                         and _no_model(first)):
         model_meta = (NO_MODEL, "")
     else:
-        m = load_model(settings.model if settings.model != "auto" else _auto_name(first))
+        name = settings.model if settings.model != "auto" else _auto_name(first)
+        m = load_model(name)  # verified against its recorded sha256 on every run
+        remember_model(name, m)  # a serial run on the CPU then uses it instead of loading it again
         model_meta = (m.name, m.sha256)
     if m is not None:
         _check_types(first, m)
@@ -379,7 +405,7 @@ def prepare_store(traj: Trajectory, frames: list[int], store_path: str, settings
         steps=np.asarray(steps, dtype=np.int64),
         classifiers=tuple(settings.classifiers),
         keep_raw=settings.keep_raw,
-        attrs=store_attrs(traj, settings, model_meta, argv),
+        attrs=store_attrs(traj, settings, model_meta, argv, execution),
         run_config=run_config,
         frames_per_chunk=frames_per_chunk,
         max_iterations=settings.iterations if settings.method == "denoise" else None,
@@ -419,6 +445,12 @@ class RunSummary:
     failures: dict[int, str]
     statuses: dict[int, int]
     kept_raw: dict[int, int] = field(default_factory=dict)
+    #: summed over tasks: seconds per stage (:mod:`trajden.spans`), and ``"tasks"``: the tasks' own wall time
+    stages: dict[str, float] = field(default_factory=dict)
+    #: seconds spent before the frames started (store preparation: model file check, first frame, times)
+    prepare_seconds: float = 0.0
+    #: worker processes the frames ran on (1: serial)
+    n_workers: int = 1
 
 
 def run(
@@ -431,19 +463,26 @@ def run(
     frames_per_chunk: int = 1,
     progress: bool = True,
     argv=None,
+    execution: tuple[str, str] | None = None,
 ) -> RunSummary:
     """Process ``frames`` of ``traj`` into the store at ``store_path`` (resuming it if compatible).
 
     With ``client=None`` chunks run one after another in this process; with a ``distributed.Client`` each
     chunk is one task (retried on another worker if its worker dies). Completed frames are skipped.
+    ``execution``: (mode, reason) recorded in a new store's attributes (default: ``serial`` or ``client``).
     """
     from tqdm.auto import tqdm
 
     settings = resolve_model(check_frame(traj.frame(frames[0])), settings)
-    store, created = prepare_store(traj, frames, store_path, settings, overwrite, frames_per_chunk, argv)
+    if execution is None:
+        execution = ("serial", "no client given") if client is None else ("client", "a client was given")
+    t_prepare = time.perf_counter()
+    store, created = prepare_store(traj, frames, store_path, settings, overwrite, frames_per_chunk, argv,
+                                   execution)
     t0 = time.perf_counter()
     failures: dict[int, str] = {}
     statuses: dict[int, int] = {}
+    stages: dict[str, float] = {}
     kept_raw: dict[int, int] = {}
     with store.lock():
         pending = store.pending_chunks(retry_failed=True)
@@ -461,6 +500,8 @@ def run(
             failures.update(report.failures)
             statuses.update(report.statuses)
             kept_raw.update(report.kept_raw)
+            add(stages, report.stages)
+            add(stages, {"tasks": report.seconds})
             done_atoms += report.n_atoms * len(report.frames)
             # atoms/s of this run so far and the time left at that rate (set before update() draws the bar)
             rate = done_atoms / max(time.perf_counter() - t0, 1e-9)
@@ -495,6 +536,7 @@ def run(
         store=str(store.path), frames_total=len(frames), frames_done=n_pending, frames_skipped=skipped,
         n_atoms=traj.n_atoms, seconds=time.perf_counter() - t0, failures=failures, statuses=statuses,
         kept_raw=kept_raw,
+        stages=stages, prepare_seconds=t0 - t_prepare, n_workers=n_workers,
     )
 
 
@@ -522,12 +564,8 @@ def summary_text(summary: RunSummary, method: str = "ptm") -> str:
         + (f" ({summary.frames_done / summary.seconds:.2f} frames/s,"
            f" {summary.frames_done * summary.n_atoms / summary.seconds:.3g} atoms/s)" if summary.frames_done else ""),
     ]
-    bad = {k: v for k, v in summary.statuses.items() if v not in (names.FRAME_STATUS_OK,)}
-    if bad:
-        counts: dict[str, int] = {}
-        for v in bad.values():
-            counts[names.FRAME_STATUS_NAMES.get(v, str(v))] = counts.get(names.FRAME_STATUS_NAMES.get(v, str(v)), 0) + 1
-        lines.append("status     " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+    ds = xr.open_zarr(summary.store, consolidated=False)
+    lines += _convergence_lines(summary, ds)
     n_kept = sum(summary.kept_raw.values())
     if n_kept:
         frames_kept = sum(1 for v in summary.kept_raw.values() if v)
@@ -535,7 +573,6 @@ def summary_text(summary: RunSummary, method: str = "ptm") -> str:
                      f"(per atom in '{names.VAR_SCOPE}')")
     for j, why in sorted(summary.failures.items())[:10]:
         lines.append(f"FAILED     frame {j}: {why}")
-    ds = xr.open_zarr(summary.store, consolidated=False)
     species = json.loads(ds.attrs.get(names.ATTR_SPECIES, "{}"))
     if species:
         lines.insert(3, "species    " + ", ".join(f"type {t} {e}" for t, e in species.items())
@@ -554,3 +591,31 @@ def summary_text(summary: RunSummary, method: str = "ptm") -> str:
                          if float(v) >= 0.0005]
                 lines.append(f"  {c:4s} {'raw' if raw else 'denoised':8s} " + "  ".join(parts))
     return "\n".join(lines)
+
+
+def _convergence_lines(summary: RunSummary, ds) -> list[str]:
+    """Why this run's frames stopped: converged, or k reached with atoms still moving (liquid, expected: how
+    much of the frame moved is said, not counted as a problem), and the problems apart (diverged, failed)."""
+    codes = summary.statuses
+    if not codes:
+        return []
+    count = {c: sum(1 for v in codes.values() if v == c) for c in names.FRAME_STATUS_NAMES}
+    at_k = [j for j, v in codes.items() if v == names.FRAME_STATUS_MAX_ITERATIONS]
+    parts = [f"{count[names.FRAME_STATUS_CONVERGED]} converged"]
+    if at_k:
+        k = int(ds.attrs.get(names.ATTR_ITERATIONS, 0)) or "?"
+        text = f"{len(at_k)} stopped at k = {k} with atoms still moving"
+        if names.VAR_MOBILE_FRACTION in ds:
+            mobile = ds[names.VAR_MOBILE_FRACTION].values[sorted(at_k)]
+            mobile = mobile[np.isfinite(mobile)]
+            if mobile.size:
+                text += f" ({100 * mobile.min():.0f}-{100 * mobile.max():.0f} % of atoms"
+                text += "; expected where liquid or disordered regions remain)"
+        parts.append(text)
+    lines = [] if ds.attrs.get(names.ATTR_METHOD) == "average" else ["denoising  " + ", ".join(parts)]
+    problems = [f"{count[c]} {names.FRAME_STATUS_NAMES[c]}" for c in (names.FRAME_STATUS_DIVERGED,
+                                                                     names.FRAME_STATUS_FAILED) if count[c]]
+    if problems:
+        lines.append("problems   " + ", ".join(problems)
+                     + (" (diverged: raw positions kept)" if count[names.FRAME_STATUS_DIVERGED] else ""))
+    return lines

@@ -10,10 +10,12 @@ Layout (all names from :mod:`trajden.names`), readable with ``xarray.open_zarr(p
   ``displacement(frame, atom)`` float32, ``cell(frame, cell_vector, spatial)`` float64, ``type(atom)`` int32,
   ``element(atom)`` int16 (atomic number, 0 = unknown; CF ``flag_values``/``flag_meanings`` = the symbols),
   ``iterations(frame)`` int16, ``residual(frame)`` float32, ``scale(frame)`` float32, ``status(frame)`` int8,
-  ``complete(frame)`` bool; ``rms_history(frame, iteration)`` float32 only when created with ``max_iterations``.
+  ``complete(frame)`` bool; ``rms_history(frame, iteration)`` and ``mobile_fraction(frame)`` float32 only when
+  created with ``max_iterations`` (stores written before ``mobile_fraction`` existed lack it and still open).
 
 Fill values (what a never-written frame reads as): NaN for floats, -1 for the label arrays, ``iterations`` and
-``status`` (so "not written" is never confused with label 0 = "other" or status 0 = "ok"), False for ``complete``.
+``status`` (so "not written" is never confused with label 0 = "other" or status 0 = "converged"), False for
+``complete``.
 The fill values are zarr metadata only: xarray does not mask them (int8 stays int8).
 
 ``time`` carries ``units = "ps"``, which xarray does not know as a time unit, so it stays float64 (it is not
@@ -108,6 +110,7 @@ class FrameResult:
     rms_history: np.ndarray | None = None  # (<= max_iterations,) RMS update per iteration; stored if the store has it
     evaluator: int | None = None  # names.EVALUATOR_* (how the model ran); stored if the store has it
     scope: np.ndarray | None = None  # (N,) int8 names.SCOPE_* per atom (0 denoised); stored if the store has it
+    mobile_fraction: float | None = None  # atoms still moving when denoising stopped; stored if the store has it
 
     @classmethod
     def failed(cls, index: int, cell: np.ndarray | None = None) -> FrameResult:
@@ -451,6 +454,7 @@ class Store:
         self._has_scope = names.VAR_SCOPE in present  # likewise
         self._extra_labels = tuple(v for v in names.EXTRA_LABEL_VARS if v in present)
         self._has_element = names.VAR_ELEMENT in present  # stores written before species were read lack it
+        self._has_mobile = names.VAR_MOBILE_FRACTION in present  # likewise
 
     # ---- construction ------------------------------------------------------------------------
 
@@ -610,6 +614,10 @@ class Store:
         arr(names.VAR_STATUS, (n_frames,), (F,), "int8", INT_FILL, (fpc,),
             **_flag_attrs(names.FRAME_STATUS_NAMES, sorted(names.FRAME_STATUS_NAMES), "frame status",
                           f"{INT_FILL} = not written"))
+        if max_iterations is not None:
+            arr(names.VAR_MOBILE_FRACTION, (n_frames,), (F,), "float32", nan, (fpc,),
+                **{names.CF_UNITS: "1", names.CF_LONG_NAME: "fraction of atoms still moving when denoising stopped",
+                   names.CF_COMMENT: "last update above the tolerance; NaN: tol 0 or not written"})
         arr(names.VAR_EVALUATOR, (n_frames,), (F,), "int8", INT_FILL, (fpc,),
             **_flag_attrs(names.EVALUATOR_NAMES, sorted(names.EVALUATOR_NAMES), "how the model was evaluated",
                           f"{INT_FILL} = not written or no model (averaging); compiled: equal to eager to "
@@ -888,6 +896,8 @@ class Store:
         if self._has_scope:
             out[names.VAR_SCOPE] = np.full((m, N), INT_FILL, np.int8)
             out[names.VAR_N_KEPT_RAW] = np.full(m, INT_FILL, np.int32)
+        if self._has_mobile:
+            out[names.VAR_MOBILE_FRACTION] = np.full(m, np.nan, np.float32)
         label_vars = self.label_vars
         for var in label_vars:
             out[var] = np.full((m, N), LABEL_FILL, np.int8)
@@ -939,6 +949,8 @@ class Store:
                     raise StoreError(f"{where}: scope holds codes outside [0, {max(names.SCOPE_NAMES)}]")
                 put(names.VAR_SCOPE, scope, (N,), required=False)
                 out[names.VAR_N_KEPT_RAW][k] = int(np.count_nonzero(scope))
+            if self._has_mobile and res.mobile_fraction is not None:
+                out[names.VAR_MOBILE_FRACTION][k] = float(res.mobile_fraction)
         return out
 
     # ---- locking and reading ------------------------------------------------------------------

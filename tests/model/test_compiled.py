@@ -1,7 +1,7 @@
 """The compiled functions of the fast path (:func:`trajden.model.evaluate.compile_aggregates`):
 :meth:`FusedTP.aggregate`, ``aggregate_padded`` (a GPU's sums) and ``aggregate_rows`` (inside a CPU's compiled
 layer) equal the fused messages summed per atom, and the compiled evaluator equals the eager one (here on the
-CPU, where ``TRAJDEN_COMPILE=1`` turns it on)."""
+CPU, where ``EvaluatorOptions(compile="on")`` turns it on)."""
 
 import shutil
 import warnings
@@ -12,7 +12,11 @@ import torch
 from trajden.decompose import evaluator
 from trajden.model.evaluate import BlockedEvaluator, edge_slots
 from trajden.model.fused import fused_tensor_products
+from trajden.model.options import EvaluatorOptions
 from trajden.model.package import load_model
+
+EAGER = EvaluatorOptions(compile="off")
+COMPILED = EvaluatorOptions(compile="on")
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +42,7 @@ def test_edge_slots_lists_each_rows_edges_in_order():
 
 
 def test_aggregates_equal_summed_messages(model, monkeypatch):
-    monkeypatch.delenv("TRAJDEN_FUSED", raising=False)
-    monkeypatch.setenv("TRAJDEN_COMPILE", "0")
-    ev = evaluator(model, 4096)
+    ev = evaluator(model, 4096, options=EAGER)
     for li, (tp, table) in enumerate(zip(ev.tensor_products, ev.radial_tables)):
         h, src, dst, y, lengths, tab, rows = _block(tp, table, li)
         vec = torch.nn.functional.normalize(torch.randn(len(src), 3, generator=torch.Generator().manual_seed(li)),
@@ -63,13 +65,9 @@ def test_aggregates_equal_summed_messages(model, monkeypatch):
                     reason="torch.compile needs a C++ compiler on the CPU")
 @pytest.mark.parametrize("impl", ["layer", "atomic", "padded"])
 def test_compiled_evaluator_equals_eager(model, monkeypatch, impl, crystal_liquid):
-    monkeypatch.delenv("TRAJDEN_FUSED", raising=False)
     x, graph, types = crystal_liquid("fcc", 1500, 4, model.cutoff)
-    monkeypatch.setenv("TRAJDEN_COMPILE", "0")
-    ref = evaluator(model, 1500)(x, graph, types)
-    monkeypatch.setenv("TRAJDEN_COMPILE", "1")
-    monkeypatch.setenv("TRAJDEN_AGGREGATE", impl)
-    ev = evaluator(model, 1500)
+    ref = evaluator(model, 1500, options=EAGER)(x, graph, types)
+    ev = evaluator(model, 1500, options=EvaluatorOptions(compile="on", aggregate=impl))
     assert ev.mode == f"fast+compiled-{impl}"
     assert set(ev.compiled[0]) == {impl}  # only what runs is compiled
     out = ev(x, graph, types)
@@ -89,14 +87,10 @@ def test_compiled_cpu_blocks_equal_eager(model, monkeypatch, crystal_liquid):
     give the eager result too."""
     from trajden.model.evaluate import BlockedEvaluator
 
-    monkeypatch.delenv("TRAJDEN_FUSED", raising=False)
-    monkeypatch.delenv("TRAJDEN_AGGREGATE", raising=False)
     x, graph, types = crystal_liquid("fcc", 1500, 4, model.cutoff)
-    monkeypatch.setenv("TRAJDEN_COMPILE", "0")
-    ref = evaluator(model, 300)(x, graph, types)
-    monkeypatch.setenv("TRAJDEN_COMPILE", "1")
+    ref = evaluator(model, 300, options=EAGER)(x, graph, types)
     monkeypatch.setattr(BlockedEvaluator, "CPU_COMPILED_BLOCK_EDGES", 2000)  # ~25 blocks on this frame
-    ev = evaluator(model, 300)
+    ev = evaluator(model, 300, options=COMPILED)
     assert ev.mode == "fast+compiled-layer"  # each layer's whole block compiled
     assert set(ev.compiled[0]) == {"layer"}  # and nothing else (a GPU's sums are not compiled on a CPU)
     out = ev(x, graph, types)
@@ -113,8 +107,6 @@ def test_compiled_layers_handle_atoms_without_neighbours(model, monkeypatch):
     from trajden.lattices import add_noise, make_crystal
     from trajden.neighbors import build_graph
 
-    monkeypatch.delenv("TRAJDEN_FUSED", raising=False)
-    monkeypatch.delenv("TRAJDEN_AGGREGATE", raising=False)
     gas = np.stack(np.meshgrid(*[np.arange(4) * 3.0] * 3, indexing="ij"), -1).reshape(-1, 3)  # 3 d apart
     c = make_crystal("fcc", 256)
     crystal, _ = add_noise(c.positions, 0.05, np.random.default_rng(0))
@@ -122,10 +114,8 @@ def test_compiled_layers_handle_atoms_without_neighbours(model, monkeypatch):
     for pos, cell in frames:
         graph = build_graph(pos, cell, model.cutoff, 0.2, sort=True)
         x, types = torch.tensor(pos, dtype=torch.float32), torch.zeros(len(pos), dtype=torch.long)
-        monkeypatch.setenv("TRAJDEN_COMPILE", "0")
-        ref = evaluator(model, 1500)(x, graph, types)
-        monkeypatch.setenv("TRAJDEN_COMPILE", "1")
-        ev = evaluator(model, 1500)
+        ref = evaluator(model, 1500, options=EAGER)(x, graph, types)
+        ev = evaluator(model, 1500, options=COMPILED)
         assert ev.mode == "fast+compiled-layer"
         out = ev(x, graph, types)
         assert float((out - ref).abs().max()) < 2e-5 * max(float(ref.abs().max()), 1.0)
@@ -157,26 +147,20 @@ def test_compile_request_asks_for_auto_in_long_runs_of_smaller_frames():
 def test_auto_compile_keeps_the_compiled_sums_only_when_faster(model, monkeypatch):
     import trajden.model.evaluate as evaluate
 
-    monkeypatch.delenv("TRAJDEN_FUSED", raising=False)
-    monkeypatch.delenv("TRAJDEN_COMPILE", raising=False)
-    monkeypatch.delenv("TRAJDEN_AGGREGATE", raising=False)
     for faster, mode in ((False, "fast"), (True, "fast+compiled-layer")):
         monkeypatch.setattr(evaluate, "compiled_is_faster", lambda ev, f=faster: (f, {"eager": 1.0, "compiled": 2.0}))
         model.__dict__.pop("_evaluators", None)
-        ev = evaluator(model, 4096, "auto")
+        ev = evaluator(model, 4096, "auto", EvaluatorOptions())
         assert ev.mode == mode
         assert ev.compile_times == {"eager": 1.0, "compiled": 2.0}
-    monkeypatch.setenv("TRAJDEN_COMPILE", "0")  # the environment overrides the request
-    assert evaluator(model, 4096, "auto").mode == "fast"
+    assert evaluator(model, 4096, "auto", EAGER).mode == "fast"  # compile="off" overrides the request
 
 
 def test_compiled_is_faster_times_both_paths(model, monkeypatch):
     from trajden.model.evaluate import compiled_is_faster
 
-    monkeypatch.delenv("TRAJDEN_FUSED", raising=False)
-    monkeypatch.setenv("TRAJDEN_COMPILE", "0")
     model.__dict__.pop("_evaluators", None)
-    ev = evaluator(model, 4096)
+    ev = evaluator(model, 4096, options=EAGER)
     ev.aggregate_impl = "atomic"  # the eager aggregate stands in for a compiled one: the timing is what is tested
     stand_in = [{"atomic": tp.aggregate} for tp in ev.tensor_products]
     ev.compiled = stand_in
@@ -222,15 +206,12 @@ def test_denoise_reports_which_evaluator_ran(model, monkeypatch, crystal_liquid)
     from trajden.denoise import denoise
     from trajden.lattices import add_noise, make_crystal
 
-    monkeypatch.delenv("TRAJDEN_FUSED", raising=False)
-    monkeypatch.delenv("TRAJDEN_AGGREGATE", raising=False)
     c = make_crystal("fcc", reps=(14, 4, 4))  # 19.8 d_nn along x: two blocks with their halos
     pos, _ = add_noise(c.positions, 0.06, np.random.default_rng(3))
-    for env, code in (("0", names.EVALUATOR_EAGER), ("1", names.EVALUATOR_COMPILED)):
-        monkeypatch.setenv("TRAJDEN_COMPILE", env)
+    for options, code in ((EAGER, names.EVALUATOR_EAGER), (COMPILED, names.EVALUATOR_COMPILED)):
         for blocks in (None, (2, 1, 1)):
-            res = denoise(pos, c.cell, None, model, k=2, tol=0, scale=1.0, blocks=blocks)
-            assert res.evaluator == code, (env, blocks)
+            res = denoise(pos, c.cell, None, model, k=2, tol=0, scale=1.0, blocks=blocks, options=options)
+            assert res.evaluator == code, (options, blocks)
 
 
 def test_a_failing_compile_set_up_leaves_the_eager_fast_path(model, monkeypatch):
@@ -241,11 +222,9 @@ def test_a_failing_compile_set_up_leaves_the_eager_fast_path(model, monkeypatch)
     def broken(*args, **kwargs):
         raise AttributeError("no such option")
 
-    monkeypatch.delenv("TRAJDEN_FUSED", raising=False)
-    monkeypatch.delenv("TRAJDEN_COMPILE", raising=False)
     monkeypatch.setattr(evaluate, "compile_aggregates", broken)
     model.__dict__.pop("_evaluators", None)
     with pytest.warns(UserWarning, match="compiled evaluation set-up failed .*no such option"):
-        ev = evaluator(model, 4096, True)
+        ev = evaluator(model, 4096, True, EvaluatorOptions())
     assert ev.supported and ev.mode == "fast" and ev.compiled is None
     model.__dict__.pop("_evaluators", None)

@@ -42,7 +42,6 @@ def test_fused_tensor_products_equal_the_scripted_ones(shipped):
 
 
 def test_fast_evaluator_equals_the_model_forward(shipped, monkeypatch, crystal_liquid):
-    monkeypatch.delenv("TRAJDEN_FUSED", raising=False)
     x, graph, types = crystal_liquid("bcc" if shipped.name == "dc3" else "fcc", 2000, 0, shipped.cutoff)
     ev = evaluator(shipped, 1500)
     assert ev.tensor_products is not None and ev.radial_tables is not None
@@ -61,16 +60,16 @@ def test_fast_evaluator_equals_the_model_forward(shipped, monkeypatch, crystal_l
     assert float(part[~active].abs().max()) == 0.0
 
 
-def test_fast_path_can_be_switched_off(shipped, monkeypatch):
-    monkeypatch.setenv("TRAJDEN_FUSED", "0")
-    ev = evaluator(shipped, 4096)
+def test_fast_path_can_be_switched_off(shipped):
+    from trajden.model.options import EvaluatorOptions
+
+    ev = evaluator(shipped, 4096, options=EvaluatorOptions(fused=False))
     assert ev.tensor_products is None and ev.radial_tables is None
     assert ev.mode == "blocked"
 
 
 def test_threads_over_blocks_give_bit_identical_results(shipped, monkeypatch):
     """Blocks run on a thread pool (one intra-op thread each) exactly as they run one after another."""
-    monkeypatch.delenv("TRAJDEN_FUSED", raising=False)
     c = make_crystal("fcc", 1500)
     pos, _ = add_noise(c.positions, 0.1, np.random.default_rng(4))
     x = torch.tensor(pos, dtype=torch.float32)

@@ -17,7 +17,6 @@ tp, linear_2, gate, self_connection}``, ``head``); a model without them falls ba
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import warnings
@@ -25,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
+from trajden.model.device import module_device  # noqa: F401 - re-exported (was defined here)
 from trajden.model.fused import interpolate
 from trajden.neighbors import Graph
 
@@ -74,8 +74,11 @@ class BlockedEvaluator:
 
     def __init__(self, module: torch.nn.Module, block_edges: int = 4096, cutoff: float | None = None,
                  tensor_products: list | None = None, threads: int | None = None,
-                 compile: bool | str | None = None):
+                 compile: bool | str | None = None, aggregate: str | None = None):
         self.module = module
+        #: the compiled function to run (``"layer"``, ``"atomic"``, ``"padded"``; ``trajden.evaluator.aggregate``),
+        #: ``None``: the device's choice (:func:`compiled_names`)
+        self.forced_aggregate = aggregate
         self.block_edges = int(block_edges)
         #: CPU threads over blocks (each block single-threaded, so results do not depend on it); ``None``:
         #: the calling thread's ``torch.get_num_threads()``
@@ -87,7 +90,7 @@ class BlockedEvaluator:
         #: per layer, ``{name: fn}``: the ``torch.compile``'d functions of :func:`compile_aggregates` (fast path
         #: only; ``compile=None``: on CUDA): ``"layer"`` (a CPU's), or ``"atomic"`` and ``"padded"`` (a GPU's)
         self.compiled = None
-        #: which compiled function runs: ``"layer"``, ``"atomic"`` or ``"padded"`` (``TRAJDEN_AGGREGATE``, else
+        #: which compiled function runs: ``"layer"``, ``"atomic"`` or ``"padded"`` (``aggregate``, else
         #: :func:`choose_aggregate`); ``aggregate_times``: a GPU's timing of its two sums (s per call)
         self.aggregate_impl = None
         self.aggregate_times = None
@@ -123,7 +126,8 @@ class BlockedEvaluator:
         warns and leaves the eager fast path, never the monolithic forward."""
         try:
             self.compiled = compile_aggregates(self.tensor_products, self.radial_tables, self.device,
-                                               compiled_names(self.tensor_products, self.device))
+                                               compiled_names(self.tensor_products, self.device,
+                                                              self.forced_aggregate))
             if self.compiled:
                 self.aggregate_impl, self.aggregate_times = choose_aggregate(
                     self.compiled, self.tensor_products, self.radial_tables, self.device)
@@ -156,7 +160,7 @@ class BlockedEvaluator:
     @property
     def compiles_layers(self) -> bool:
         """Whether each layer's whole block runs compiled (:meth:`~trajden.model.fused.FusedTP.block`: a
-        CPU's default; ``TRAJDEN_AGGREGATE=atomic`` or ``padded`` compiles the sums alone, the paths a GPU
+        CPU's default; ``aggregate="atomic"`` or ``"padded"`` compiles the sums alone, the paths a GPU
         takes, so that they are tested on CPUs too)."""
         return bool(self.compiled) and self.aggregate_impl == "layer"
 
@@ -357,11 +361,10 @@ def _random_block(tp, table, device, n: int, rows: int, e: int, seed: int):
     return h, src, dst, y, lengths, (table.table, table.delta, table.r_min, table.step)
 
 
-def compiled_names(tensor_products: list, device: torch.device) -> tuple[str, ...]:
-    """Which functions :func:`compile_aggregates` compiles: ``TRAJDEN_AGGREGATE`` (``layer``, ``atomic`` or
-    ``padded``) if set; else on a CPU ``("layer",)`` (where the fused products carry their Python layers),
-    on a GPU both sums, ``("atomic", "padded")``, for :func:`choose_aggregate` to time."""
-    forced = os.environ.get("TRAJDEN_AGGREGATE", "")
+def compiled_names(tensor_products: list, device: torch.device, forced: str | None = None) -> tuple[str, ...]:
+    """Which functions :func:`compile_aggregates` compiles: ``forced`` (``layer``, ``atomic`` or ``padded``;
+    ``trajden.evaluator.aggregate``) if given; else on a CPU ``("layer",)`` (where the fused products carry
+    their Python layers), on a GPU both sums, ``("atomic", "padded")``, for :func:`choose_aggregate` to time."""
     if forced in ("layer", "atomic", "padded"):
         return (forced,)
     if device.type == "cpu":
@@ -434,7 +437,7 @@ def _raise_recompile_limit(n_layers: int) -> None:
 def choose_aggregate(compiled: list, tensor_products: list, radial_tables: list,
                      device: torch.device) -> tuple[str, dict | None]:
     """Which of the ``compiled`` functions runs: the only one compiled (a CPU's ``layer``, or the one
-    ``TRAJDEN_AGGREGATE`` names), else the faster of the two compiled sums on a random block of 2**18 edges
+    ``aggregate`` names), else the faster of the two compiled sums on a random block of 2**18 edges
     on ``device`` (27 edges per row, like a solid within the cut-off)."""
     if len(compiled[0]) == 1:
         return next(iter(compiled[0])), None
@@ -541,15 +544,6 @@ def _block_pool(threads: int | None, device: torch.device, n_blocks: int) -> Thr
             _in_new_thread(lambda: torch.set_num_threads(default))
             _POOLS[key] = pool
         return pool
-
-
-def module_device(module: torch.nn.Module) -> torch.device:
-    """The device of ``module``'s first parameter or buffer (CPU for a module without tensors)."""
-    for t in module.parameters():
-        return t.device
-    for t in module.buffers():
-        return t.device
-    return torch.device("cpu")
 
 
 def with_neighbours(mask: torch.Tensor, src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:

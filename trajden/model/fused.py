@@ -248,7 +248,7 @@ def fused_tensor_products(module, metadata: dict, atol: float = 1e-5) -> list | 
         net.load_state_dict(module.state_dict(), strict=True)
         layers = dict(module.named_children())["layers"]
         scripted = [dict(layers.named_children())[str(i)] for i in range(len(net.layers))]
-        from trajden.model.evaluate import module_device
+        from trajden.model.device import module_device
 
         device = module_device(module)  # the check runs the scripted products where they live
         fused = []
