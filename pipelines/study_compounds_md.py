@@ -132,7 +132,7 @@ class System:
     key: str  # file stem
     potential: str  # "nial", "sio", "nacl"
     prototype: str  # trajden.lattices prototype
-    d_nn: float  # starting shortest bond (A); NPT relaxes it
+    d_nn: float  # starting shortest bond (A); NPT relaxes it (silica: near SiO.tersoff's zero pressure at 0 K)
     reps: tuple[int, int, int]
     kind: str  # "crystal", "liquid", "silica"
     label: str  # expected PTM label (all atoms, or the Si sublattice for silica); "other" for the liquid
@@ -150,13 +150,13 @@ SYSTEMS = [
            tuple(round(f * 1668.0, 1) for f in _T), 1668.0),
     System("liquid NiAl", "liquid-nial", "nial", "b2", 2.887 * np.sqrt(3) / 2, (10, 10, 10), "liquid", "other",
            (2200.0,), 1911.0),
-    System("rocksalt NaCl", "b1-nacl", "nacl", "b1", 2.82, (6, 6, 6), "crystal", "sc",
+    System("rocksalt NaCl", "b1-nacl", "nacl", "b1", 2.82, (5, 5, 5), "crystal", "sc",
            tuple(round(f * 1074.0, 1) for f in _T), 1074.0),
-    System("beta-cristobalite SiO2", "beta-cristobalite", "sio", "beta-cristobalite", 1.55, (4, 4, 4), "silica",
+    System("beta-cristobalite SiO2", "beta-cristobalite", "sio", "beta-cristobalite", 1.64, (4, 4, 4), "silica",
            "cd", SILICA_T),
-    System("alpha-quartz SiO2", "alpha-quartz", "sio", "alpha-quartz", 1.605, (5, 3, 5), "silica", "", SILICA_T),
-    System("beta-quartz SiO2", "beta-quartz", "sio", "beta-quartz", 1.587, (5, 3, 5), "silica", "", SILICA_T),
-    System("alpha-cristobalite SiO2", "alpha-cristobalite", "sio", "alpha-cristobalite", 1.603, (5, 5, 4),
+    System("alpha-quartz SiO2", "alpha-quartz", "sio", "alpha-quartz", 1.635, (5, 3, 5), "silica", "", SILICA_T),
+    System("beta-quartz SiO2", "beta-quartz", "sio", "beta-quartz", 1.635, (5, 3, 5), "silica", "", SILICA_T),
+    System("alpha-cristobalite SiO2", "alpha-cristobalite", "sio", "alpha-cristobalite", 1.635, (5, 5, 4),
            "silica", "", SILICA_T),
 ]
 DT = {"nial": 0.001, "sio": 0.001, "nacl": 0.002}  # ps
