@@ -69,6 +69,8 @@ SI_O_CUTOFF = 2.0
 #: a crystal's twin must carry the prepared label on at least this fraction of the atoms, or its
 #: temperature is flagged as melted / transformed
 SURVIVED = 0.9
+#: PTM chemical orderings (trajden.names.ORDERING_NAMES) of an intact ordered alloy
+ORDERING = {"b2": ("B2",), "l12": ("L12_A", "L12_B")}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -374,7 +376,7 @@ def silica_geometry(x: np.ndarray, bonds: np.ndarray, types: np.ndarray, cell: n
 
 def measure(system: System, data: dict, den: dict) -> list[dict]:
     from trajden import names
-    from trajden.classify import ptm
+    from trajden.classify import ptm, ptm_ordering
 
     rows = []
     types = data["types"]
@@ -403,6 +405,10 @@ def measure(system: System, data: dict, den: dict) -> list[dict]:
             row["twin_target"] = float(np.mean(lab["twin"] == code))
             row["den_target"] = float(np.mean(lab["den"] == code))
             row["raw_target"] = float(np.mean(lab["raw"] == code))
+        if system.prototype in ORDERING and system.kind == "crystal":  # chemical order kept (PTM ordering)
+            want = [c for c, n in names.ORDERING_NAMES.items() if n in ORDERING[system.prototype]]
+            _, order = ptm_ordering(twin, cell, types, origin)
+            row["twin_ordered"] = float(np.isin(order, want).mean())
         if system.kind == "silica":
             bonds = twin_bonds(twin, types, cell)
             for k, x in (("raw", raw), ("den", dn), ("twin", twin)):
@@ -476,15 +482,17 @@ def report(res: dict) -> str:
         "of the twin carrying the prepared label (bcc for B2, fcc for L1_2, sc for rocksalt, cubic diamond for "
         "the Si of beta-cristobalite; 'other' for the liquid); the quartz and alpha-cristobalite Si sublattices "
         "match none of PTM's templates, so their agreement is mostly 'other' against 'other'.", "",
-        "| system | T (K) | T/Tm | frame | atoms | twin target | agreement raw | agreement denoised | "
+        "'twin ordered': fraction of the twin's atoms whose PTM chemical ordering is the alloy's (B2; L1_2 A or B), "
+        "i.e. the intermetallic stayed ordered.", "",
+        "| system | T (K) | T/Tm | frame | atoms | twin target | twin ordered | agreement raw | agreement denoised | "
         "RMS to twin raw -> denoised (A) | reduction | iterations | scale (A) | atoms left raw |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         tt = r.get("twin_target")
         lines.append(
             f"| {r['system']} | {r['T_K']:.0f} | {_num(r['T_over_Tm'])} | {r['frame']} | {r['atoms']} | "
-            f"{_pct(tt)} | {_pct(r['agree_raw'])} | {_pct(r['agree_den'])} | "
+            f"{_pct(tt)} | {_pct(r.get('twin_ordered'))} | {_pct(r['agree_raw'])} | {_pct(r['agree_den'])} | "
             f"{r['rms_raw_A']:.3f} -> {r['rms_den_A']:.3f} | {r['reduction']:.1f}x | {r['iterations']} | "
             f"{r['scale_A']:.3f} | {r['kept_raw']} |")
     liq = [r for r in rows if r["kind"] == "liquid"]
