@@ -28,3 +28,12 @@ def test_degenerate_input():
         estimate_nn_distance(np.zeros((1, 3)), np.eye(3))
     with pytest.raises(ValueError):
         estimate_nn_distance(np.random.default_rng(0).random((10, 3)), np.zeros((3, 3)))
+
+
+def test_no_length_scale_for_an_ideal_gas_but_for_a_melt_like_peak():
+    rng = np.random.default_rng(3)
+    with pytest.raises(ValueError, match="no peak in g"):
+        estimate_nn_distance(rng.random((500, 3)) * 30.0, np.eye(3) * 30.0)
+    c = make_crystal("fcc", 2000, d_nn=2.55)
+    hot = c.positions + 0.3 * rng.standard_normal(c.positions.shape)  # 0.12 nn per coordinate: still a peak
+    assert estimate_nn_distance(hot, c.cell) == pytest.approx(2.55, rel=0.05)

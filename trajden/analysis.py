@@ -174,7 +174,7 @@ def wrap_dataarray(positions: xr.DataArray, cell: xr.DataArray) -> xr.DataArray:
     return out.transpose(*positions.dims)
 
 
-def phase_fractions(ds, method: str = "ptm", raw: bool = False, region=None) -> xr.DataArray:
+def phase_fractions(ds, method: str = "ptm", raw: bool = False, region=None, sublattice: bool = False) -> xr.DataArray:
     """Fraction of atoms in each structure, per frame.
 
     Parameters
@@ -183,6 +183,8 @@ def phase_fractions(ds, method: str = "ptm", raw: bool = False, region=None) -> 
     method : "ptm" or "acna"
     raw : labels before denoising (``structure_<method>_raw``) instead of after
     region : ``None``, a boolean mask ``(atom,)``/``(frame, atom)`` or a slab dict, see :func:`region_mask`
+    sublattice : the PTM labels of the store's sublattice (``trajden process --sublattice``), over the atoms
+        of that element only
 
     Returns
     -------
@@ -192,12 +194,18 @@ def phase_fractions(ds, method: str = "ptm", raw: bool = False, region=None) -> 
     or no atom in the region -- are NaN. Lazy when ``ds`` is dask-backed.
     """
     ds = _open(ds)
-    var = names.structure_var(method, raw)
+    var = names.sublattice_var(raw) if sublattice else names.structure_var(method, raw)
     if var not in ds:
         raise KeyError(f"the store has no {var!r} labels")
-    codes = structure_codes(method)
+    codes = structure_codes(names.PTM if sublattice else method)
     labels = ds[var]
     mask = region_mask(ds, region, raw=raw)
+    if sublattice:
+        from trajden.io.species import atomic_numbers
+
+        z = int(atomic_numbers([ds.attrs[names.ATTR_SUBLATTICE]])[0])
+        own = ds[names.VAR_ELEMENT] == z
+        mask = own if mask is None else (mask & own)
     if mask is not None:
         labels = labels.where(mask, -2)  # outside the region: neither a structure nor "not written"
     counts = xr.concat([(labels == c).sum(names.DIM_ATOM) for c in codes], dim=DIM_STRUCTURE)
@@ -212,6 +220,30 @@ def phase_fractions(ds, method: str = "ptm", raw: bool = False, region=None) -> 
     fractions.name = "phase_fraction"
     fractions.attrs = {"method": method, "raw": int(bool(raw)), "long_name": f"{method} phase fraction"}
     return fractions
+
+
+def ordering_fractions(ds, raw: bool = False) -> xr.DataArray:
+    """Fraction of atoms in each PTM chemical ordering (:data:`trajden.names.ORDERING_NAMES`), per frame.
+
+    Only stores of inputs with two or more elements have the ordering; frames not fully written are NaN.
+    """
+    ds = _open(ds)
+    var = names.ordering_var(raw)
+    if var not in ds:
+        raise KeyError(f"the store has no {var!r} (inputs of one element have no chemical ordering)")
+    labels = ds[var]
+    codes = sorted(names.ORDERING_NAMES)
+    counts = xr.concat([(labels == c).sum(names.DIM_ATOM) for c in codes], dim="ordering")
+    counts = counts.transpose(names.DIM_FRAME, "ordering")
+    total = counts.sum("ordering")
+    valid = ((labels == -1).sum(names.DIM_ATOM) == 0) & (total > 0)
+    if names.VAR_COMPLETE in ds:
+        valid = valid & ds[names.VAR_COMPLETE].astype(bool)
+    out = (counts / total.where(total > 0)).where(valid)
+    out = out.assign_coords(ordering=[names.ORDERING_NAMES[c] for c in codes])
+    out.name = "ordering_fraction"
+    out.attrs = {"raw": int(bool(raw)), "long_name": "PTM chemical ordering fraction"}
+    return out
 
 
 # --- RDF and Steinhardt ---------------------------------------------------------------------------

@@ -23,7 +23,6 @@ import numpy as np
 from trajden import names
 from trajden.classify import DEFAULT_PTM_RMSD_CUTOFF, classify
 from trajden.denoise import DEFAULT_ITERATIONS
-from trajden.denoise import denoise as _denoise
 
 __all__ = ["denoise"]
 
@@ -31,7 +30,7 @@ __all__ = ["denoise"]
 INFO_PREFIX = "trajden_"
 
 
-def denoise(atoms, model: str = "fcc-bcc-hcp", iterations: int = DEFAULT_ITERATIONS, tol: float | None = None,
+def denoise(atoms, model: str = "auto", iterations: int = DEFAULT_ITERATIONS, tol: float | None = None,
             scale: float | str = "auto", classifiers=(names.ACNA, names.PTM), raw_labels: bool = False,
             ptm_rmsd_cutoff: float = DEFAULT_PTM_RMSD_CUTOFF, device: str = "auto"):
     """A denoised copy of ``atoms`` with structure labels as per-atom arrays.
@@ -40,7 +39,8 @@ def denoise(atoms, model: str = "fcc-bcc-hcp", iterations: int = DEFAULT_ITERATI
     ----------
     atoms : ase.Atoms, periodic in all three directions (lengths in angstrom)
     model, iterations, tol, scale, ptm_rmsd_cutoff, device : as ``trajden process`` (``--model``,
-        ``--iterations``, ``--tol``, ``--scale``, ``--ptm-rmsd-cutoff``, ``--device``)
+        ``--iterations``, ``--tol``, ``--scale``, ``--ptm-rmsd-cutoff``, ``--device``); ``model="auto"`` chooses
+        by the atoms' chemical symbols (:func:`trajden.model.coverage.choose_model`)
     classifiers : labels computed on the denoised positions (``("acna", "ptm")``, a subset, or ``()``)
     raw_labels : also label the input positions (arrays ``structure_<classifier>_raw``)
 
@@ -51,7 +51,7 @@ def denoise(atoms, model: str = "fcc-bcc-hcp", iterations: int = DEFAULT_ITERATI
         ``positions_raw`` (the input positions) and ``displacement`` (|denoised - raw|); ``info`` entries
         ``trajden_iterations``, ``trajden_residual``, ``trajden_scale``, ``trajden_status``, ``trajden_model``.
     """
-    from trajden.cluster import get_model
+    from trajden.model.coverage import denoise_elements
 
     if not np.all(atoms.pbc) or atoms.cell.rank != 3:
         raise ValueError(f"trajden needs a periodic 3-D cell (pbc={tuple(bool(p) for p in atoms.pbc)}, "
@@ -60,14 +60,15 @@ def denoise(atoms, model: str = "fcc-bcc-hcp", iterations: int = DEFAULT_ITERATI
         names.structure_var(c)
     raw = np.asarray(atoms.positions, dtype=np.float64)
     cell = np.asarray(atoms.cell.array, dtype=np.float64)
-    types = atoms.arrays.get("type")
-    types = np.asarray(atoms.numbers if types is None else types)
-    loaded = get_model(model, device)
-    result = _denoise(raw, cell, types, loaded, k=int(iterations), tol=tol, scale=scale)
+    elements = np.array(atoms.get_chemical_symbols())
+    result, model_name, _ = denoise_elements(raw, cell, None if len(set(elements)) < 2 else elements, model,
+                                             device, k=int(iterations), tol=tol, scale=scale)
     out = atoms.copy()
     out.positions = result.positions
     out.arrays[names.VAR_POSITIONS_RAW] = raw.copy()
     out.arrays[names.VAR_DISPLACEMENT] = np.sqrt(((result.positions - raw) ** 2).sum(-1))
+    if result.scope is not None:
+        out.arrays[names.VAR_SCOPE] = result.scope
     for c, lab in classify(result.positions, cell, classifiers, ptm_rmsd_cutoff=ptm_rmsd_cutoff).items():
         out.arrays[names.structure_var(c)] = lab
     if raw_labels:
@@ -78,6 +79,6 @@ def denoise(atoms, model: str = "fcc-bcc-hcp", iterations: int = DEFAULT_ITERATI
         INFO_PREFIX + names.VAR_RESIDUAL: float(result.residual),
         INFO_PREFIX + names.VAR_SCALE: float(result.scale),
         INFO_PREFIX + names.VAR_STATUS: names.FRAME_STATUS_NAMES[int(result.status)],
-        INFO_PREFIX + "model": loaded.name,
+        INFO_PREFIX + "model": model_name,
     })
     return out

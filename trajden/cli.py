@@ -85,7 +85,7 @@ def _cmd_process(args) -> int:
         model=args.model, device=args.device, method=args.method, iterations=args.iterations, tol=args.tol,
         scale=scale, classifiers=classifiers, ptm_rmsd_cutoff=args.ptm_rmsd_cutoff, keep_raw=args.keep_raw,
         window=args.window, torch_threads=args.torch_threads, ovito_threads=args.ovito_threads,
-        blocks=_blocks_arg(args.blocks),
+        blocks=_blocks_arg(args.blocks), sublattice=args.sublattice,
         evaluator=evaluator_options(args.cluster_config, compile=args.compile, fused=args.fused,
                                     aggregate=args.aggregate),
     )
@@ -107,6 +107,12 @@ def _cmd_process(args) -> int:
     frames = parse_frames(args.frames, len(traj))
     if not frames:
         raise InputError(f"{args.trajectory[0]}: no frames selected by --frames {args.frames}")
+    from trajden.io.species import require_elements
+    from trajden.pipeline import check_frame, resolve_model
+
+    first = check_frame(traj.frame(frames[0]))
+    require_elements(first)  # several types and no element names: one line naming --species, nothing written
+    settings = resolve_model(first, settings, log=lambda msg: print(f"trajden: {msg}", file=sys.stderr))
     kind, reason = execution.choose_execution(requested, len(frames), traj.n_atoms,
                                               explicit_dask=args.workers is not None or args.scheduler_file is not None)
     try:
@@ -126,7 +132,7 @@ def _cmd_process(args) -> int:
         torch_threads = args.torch_threads or default
         configure_process_threads(torch_threads, args.ovito_threads or torch_threads)
     else:
-        model = None if settings.method == "average" else settings.model
+        model = None if settings.method == "average" or settings.model == "none" else settings.model
         client, cluster = start_cluster(
             kind, cluster_config=args.cluster_config, scheduler_file=args.scheduler_file, n_workers=args.workers,
             model=model, device=args.device, torch_threads=args.torch_threads, ovito_threads=args.ovito_threads,
@@ -212,6 +218,13 @@ def _cmd_fractions(args) -> int:
             raise InputError(f"{args.store}: no {names.structure_var(m, raw=args.raw)} in this store")
         tables[m] = phase_fractions(ds, method=m, raw=args.raw).compute()
     status = _frame_status(ds)
+    if names.PTM in methods and names.sublattice_var(args.raw) in ds:
+        key = f"ptm-{ds.attrs.get(names.ATTR_SUBLATTICE, 'sublattice')}-sublattice"
+        tables[key] = phase_fractions(ds, raw=args.raw, sublattice=True).compute()
+    if names.PTM in methods and names.ordering_var(args.raw) in ds:
+        from trajden.analysis import ordering_fractions
+
+        tables["ptm-ordering"] = ordering_fractions(ds, raw=args.raw).rename(ordering="structure").compute()
     if args.csv:
         import csv
 
@@ -397,9 +410,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "full, or the Atoms columns, e.g. 'id type x y z' (MDAnalysis' atom_style)")
     pr.add_argument("--timestep", type=float, help="MD timestep in ps, for dumps without ITEM: TIME (default 0.001)")
     pr.add_argument("--frames", help="START:STOP:STEP (python slice over all frames)")
-    pr.add_argument("--model", default="fcc-bcc-hcp",
-                    help="shipped model name (fcc-bcc-hcp, fcc-bcc-hcp-fast, fcc-bcc-hcp-lite, dc3: "
-                    "`trajden models`) or a model file")
+    pr.add_argument("--model", default="auto",
+                    help="auto (default: fcc-bcc-hcp for one element, binary for two; more elements are left raw, "
+                    "flagged), a shipped model name (`trajden models`) or a model file")
+    pr.add_argument("--sublattice", metavar="ELEMENT",
+                    help="also label this element's atoms alone with PTM (e.g. Si: cristobalite's Si form cubic "
+                    "diamond), stored as structure_ptm_sublattice")
     pr.add_argument("--method", choices=("denoise", "average"), default="denoise",
                     help="denoise (default) or the vibration-averaging baseline")
     pr.add_argument("--window", type=int, default=5, help="frames averaged by --method average")

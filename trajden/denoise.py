@@ -29,6 +29,7 @@ from trajden.model.options import EvaluatorOptions
 from trajden.model.package import LoadedModel
 from trajden.neighbors import build_graph, spatial_order
 from trajden.scale import estimate_nn_distance
+from trajden.scope import MoveGuard
 from trajden.spans import span
 
 #: default maximum number of iterations (the paper uses 8)
@@ -61,6 +62,13 @@ class DenoiseResult:
     mobile_fraction: float = math.nan
     #: :data:`trajden.names.EVALUATOR_COMPILED` if any evaluation ran compiled code, else ``EVALUATOR_EAGER``
     evaluator: int = names.EVALUATOR_EAGER
+    #: (N,) int8 per-atom :data:`trajden.names.SCOPE_NAMES` code: 0 denoised, else why the atom was left raw
+    scope: np.ndarray | None = None
+
+    @property
+    def n_kept_raw(self) -> int:
+        """Atoms left at their raw positions because the model cannot apply to them."""
+        return 0 if self.scope is None else int(np.count_nonzero(self.scope))
 
     @property
     def residual(self) -> float:
@@ -69,18 +77,19 @@ class DenoiseResult:
 
 
 def map_types(types: np.ndarray, num_types: int) -> np.ndarray:
-    """Map input type labels to model type indices 0..num_types-1 (sorted order of the labels).
+    """Model species indices (N,) int64 of ``types``.
 
-    A single-species model treats every atom alike. A model with several species needs at most that many
-    distinct input types.
+    A one-species model treats every atom alike (all 0, whatever the labels). For a model with several
+    species ``types`` must already be its species indices ``0..num_types-1``
+    (:func:`trajden.model.coverage.model_types` maps elements onto them).
     """
     types = np.asarray(types)
     if num_types == 1:
         return np.zeros(len(types), dtype=np.int64)
-    uniq, inv = np.unique(types, return_inverse=True)
-    if len(uniq) > num_types:
-        raise ValueError(f"{len(uniq)} atom types in the input but the model knows {num_types}")
-    return inv.astype(np.int64)
+    if types.dtype.kind not in "iu" or (len(types) and (types.min() < 0 or types.max() >= num_types)):
+        raise ValueError(f"a model with {num_types} species needs species indices 0..{num_types - 1} "
+                         "(trajden.model.coverage.model_types), not the input's own type labels")
+    return types.astype(np.int64)
 
 
 class _Whole:
@@ -251,6 +260,7 @@ def denoise(
     blocks=None,
     client=None,
     frames_per_worker: int = 1,
+    guard: MoveGuard | bool = True,
     options: EvaluatorOptions | None = None,
     pbc=None,
 ) -> DenoiseResult:
@@ -260,7 +270,7 @@ def denoise(
     ----------
     positions : (N, 3) Cartesian positions (any length unit, e.g. angstrom)
     cell : (3, 3) cell, lattice vectors as rows
-    types : (N,) type labels (None: all alike)
+    types : (N,) model species indices (:func:`map_types`; None: all species 0)
     model : a loaded trajden model (:func:`trajden.model.package.load_model`)
     k : maximum number of iterations
     tol : stop when the RMS update of an iteration falls below this (input length unit); ``None``:
@@ -284,6 +294,11 @@ def denoise(
     frames_per_worker : how many frames this process denoises in the run: on a CPU, a long run of smaller
         frames asks for the compiled layers too (:func:`trajden.decompose.compile_request`; the result is the
         same to float32 rounding)
+    guard : a :class:`trajden.scope.MoveGuard` (``True``: the default one; ``False``: none) that puts atoms
+        back whose neighbourhood moved further than any thermal crystal the model was trained on, and leaves
+        the frame raw when most atoms did (status :data:`trajden.names.FRAME_STATUS_OUT_OF_SCOPE`). With
+        ``scale="auto"`` a frame without a length scale (too few pairs: a dilute gas, molecules in vacuum)
+        is left raw with that status too, not an error.
     options : the evaluator's switches (:class:`~trajden.model.options.EvaluatorOptions`: compile, fused
         tensor products, compiled aggregate); ``None``: ``trajden.evaluator.*`` from trajden's configuration
         (:func:`trajden.cluster.evaluator_options`)
@@ -294,8 +309,8 @@ def denoise(
     -------
     DenoiseResult
         positions in the input unit, number of iterations, RMS update per iteration (input unit), the scale
-        used (input nn distance), why it stopped (:data:`trajden.names.FRAME_STATUS_NAMES`) and the fraction
-        of atoms still moving then.
+        used (input nn distance), why it stopped (:data:`trajden.names.FRAME_STATUS_NAMES`), the fraction
+        of atoms still moving then, and the per-atom scope codes.
     """
     positions = np.asarray(positions, dtype=np.float64)
     cell = np.asarray(cell, dtype=np.float64)
@@ -319,8 +334,16 @@ def denoise(
     if auto:
         if scale != "auto":
             raise ValueError(f"scale must be 'auto' or a number, not {scale!r}")
-        with span("scale"):
-            nn = estimate_nn_distance(positions, cell, pbc=pbc)
+        try:
+            with span("scale"):
+                nn = estimate_nn_distance(positions, cell, pbc=pbc)
+        except ValueError:
+            if not guard:
+                raise
+            # nothing lattice-like to denoise (a dilute gas, molecules in vacuum): left where it is, flagged
+            raw = np.asarray(positions[np.argsort(order)], dtype=np.float64)
+            return DenoiseResult(raw, 0, [], float("nan"), names.FRAME_STATUS_OUT_OF_SCOPE,
+                                 scope=np.full(len(raw), names.SCOPE_NO_SCALE, dtype=np.int8))
     else:
         nn = float(scale)
         if not nn > 0:
@@ -350,7 +373,17 @@ def denoise(
         if abs(refined / nn - 1.0) <= refine_tol:
             break
         nn = refined
+    result = positions if status == names.FRAME_STATUS_DIVERGED else x * factor
+    scope = np.zeros(len(positions), dtype=np.int8)
+    if guard and status != names.FRAME_STATUS_DIVERGED:
+        checked = (MoveGuard() if guard is True else guard).compute(
+            positions, result, cell, nn, model.sigma_max, pbc)
+        result, scope = checked.positions, checked.flags
+        if checked.frame_left_raw:
+            status = names.FRAME_STATUS_OUT_OF_SCOPE
     out = np.empty_like(positions)
-    out[order] = positions if status == names.FRAME_STATUS_DIVERGED else x * factor
+    out[order] = result
+    flags = np.empty_like(scope)
+    flags[order] = scope
     code = names.EVALUATOR_COMPILED if backend.compiled else names.EVALUATOR_EAGER
-    return DenoiseResult(out, len(history), [h * factor for h in history], nn, status, mobile, code)
+    return DenoiseResult(out, len(history), [h * factor for h in history], nn, status, mobile, code, flags)

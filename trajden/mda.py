@@ -27,7 +27,7 @@ from MDAnalysis.analysis.results import ResultsGroup
 
 from trajden import names
 from trajden.classify import DEFAULT_PTM_RMSD_CUTOFF, classify
-from trajden.denoise import DEFAULT_ITERATIONS, denoise
+from trajden.denoise import DEFAULT_ITERATIONS
 
 __all__ = ["Denoise"]
 
@@ -67,10 +67,10 @@ class Denoise(AnalysisBase):
     def get_supported_backends(cls):
         return ("serial", "multiprocessing", "dask")
 
-    def __init__(self, atomgroup, model: str = "fcc-bcc-hcp", iterations: int = DEFAULT_ITERATIONS,
+    def __init__(self, atomgroup, model: str = "auto", iterations: int = DEFAULT_ITERATIONS,
                  tol: float | None = None, scale: float | str = "auto", classifiers=(names.ACNA, names.PTM),
                  raw_labels: bool = False, ptm_rmsd_cutoff: float = DEFAULT_PTM_RMSD_CUTOFF, device: str = "auto",
-                 **kwargs):
+                 species=None, **kwargs):
         super().__init__(atomgroup.universe.trajectory, **kwargs)
         self._ag = atomgroup
         self.model, self.iterations, self.tol, self.scale = str(model), int(iterations), tol, scale
@@ -78,6 +78,7 @@ class Denoise(AnalysisBase):
         for c in self.classifiers:
             names.structure_var(c)  # ValueError for an unknown classifier, before any frame runs
         self.raw_labels, self.ptm_rmsd_cutoff, self.device = bool(raw_labels), float(ptm_rmsd_cutoff), device
+        self.species = species
 
     def _configure_backend(self, backend, n_workers, unsupported_backend=False):
         executor = super()._configure_backend(backend, n_workers, unsupported_backend=unsupported_backend)
@@ -95,15 +96,19 @@ class Denoise(AnalysisBase):
         stack["structures"] = _first
         return ResultsGroup(lookup=stack)
 
-    def _types(self) -> np.ndarray | None:
+    def _elements(self) -> np.ndarray | None:
+        """The atoms' elements: the topology's, else named by their types (``species`` for numbered types)."""
+        from trajden.model.coverage import elements_from_labels
+
+        if self.species is None and hasattr(self._ag, "elements"):
+            el = np.asarray(self._ag.elements).astype(str)
+            if np.all(el != ""):
+                return elements_from_labels(el)
         try:
             types = np.asarray(self._ag.types)
         except Exception:  # noqa: BLE001 - a topology without types: all atoms alike
             return None
-        # LAMMPS types come as strings "1", "2", ..., "10": numbers, so that they sort as trajden process sorts
-        # them (trajden.denoise.map_types maps sorted labels to the model's species)
-        strs = types.astype(str)
-        return strs.astype(np.int64) if all(t.lstrip("-").isdigit() for t in np.unique(strs)) else types
+        return elements_from_labels(types, self.species)
 
     def _prepare(self):
         n, m = self.n_frames, len(self._ag)
@@ -118,10 +123,10 @@ class Denoise(AnalysisBase):
             shape = (n, m) if key.startswith("labels") else (n, len(names.STRUCTURE_NAMES))
             self.results[key] = {c: np.zeros(shape, dtype=np.int8 if key.startswith("labels") else np.float64)
                                  for c in self.classifiers}
-        self._atom_types = self._types()
+        self._atom_elements = self._elements()
 
     def _single_frame(self):
-        from trajden.cluster import get_model
+        from trajden.model.coverage import denoise_elements
         from trajden.pipeline import check_frame
 
         i = self._frame_index
@@ -129,8 +134,8 @@ class Denoise(AnalysisBase):
         raw = np.asarray(self._ag.positions, dtype=np.float64)
         cell = np.asarray(ts.triclinic_dimensions, dtype=np.float64) if ts.dimensions is not None else np.zeros((3, 3))
         check_frame(_FrameView(ts.frame, cell, self._ag.universe.filename))
-        model = get_model(self.model, self.device)
-        result = denoise(raw, cell, self._atom_types, model, k=self.iterations, tol=self.tol, scale=self.scale)
+        result, _, _ = denoise_elements(raw, cell, self._atom_elements, self.model, self.device, k=self.iterations,
+                                        tol=self.tol, scale=self.scale)
         r = self.results
         r.positions[i] = result.positions
         r.displacement[i] = np.sqrt(((result.positions - raw) ** 2).sum(-1))

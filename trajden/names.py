@@ -66,8 +66,34 @@ VAR_STATUS = "status"  # (frame,) int8, see FRAME_STATUS_*
 VAR_COMPLETE = "complete"  # (frame,) bool, frame fully written
 VAR_EVALUATOR = "evaluator"  # (frame,) int8, how the model ran, see EVALUATOR_*
 VAR_RMS_HISTORY = "rms_history"  # (frame, iteration) float32, RMS update per iteration, NaN after the last
+VAR_SCOPE = "scope"  # (frame, atom) int8, SCOPE_* codes: 0 denoised, else why the atom was left raw
+VAR_N_KEPT_RAW = "n_kept_raw"  # (frame,) int64, atoms left raw because the model cannot apply to them
 VAR_ELEMENT = "element"  # (atom,) int16, atomic number (0 = unknown), CF flag_values/flag_meanings = symbols
 VAR_MOBILE_FRACTION = "mobile_fraction"  # (frame,) float32, atoms whose last update exceeded tol (NaN: tol 0)
+
+
+# --- PTM chemical ordering codes (OVITO's PolyhedralTemplateMatchingModifier.OrderingType) ----------------
+ORDERING_NAMES = {0: "none", 1: "pure", 2: "L10", 3: "L12_A", 4: "L12_B", 5: "B2", 6: "zincblende_wurtzite",
+                  7: "boron_nitride"}
+#: PTM's chemical ordering per atom (inputs of two or more elements), after / before denoising
+VAR_ORDERING = "ordering_ptm"
+#: PTM labels of one element's sublattice (``--sublattice``; other atoms -1), after / before denoising
+VAR_SUBLATTICE = "structure_ptm_sublattice"
+ATTR_SUBLATTICE = "sublattice"  # the element whose sublattice VAR_SUBLATTICE labels
+
+
+def ordering_var(raw: bool = False) -> str:
+    """Name of the PTM chemical-ordering variable after (or before, ``raw``) denoising."""
+    return VAR_ORDERING + ("_raw" if raw else "")
+
+
+def sublattice_var(raw: bool = False) -> str:
+    """Name of the sublattice PTM label variable after (or before, ``raw``) denoising."""
+    return VAR_SUBLATTICE + ("_raw" if raw else "")
+
+
+#: label variables besides the per-classifier ones, each (after, before) denoising
+EXTRA_LABEL_VARS = (ordering_var(False), ordering_var(True), sublattice_var(False), sublattice_var(True))
 
 
 def structure_var(classifier: str, raw: bool = False) -> str:
@@ -86,14 +112,25 @@ FRAME_STATUS_MAX_ITERATIONS = 1
 FRAME_STATUS_DIVERGED = 2  # RMS update grew / atoms overlapped: positions are the raw ones
 FRAME_STATUS_FAILED = 3  # the task raised an unexpected error; nothing but this flag is valid; not complete
 FRAME_STATUS_BAD_INPUT = 4  # the frame cannot be used as input (unreadable, non-finite, ...); not complete
-FRAME_STATUS_NAMES = {0: "converged", 1: "max_iterations", 2: "diverged", 3: "failed", 4: "bad_input"}
-#: statuses whose denoised positions and labels are a valid result
-FRAME_STATUS_VALID = (FRAME_STATUS_CONVERGED, FRAME_STATUS_MAX_ITERATIONS)
+FRAME_STATUS_OUT_OF_SCOPE = 5  # the model cannot apply to the frame (see VAR_SCOPE): positions are the raw ones
+FRAME_STATUS_NAMES = {0: "converged", 1: "max_iterations", 2: "diverged", 3: "failed", 4: "bad_input",
+                      5: "out_of_scope"}
+#: statuses whose denoised positions and labels are a valid result (out of scope: the raw ones, faithfully)
+FRAME_STATUS_VALID = (FRAME_STATUS_CONVERGED, FRAME_STATUS_MAX_ITERATIONS, FRAME_STATUS_OUT_OF_SCOPE)
 #: statuses of frames that hold no result (their ``complete`` stays False; a resume retries them)
 FRAME_STATUS_NO_RESULT = (FRAME_STATUS_FAILED, FRAME_STATUS_BAD_INPUT)
 #: earlier names of the same codes (stores written with them open unchanged: the codes did not change)
 FRAME_STATUS_OK = FRAME_STATUS_CONVERGED
 FRAME_STATUS_NOT_CONVERGED = FRAME_STATUS_MAX_ITERATIONS
+
+# --- per-atom scope codes (VAR_SCOPE): why an atom was left where it was (trajden.scope) -------------------
+SCOPE_DENOISED = 0  # denoised
+SCOPE_MOVE_BOUND = 1  # its neighbourhood moved further than any thermal crystal the model knows: left raw
+SCOPE_FRAME = 2  # most of the frame moved so: the whole frame left raw
+SCOPE_SPECIES = 3  # the input's elements are not covered by the model: left raw
+SCOPE_NO_SCALE = 4  # no length scale could be estimated (dilute gas, molecules): left raw
+SCOPE_NAMES = {0: "denoised", 1: "move_bound", 2: "frame_out_of_scope", 3: "species_not_covered",
+               4: "no_length_scale"}
 
 # --- per-frame evaluator codes (VAR_EVALUATOR) ---------------------------------------------------
 EVALUATOR_EAGER = 0  # eager torch: bit-identical whatever the thread count or the blocks
@@ -116,6 +153,7 @@ ATTR_EXECUTION = "execution"  # how the creating run ran frames: "serial", "loca
 ATTR_EXECUTION_REASON = "execution_reason"  # why (e.g. "small input: 20 frames x 5324 atoms < ...")
 ATTR_STORE_FORMAT = "trajden_store_format"  # int, store layout version; marks a directory as a trajden store
 ATTR_SPECIES = "species"  # JSON {"type": "element"} of the types whose element is known; also a run_config key
+ATTR_MODEL_SPECIES = "model_species"  # JSON {"element": model species index} (trajden.model.coverage)
 ATTR_SPECIES_SOURCE = "species_source"  # where the elements came from (trajden.io.species.ORIGIN_*), "" if unknown
 
 # --- element codes (VAR_ELEMENT) -----------------------------------------------------------------
@@ -139,4 +177,5 @@ META_FILE = "trajden_metadata.json"
 # --- OVITO modifier outputs (trajden.ovito.DenoiseModifier) ----------------------------------------
 OVITO_RAW_POSITION = "Raw Position"  # particle property: the input positions
 OVITO_DISPLACEMENT = "Denoising Displacement"  # particle property: |denoised - raw|, angstrom
+OVITO_SCOPE = "Denoising Scope"  # particle property: SCOPE_* code, 0 denoised, else why the particle was left raw
 OVITO_ATTR_PREFIX = "Denoising."  # global attributes: iterations, residual, scale, status, status_name

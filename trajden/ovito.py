@@ -29,7 +29,7 @@ from ovito.pipeline import ModifierInterface
 from traits.api import Bool, Float, Int, Str, Union
 
 from trajden import names
-from trajden.denoise import DEFAULT_ITERATIONS, denoise
+from trajden.denoise import DEFAULT_ITERATIONS
 from trajden.scale import estimate_nn_distance
 
 __all__ = ["DenoiseModifier"]
@@ -52,7 +52,10 @@ class DenoiseModifier(ModifierInterface):
 
     Parameters (traits, settable in the constructor or in OVITO Pro's panel)
     ----------
-    model : a shipped model's name (``trajden models``) or a trajden model file; default ``fcc-bcc-hcp``
+    model : ``auto`` (default: chosen by the particles' elements, :func:`trajden.model.coverage.choose_model`),
+        a shipped model's name (``trajden models``) or a trajden model file
+    species : element symbols of numbered particle types 1, 2, ... (``--species``), e.g. ``"Ni,Al"``, for
+        inputs whose types have no element names
     iterations : maximum number of denoising iterations (``trajden process --iterations``)
     tolerance : stop when the RMS update of an iteration falls below this (angstrom); ``None``: 0.005
         nearest-neighbour distances (``--tol``); ``0``: always run ``iterations``
@@ -64,27 +67,40 @@ class DenoiseModifier(ModifierInterface):
         rounding; with a tolerance the stop test sees only this subset's RMS update)
     """
 
-    model = Str("fcc-bcc-hcp", label="Model (shipped name or file)")
+    model = Str("auto", label="Model (auto, shipped name or file)")
+    species = Union(None, Str, label="Elements of types 1, 2, ... (e.g. Ni,Al; None: the type names)")
     iterations = Int(DEFAULT_ITERATIONS, label="Maximum iterations")
     tolerance = Union(None, Float, label="Tolerance (angstrom; None: 0.005 nn distances)")
     scale = Union(None, Float, label="Nearest-neighbour distance (angstrom; None: auto)")
     device = Str("auto", label="Device (auto, cpu, cuda)")
     only_selected = Bool(False, label="Only selected particles")
 
-    def _loaded(self):
+    def _loaded(self, elements):
         # one load per process and (model, device): every frame and every pipeline reuse it
         from trajden.cluster import get_model
+        from trajden.model.coverage import AUTO, choose_model
 
-        return get_model(self.model, self.device)
+        name = choose_model(elements) if self.model == AUTO else self.model
+        return (AUTO, None) if name is None else (name, get_model(name, self.device))
+
+    def _elements(self, data: DataCollection):
+        from trajden.model.coverage import elements_from_labels
+
+        if "Particle Type" not in data.particles:
+            return None
+        ptypes = data.particles.particle_types
+        names_of = {t.id: (t.name or str(t.id)) for t in ptypes.types}
+        return elements_from_labels([names_of[int(i)] for i in np.asarray(ptypes[...])], self.species)
 
     def modify(self, data: DataCollection, *, frame: int, **kwargs):
         if self.iterations < 0:
             raise ValueError(f"DenoiseModifier: iterations must be >= 0, not {self.iterations}")
-        model = self._loaded()
+        from trajden.model.coverage import denoise_elements
+
         cell, _origin = _cell(data)
         raw = np.array(data.particles.positions[...], dtype=np.float64)
-        types = (np.asarray(data.particles.particle_types[...]) if "Particle Type" in data.particles
-                 else None)
+        elements = self._elements(data)
+        name, model = self._loaded(elements)  # (AUTO, None): no shipped model covers the elements
         scale = "auto" if self.scale is None else float(self.scale)
         kw = dict(k=int(self.iterations), tol=self.tolerance)
         if self.only_selected:
@@ -93,18 +109,21 @@ class DenoiseModifier(ModifierInterface):
             selected = np.asarray(data.particles["Selection"][...]) != 0
             out = raw.copy()
             result = None
-            if selected.any():
+            if selected.any() and model is None:
+                result, _, _ = denoise_elements(raw, cell, elements, name)  # left raw, flagged
+            elif selected.any():
                 nn = estimate_nn_distance(raw, cell) if scale == "auto" else scale
                 # each iteration reaches one receptive field further: k of them (plus a nearest-neighbour
                 # distance for the atoms' motion) make the selected atoms' result that of the whole frame
                 halo = (max(int(self.iterations), 1) * model.receptive_field + model.nn_distance) / model.nn_distance
                 context = self._context(data, selected, halo * nn)
                 sub = np.flatnonzero(context)
-                result = denoise(raw[sub], cell, None if types is None else types[sub], model, scale=nn, **kw)
+                result, _, _ = denoise_elements(raw[sub], cell, None if elements is None else elements[sub], name,
+                                                self.device, scale=nn, **kw)
                 keep = selected[sub]
                 out[sub[keep]] = result.positions[keep]
         else:
-            result = denoise(raw, cell, types, model, scale=scale, **kw)
+            result, _, _ = denoise_elements(raw, cell, elements, name, self.device, scale=scale, **kw)
             out = result.positions
         self._write(data, raw, out, result)
 
@@ -122,6 +141,8 @@ class DenoiseModifier(ModifierInterface):
         particles.create_property(names.OVITO_RAW_POSITION, data=raw)
         particles.positions_[...] = positions
         particles.create_property(names.OVITO_DISPLACEMENT, data=np.sqrt(((positions - raw) ** 2).sum(-1)))
+        if result is not None and result.scope is not None and len(result.scope) == len(raw):
+            particles.create_property(names.OVITO_SCOPE, data=np.asarray(result.scope, dtype=np.int32))
         if result is None:  # only_selected with nothing selected
             history, iterations, residual, nn, status = [], 0, 0.0, float("nan"), names.FRAME_STATUS_OK
         else:

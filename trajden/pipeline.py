@@ -38,7 +38,9 @@ from trajden.spans import add, span, take
 class ProcessSettings:
     """Everything a worker needs to process a frame (picklable, recorded in the store)."""
 
-    model: str = "fcc-bcc-hcp"
+    #: a shipped model's name or a file; "auto": chosen by the input's number of elements
+    #: (:func:`resolve_model`; "none" when no shipped model covers them: frames are left raw, flagged)
+    model: str = "auto"
     device: str = "auto"
     method: str = "denoise"  # or "average" (vibration averaging over a window of frames)
     iterations: int = DEFAULT_ITERATIONS
@@ -56,6 +58,10 @@ class ProcessSettings:
     #: frames each worker denoises in this run (set by :func:`run`): a long run of smaller frames asks for
     #: compiled layers on a CPU too (:func:`trajden.decompose.compile_request`)
     frames_per_worker: int = 1
+    #: element -> model species index (:func:`trajden.model.coverage.species_map`); set by :func:`resolve_model`
+    species_map: dict[str, int] | None = None
+    #: element whose sublattice PTM labels on its own (e.g. "Si": cristobalite's cubic-diamond sublattice)
+    sublattice: str | None = None
     #: how the model is evaluated (``trajden.evaluator.*``: compile, fused, aggregate), passed to the evaluator
     evaluator: EvaluatorOptions = field(default_factory=EvaluatorOptions)
 
@@ -78,6 +84,7 @@ class ChunkReport:
     seconds: float
     failures: dict[int, str] = field(default_factory=dict)
     statuses: dict[int, int] = field(default_factory=dict)
+    kept_raw: dict[int, int] = field(default_factory=dict)  # frame -> atoms left raw (trajden.scope)
     #: seconds per stage in this task (:mod:`trajden.spans`)
     stages: dict[str, float] = field(default_factory=dict)
     #: failed frames that a re-run can process (a lost worker, a full disk, a held lock)
@@ -94,51 +101,116 @@ def _retryable(exc: BaseException) -> bool:
     return bool(getattr(exc, "retryable", False)) if isinstance(exc, TrajdenError) else isinstance(exc, OSError)
 
 
-def label_frame(positions, cell, origin, settings: ProcessSettings, pbc=None) -> dict[str, np.ndarray]:
+#: ``ProcessSettings.model`` when no shipped model covers the input's elements
+NO_MODEL = "none"
+
+
+def resolve_model(first: Frame, settings: ProcessSettings, log=None) -> ProcessSettings:
+    """Settings with the model chosen (``model="auto"``) and the input's elements mapped onto its species.
+
+    ``auto`` picks the shipped model that covers the input's number of elements
+    (:func:`trajden.model.coverage.choose_model`), or :data:`NO_MODEL` when none does (more than two
+    elements): such frames are left at their raw positions and flagged, not rewritten. A model given by name
+    or file that cannot take the input's elements raises :class:`trajden.model.coverage.ModelScopeError`.
+    ``log`` (e.g. ``print``) is told which model was chosen and why.
+    """
+    from trajden.model import coverage
+    from trajden.model.package import load_model
+
+    if settings.method == "average" or (settings.species_map is not None and settings.model != coverage.AUTO):
+        return settings
+    distinct = coverage.distinct_elements(first.elements)
+    shown = ", ".join(distinct) if distinct else "unnamed"
+    name = settings.model
+    if name == coverage.AUTO:
+        name = coverage.choose_model(first.elements) or NO_MODEL
+        if log is not None:
+            why = (f"no shipped model covers {len(distinct)} elements: frames are left raw, flagged"
+                   if name == NO_MODEL else "chosen for")
+            log(f"model {name} ({why} {len(distinct) or 1} element{'s' if len(distinct) > 1 else ''}: {shown})"
+                if name != NO_MODEL else f"model none ({why}; elements {shown})")
+    if name == NO_MODEL:
+        return replace(settings, model=NO_MODEL, species_map={})
+    m = load_model(name)
+    mapping = coverage.species_map(first.elements, m.num_types, f"model {m.name}")
+    return replace(settings, model=name, species_map=mapping)
+
+
+def label_frame(positions, cell, origin, settings: ProcessSettings, elements=None, pbc=None) -> dict[str, np.ndarray]:
+    """a-CNA/PTM labels of one frame; with two or more ``elements`` also PTM's chemical ordering, and with
+    ``settings.sublattice`` the PTM labels of that element's atoms alone (keys: classifier or variable names)."""
+    kinds = None if elements is None or len(set(np.asarray(elements).tolist())) < 2 else np.asarray(elements)
+    mask = None
+    if settings.sublattice:
+        mask = np.zeros(len(positions), dtype=bool) if elements is None else np.asarray(elements) == settings.sublattice
     with span("classify"):
         return classify(positions, cell, settings.classifiers, origin=origin,
-                        ptm_rmsd_cutoff=settings.ptm_rmsd_cutoff, pbc=pbc)
+                        ptm_rmsd_cutoff=settings.ptm_rmsd_cutoff, types=kinds, sublattice=mask, pbc=pbc)
+
+
+def extra_label_vars(elements, settings: ProcessSettings) -> tuple[str, ...]:
+    """The store's label variables besides the classifiers' (PTM ordering, sublattice) for this input."""
+    if names.PTM not in settings.classifiers:
+        return ()
+    out: tuple[str, ...] = ()
+    if elements is not None and len(set(np.asarray(elements).tolist())) > 1:
+        out += (names.ordering_var(False), names.ordering_var(True))
+    if settings.sublattice:
+        out += (names.sublattice_var(False), names.sublattice_var(True))
+    return out
+
+
 
 
 def process_frame(frame: Frame, settings: ProcessSettings, model=None):
     """Denoise and label one frame; returns a :class:`trajden.store.FrameResult`."""
     from trajden.store import FrameResult
 
-    if model is None:
-        from trajden.cluster import get_model
-
-        with span("start-up"):  # once per process (cached), or the worker plugin's model
-            model = get_model(settings.model, settings.device)
+    if settings.model == "auto" or settings.species_map is None:
+        settings = resolve_model(frame, settings)
     check_frame(frame)
     require_elements(frame)
-    raw_labels = label_frame(frame.positions, frame.cell, frame.origin, settings, _pbc(frame))
-    result = _denoise(frame, settings, model)
+    raw_labels = label_frame(frame.positions, frame.cell, frame.origin, settings, frame.elements, _pbc(frame))
+    if settings.model == NO_MODEL:
+        from trajden.denoise import DenoiseResult
+
+        result = DenoiseResult(frame.positions.copy(), 0, [], math.nan, names.FRAME_STATUS_OUT_OF_SCOPE,
+                               scope=np.full(len(frame.positions), names.SCOPE_SPECIES, dtype=np.int8))
+    else:
+        if model is None:
+            from trajden.cluster import get_model
+
+            with span("start-up"):  # once per process (cached), or the worker plugin's model
+                model = get_model(settings.model, settings.device)
+        result = _denoise(frame, settings, model)
     out = _frame_result(frame, result.positions, raw_labels, settings, result.iterations, result.residual,
                         result.scale, result.status, FrameResult)
     out.rms_history = np.asarray(result.rms_history, dtype=np.float32)
     out.evaluator = result.evaluator
+    out.scope = result.scope
     out.mobile_fraction = result.mobile_fraction
     return out
 
 
 def _denoise(frame: Frame, settings: ProcessSettings, model):
-    # frame.elements (per-atom symbols, or None where unknown) and frame.type_elements are here for a
-    # species-aware model; the models of today take frame.types only
+    from trajden.model.coverage import model_types
+
+    types = model_types(frame.elements, settings.species_map, len(frame.positions))
     kw = dict(k=settings.iterations, tol=settings.tol, scale=settings.scale,
               frames_per_worker=settings.frames_per_worker, options=settings.evaluator, pbc=_pbc(frame))
     blocks = settings.blocks
     if blocks is not None and not isinstance(blocks, str):
         blocks = tuple(blocks)
     if blocks is None or blocks == (1, 1, 1):
-        return denoise(frame.positions, frame.cell, frame.types, model, **kw)
+        return denoise(frame.positions, frame.cell, types, model, **kw)
     from trajden.cluster import _current_worker
 
     if _current_worker() is None:
-        return denoise(frame.positions, frame.cell, frame.types, model, blocks=blocks, **kw)
+        return denoise(frame.positions, frame.cell, types, model, blocks=blocks, **kw)
     from distributed import worker_client
 
     with worker_client() as client:  # this task leaves the worker's thread pool while its blocks run
-        return denoise(frame.positions, frame.cell, frame.types, model, blocks=blocks, client=client, **kw)
+        return denoise(frame.positions, frame.cell, types, model, blocks=blocks, client=client, **kw)
 
 
 def _pbc(frame) -> np.ndarray:
@@ -147,11 +219,15 @@ def _pbc(frame) -> np.ndarray:
 
 
 def _frame_result(frame, positions, raw_labels, settings, iterations, residual, scale, status, FrameResult):
-    labels = label_frame(positions, frame.cell, frame.origin, settings, _pbc(frame))
+    labels = label_frame(positions, frame.cell, frame.origin, settings, frame.elements, _pbc(frame))
     out = {}
     for c in settings.classifiers:
         out[names.structure_var(c)] = labels[c]
         out[names.structure_var(c, raw=True)] = raw_labels[c]
+    for key, var in ((names.VAR_ORDERING, names.ordering_var), (names.VAR_SUBLATTICE, names.sublattice_var)):
+        if key in labels:
+            out[var(False)] = labels[key]
+            out[var(True)] = raw_labels[key]
     disp = np.sqrt(((positions - frame.positions) ** 2).sum(-1))
     return FrameResult(
         index=frame.index,
@@ -188,7 +264,7 @@ def process_average_chunk(traj: Trajectory, pairs: list[tuple[int, int]], settin
         f = frames[t - lo]
         # keep each atom's periodic image of the raw frame, so displacements are the averaging's own motion
         pos = averaged[t - lo] - (unwrapped[t - lo] - f.positions)
-        raw_labels = label_frame(f.positions, f.cell, f.origin, settings, _pbc(f))
+        raw_labels = label_frame(f.positions, f.cell, f.origin, settings, f.elements, _pbc(f))
         r = _frame_result(f, pos, raw_labels, settings, 0, 0.0, math.nan, names.FRAME_STATUS_OK, FrameResult)
         r.index = j
         results.append(r)
@@ -211,6 +287,8 @@ def process_chunk(
     failures: dict[int, str] = {}
     retryable: set[int] = set()
     results = []
+    if settings.method != "average" and (settings.model == "auto" or settings.species_map is None):
+        settings = resolve_model(traj.frame(pairs[0][1]), settings)
     if settings.method == "average":
         try:
             results = process_average_chunk(traj, pairs, settings)
@@ -240,6 +318,7 @@ def process_chunk(
         seconds=time.perf_counter() - t0,
         failures=failures,
         statuses={r.index: r.status for r in results},
+        kept_raw={r.index: int(np.count_nonzero(r.scope)) for r in results if r.scope is not None},
         stages=take(),
         retryable=retryable,
     )
@@ -301,6 +380,8 @@ def store_attrs(traj: Trajectory, settings: ProcessSettings, model_meta: tuple[s
         names.ATTR_COMMAND: shlex.join(argv if argv is not None else sys.argv),
         names.ATTR_METHOD: settings.method,
         "scale_mode": str(settings.scale),
+        names.ATTR_MODEL_SPECIES: json.dumps(settings.species_map or {}, sort_keys=True),
+        names.ATTR_SUBLATTICE: settings.sublattice or "",
     }
     if settings.method == "denoise":
         attrs[names.ATTR_EVALUATOR_OPTIONS] = settings.evaluator.as_dict()
@@ -317,17 +398,26 @@ def prepare_store(traj: Trajectory, frames: list[int], store_path: str, settings
     from trajden.store import Store
 
     m = None
-    if settings.method == "average":
-        model_meta = ("vibration-average", "")
-    else:
-        m = load_model(settings.model)  # verified against its recorded sha256 on every run
-        remember_model(settings.model, m)  # a serial run on the CPU then uses it instead of loading it again
-        model_meta = (m.name, m.sha256)
     # validate what the store is built from before touching the output path
     first = check_frame(traj.frame(frames[0]))
+    if settings.method == "average":
+        model_meta = ("vibration-average", "")
+    elif settings.model == NO_MODEL or (settings.model == "auto" and settings.species_map is None
+                                        and _no_model(first)):
+        model_meta = (NO_MODEL, "")
+    else:
+        name = settings.model if settings.model != "auto" else _auto_name(first)
+        m = load_model(name)  # verified against its recorded sha256 on every run
+        remember_model(name, m)  # a serial run on the CPU then uses it instead of loading it again
+        model_meta = (m.name, m.sha256)
     if m is not None:
         _check_types(first, m)
     require_elements(first)  # several atom types and no elements: a one-line error, nothing written
+    settings = resolve_model(first, settings)
+    if settings.sublattice and (first.elements is None or settings.sublattice not in set(first.elements.tolist())):
+        known = ", ".join(sorted(set(first.elements.tolist()))) if first.elements is not None else "none named"
+        raise InputError(f"{first.source}: --sublattice {settings.sublattice}: no atom of that element "
+                         f"(elements: {known})")
     times, steps = [], []
     for i in frames:
         t, s = traj.frame_time_step(i)
@@ -353,8 +443,19 @@ def prepare_store(traj: Trajectory, frames: list[int], store_path: str, settings
         elements=first.elements,
         type_elements=first.type_elements,
         species_source=first.elements_origin,
+        extra_labels=extra_label_vars(first.elements, settings),
     )
     return store, created
+
+
+def _auto_name(first: Frame) -> str:
+    from trajden.model.coverage import choose_model
+
+    return choose_model(first.elements) or NO_MODEL
+
+
+def _no_model(first: Frame) -> bool:
+    return _auto_name(first) == NO_MODEL
 
 
 @dataclass
@@ -369,6 +470,7 @@ class RunSummary:
     seconds: float
     failures: dict[int, str]
     statuses: dict[int, int]
+    kept_raw: dict[int, int] = field(default_factory=dict)
     #: summed over tasks: seconds per stage (:mod:`trajden.spans`), and ``"tasks"``: the tasks' own wall time
     stages: dict[str, float] = field(default_factory=dict)
     #: seconds spent before the frames started (store preparation: model file check, first frame, times)
@@ -398,6 +500,7 @@ def run(
     """
     from tqdm.auto import tqdm
 
+    settings = resolve_model(check_frame(traj.frame(frames[0])), settings)
     if execution is None:
         execution = ("serial", "no client given") if client is None else ("client", "a client was given")
     t_prepare = time.perf_counter()
@@ -408,6 +511,7 @@ def run(
     statuses: dict[int, int] = {}
     stages: dict[str, float] = {}
     retryable: set[int] = set()
+    kept_raw: dict[int, int] = {}
     with store.lock():
         pending = store.pending_chunks(retry_failed=True)
         n_pending = sum(len(c) for c in pending)
@@ -423,6 +527,7 @@ def run(
             nonlocal done_atoms
             failures.update(report.failures)
             statuses.update(report.statuses)
+            kept_raw.update(report.kept_raw)
             add(stages, report.stages)
             add(stages, {"tasks": report.seconds})
             retryable.update(report.retryable)
@@ -460,6 +565,7 @@ def run(
     return RunSummary(
         store=str(store.path), frames_total=len(frames), frames_done=n_pending, frames_skipped=skipped,
         n_atoms=traj.n_atoms, seconds=time.perf_counter() - t0, failures=failures, statuses=statuses,
+        kept_raw=kept_raw,
         stages=stages, prepare_seconds=t0 - t_prepare, n_workers=n_workers,
         retryable=retryable,
     )
@@ -491,6 +597,11 @@ def summary_text(summary: RunSummary, method: str = "ptm") -> str:
     ]
     ds = xr.open_zarr(summary.store, consolidated=False)
     lines += _convergence_lines(summary, ds)
+    n_kept = sum(summary.kept_raw.values())
+    if n_kept:
+        frames_kept = sum(1 for v in summary.kept_raw.values() if v)
+        lines.append(f"kept raw   {n_kept} atoms in {frames_kept} frame(s): the model cannot apply to them "
+                     f"(per atom in '{names.VAR_SCOPE}')")
     for j, why in sorted(summary.failures.items())[:10]:
         lines.append(f"FAILED     frame {j}: {why}")
     species = json.loads(ds.attrs.get(names.ATTR_SPECIES, "{}"))

@@ -16,6 +16,11 @@ from trajden.errors import InputError
 
 _SCALE_HINT = "pass the nearest-neighbour distance with --scale"
 
+#: the first peak of g(r) must reach this (ideal gas: 1; real Cu melt about 2.3 on these bins, fcc/bcc/hcp at the
+#: models' hottest training noise 1.5-1.6 (pipelines/study_scope.py); crystals in MD far more): below it the
+#: frame has no condensed structure (a dilute gas) and no length scale is estimated
+MIN_PEAK_HEIGHT = 1.25
+
 
 def estimate_nn_distance(
     positions: np.ndarray, cell: np.ndarray, bins: int = 240, pbc=None
@@ -29,6 +34,24 @@ def estimate_nn_distance(
     bins : histogram bins between 0.55 and 1.45 rho^(-1/3)
     pbc : periodic along each cell vector (None: all); along the others the density counts only the
         atoms' extent (a slab or a particle in vacuum), and no images are made
+    """
+    return first_peak(positions, cell, bins, pbc)[0]
+
+
+def first_peak(positions: np.ndarray, cell: np.ndarray, bins: int = 240, pbc=None) -> tuple[float, float]:
+    """Position and width of the first peak of g(r) (same length unit as ``positions``).
+
+    The width is the standard deviation of the pair distances in the peak, from the Gaussian fit to its
+    inner flank with the histogram's smoothing removed (``nan`` where no fit is possible). For independent
+    Gaussian displacements of ``sigma`` per coordinate about ideal sites it is ``sqrt(2) sigma``: the thermal
+    amplitude that :mod:`trajden.scope` bounds each atom's move by.
+
+    Parameters
+    ----------
+    positions : (N, 3) Cartesian positions
+    cell : (3, 3) lattice vectors as rows
+    bins : histogram bins between 0.55 and 1.45 rho^(-1/3)
+    pbc : as :func:`estimate_nn_distance`
     """
     positions = np.asarray(positions, dtype=np.float64)
     cell = np.asarray(cell, dtype=np.float64)
@@ -52,6 +75,14 @@ def estimate_nn_distance(
                          "near the typical spacing)", hint=_SCALE_HINT)
     hist, edges = np.histogram(d, bins=bins, range=(r_lo, r_hi))
     r = 0.5 * (edges[1:] + edges[:-1])
+    # g(r) itself: pairs per shell over an ideal gas's (n/2 rho 4 pi r^2 dr), on coarse bins; a peak must stand
+    # above MIN_PEAK_HEIGHT by 3 standard deviations of an ideal gas's counts (few pairs fluctuate a lot)
+    coarse = 6 if bins % 6 == 0 else 1
+    ideal = 0.5 * n * (n / volume) * 4.0 / 3.0 * np.pi * (edges[1:] ** 3 - edges[:-1] ** 3)
+    h_c, ideal_c = hist.reshape(-1, coarse).sum(1), ideal.reshape(-1, coarse).sum(1)
+    if not np.any(h_c >= MIN_PEAK_HEIGHT * ideal_c + 3.0 * np.sqrt(ideal_c)):
+        raise InputError(f"cannot estimate the nearest-neighbour distance: no peak in g(r) (highest "
+                         f"{(h_c / ideal_c).max():.2f}; an ideal gas gives 1)", hint=_SCALE_HINT)
     # a Gaussian-blurred shell at distance d has pair-distance density ~ r * N(r; d, s): divide by r (not r^2)
     g = hist / r
     width = max(2, bins // 80)
@@ -69,10 +100,13 @@ def estimate_nn_distance(
     while lo > 0 and g[lo - 1] >= 0.4 * g[k]:
         lo -= 1
     sel = np.arange(lo, min(k + 2, bins))
+    dr = r[1] - r[0]
     if len(sel) >= 4 and np.all(g[sel] > 0):
         a, b, _ = np.polyfit(r[sel], np.log(g[sel]), 2)
         if a < 0:
             centre = -b / (2 * a)
-            if r[lo] <= centre <= r[min(k + 1, bins - 1)] + 4 * (r[1] - r[0]):
-                return float(centre)
-    return float(r[k])
+            if r[lo] <= centre <= r[min(k + 1, bins - 1)] + 4 * dr:
+                # the fitted variance less the smoothing kernel's (width bins)
+                var = -1.0 / (2.0 * a) - (width * dr) ** 2
+                return float(centre), float(np.sqrt(max(var, 0.0)))
+    return float(r[k]), float("nan")

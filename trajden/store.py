@@ -90,6 +90,7 @@ class FrameResult:
     positions_raw: np.ndarray | None = None
     rms_history: np.ndarray | None = None  # (<= max_iterations,) RMS update per iteration; stored if the store has it
     evaluator: int | None = None  # names.EVALUATOR_* (how the model ran); stored if the store has it
+    scope: np.ndarray | None = None  # (N,) int8 names.SCOPE_* per atom (0 denoised); stored if the store has it
     mobile_fraction: float | None = None  # atoms still moving when denoising stopped; stored if the store has it
     origin: np.ndarray | None = None  # (3,) float64, the cell's corner; stored if the store has it
     pbc: np.ndarray | None = None  # (3,) bool, periodic along each cell vector; stored if the store has it
@@ -265,6 +266,8 @@ class Store:
         self._keep_raw = names.VAR_POSITIONS_RAW in present
         self._history_len = int(group[names.VAR_RMS_HISTORY].shape[1]) if names.VAR_RMS_HISTORY in present else 0
         self._has_evaluator = names.VAR_EVALUATOR in present  # stores written before it existed lack it
+        self._has_scope = names.VAR_SCOPE in present  # likewise
+        self._extra_labels = tuple(v for v in names.EXTRA_LABEL_VARS if v in present)
         self._has_element = names.VAR_ELEMENT in present  # stores written before species were read lack it
         self._has_mobile = names.VAR_MOBILE_FRACTION in present  # likewise
         self._has_origin = names.VAR_ORIGIN in present  # likewise
@@ -293,6 +296,7 @@ class Store:
         elements: np.ndarray | Sequence[str] | None = None,
         type_elements: Mapping[int, str] | None = None,
         species_source: str | None = None,
+        extra_labels: Sequence[str] = (),
     ) -> Store:
         """Create the store: all metadata and coordinates; data arrays hold fill values, nothing is complete.
 
@@ -304,6 +308,9 @@ class Store:
         (0 = unknown) with CF ``flag_values``/``flag_meanings`` naming them; ``type_elements`` ({type:
         element}) and ``species_source`` become the root attributes ``species`` (JSON) and
         ``species_source``.
+
+        ``extra_labels`` (names from :data:`trajden.names.EXTRA_LABEL_VARS`) adds PTM's chemical ordering and
+        the sublattice PTM labels, after and before denoising.
         """
         import zarr
 
@@ -314,6 +321,10 @@ class Store:
         times = np.asarray(times, dtype=np.float64)
         steps = np.asarray(steps)
         classifiers = tuple(classifiers)
+        extra_labels = tuple(extra_labels)
+        if any(v not in names.EXTRA_LABEL_VARS for v in extra_labels):
+            raise StoreError(f"{path}: extra label variables must be among {names.EXTRA_LABEL_VARS}, "
+                             f"got {extra_labels}")
         if n_frames < 1:
             raise StoreError(f"{path}: n_frames must be >= 1, got {n_frames}")
         if atom_ids.ndim != 1 or atom_ids.size < 1 or not np.issubdtype(atom_ids.dtype, np.integer):
@@ -392,6 +403,18 @@ class Store:
                 arr(names.structure_var(clf, raw), (n_frames, n_atoms), (F, A), "int8", LABEL_FILL, (fpc, apc),
                     **_flag_attrs(names.STRUCTURE_NAMES, _label_codes(clf), f"{clf} structure type {when} denoising",
                                   f"OVITO structure type codes; {LABEL_FILL} = not written"))
+        for var in extra_labels:
+            when = "before" if var.endswith("_raw") else "after"
+            if var.startswith(names.VAR_ORDERING):
+                meanings = _flag_attrs(names.ORDERING_NAMES, sorted(names.ORDERING_NAMES),
+                                       f"PTM chemical ordering {when} denoising",
+                                       f"OVITO PTM ordering type codes; {LABEL_FILL} = not written")
+            else:
+                meanings = _flag_attrs(names.STRUCTURE_NAMES, names.PTM_CODES,
+                                       f"PTM structure type of one element's sublattice {when} denoising",
+                                       f"OVITO structure type codes; {LABEL_FILL} = not written or not in the "
+                                       "sublattice (root attribute 'sublattice' names its element)")
+            arr(var, (n_frames, n_atoms), (F, A), "int8", LABEL_FILL, (fpc, apc), **meanings)
         arr(names.VAR_DISPLACEMENT, (n_frames, n_atoms), (F, A), "float32", nan, (fpc, apc),
             **ang, **{names.CF_LONG_NAME: "|denoised - raw| position"})
         arr(names.VAR_CELL, (n_frames, 3, 3), (F, C, S), "float64", nan, (fpc, 3, 3),
@@ -421,6 +444,13 @@ class Store:
             **_flag_attrs(names.EVALUATOR_NAMES, sorted(names.EVALUATOR_NAMES), "how the model was evaluated",
                           f"{INT_FILL} = not written or no model (averaging); compiled: equal to eager to "
                           "float32 rounding, not bit for bit"))
+        arr(names.VAR_SCOPE, (n_frames, n_atoms), (F, A), "int8", INT_FILL, (fpc, apc),
+            **_flag_attrs(names.SCOPE_NAMES, sorted(names.SCOPE_NAMES), "why the atom was left at its raw position",
+                          f"0 = denoised; else left raw because the model cannot apply there (trajden.scope); "
+                          f"{INT_FILL} = not written"))
+        arr(names.VAR_N_KEPT_RAW, (n_frames,), (F,), "int32", INT_FILL, (fpc,),
+            **{names.CF_LONG_NAME: "atoms left at their raw positions (scope != 0)",
+               names.CF_COMMENT: f"{INT_FILL} = not written"})
         arr(names.VAR_COMPLETE, (n_frames,), (F,), "bool", False, (fpc,),
             **{names.CF_LONG_NAME: "frame fully written"})
         # the marker goes last: a half-created directory is not a trajden store
@@ -504,6 +534,8 @@ class Store:
         wanted = json.loads(_canonical_json(_plain(dict(run_config or {})), f"{self._path}: run_config"))
         if not self._has_element and names.ATTR_SPECIES not in self.run_config:
             wanted.pop(names.ATTR_SPECIES, None)  # a store from before species were read: nothing to compare
+        if "species_map" not in self.run_config:
+            wanted.pop("species_map", None)  # nor before models were chosen by the input's elements
         problems += _dict_diff(self.run_config, wanted, "run_config")
         if int(n_frames) != self.n_frames:
             problems.append(f"n_frames: stored {self.n_frames}, now {int(n_frames)}")
@@ -571,7 +603,8 @@ class Store:
     @property
     def label_vars(self) -> tuple[str, ...]:
         """Names of the label variables (after, then before denoising, per classifier)."""
-        return tuple(names.structure_var(c, raw) for c in self._classifiers for raw in (False, True))
+        return tuple(names.structure_var(c, raw) for c in self._classifiers for raw in (False, True)) + \
+            self._extra_labels
 
     @property
     def attrs(self) -> dict[str, Any]:
@@ -688,6 +721,9 @@ class Store:
             out[names.VAR_RMS_HISTORY] = np.full((m, self._history_len), np.nan, np.float32)
         if self._has_evaluator:
             out[names.VAR_EVALUATOR] = np.full(m, INT_FILL, np.int8)
+        if self._has_scope:
+            out[names.VAR_SCOPE] = np.full((m, N), INT_FILL, np.int8)
+            out[names.VAR_N_KEPT_RAW] = np.full(m, INT_FILL, np.int32)
         if self._has_mobile:
             out[names.VAR_MOBILE_FRACTION] = np.full(m, np.nan, np.float32)
         if self._has_origin:
@@ -744,6 +780,12 @@ class Store:
                 if int(res.evaluator) not in names.EVALUATOR_NAMES:
                     raise StoreError(f"{where}: unknown evaluator code {res.evaluator}")
                 out[names.VAR_EVALUATOR][k] = int(res.evaluator)
+            if self._has_scope and res.scope is not None:
+                scope = np.asarray(res.scope)
+                if scope.size and (scope.min() < 0 or scope.max() > max(names.SCOPE_NAMES)):
+                    raise StoreError(f"{where}: scope holds codes outside [0, {max(names.SCOPE_NAMES)}]")
+                put(names.VAR_SCOPE, scope, (N,), required=False)
+                out[names.VAR_N_KEPT_RAW][k] = int(np.count_nonzero(scope))
             if self._has_mobile and res.mobile_fraction is not None:
                 out[names.VAR_MOBILE_FRACTION][k] = float(res.mobile_fraction)
         return out

@@ -22,7 +22,7 @@ import yaml
 
 from trajden import __version__
 from trajden.errors import InputError
-from trajden.lattices import STRUCTURES, add_noise, make_crystal
+from trajden.lattices import COMPOUNDS, STRUCTURES, add_noise, make_crystal
 from trajden.model.network import ScoreNet
 from trajden.model.package import export_model
 from trajden.neighbors import build_graph
@@ -64,9 +64,13 @@ class TrainConfig:
         if unknown:
             raise InputError(f"{path}: unknown training keys {sorted(unknown)}")
         cfg = cls(**raw)
-        bad = [s for s in cfg.structures if s not in STRUCTURES]
+        bad = [s for s in cfg.structures if s not in STRUCTURES + COMPOUNDS]
         if bad:
-            raise InputError(f"{path}: unknown structures {bad}; known: {STRUCTURES}")
+            raise InputError(f"{path}: unknown structures {bad}; known: {STRUCTURES + COMPOUNDS}")
+        if len(cfg.species) > 2:
+            raise InputError(f"{path}: at most two species (got {cfg.species})")
+        if len(cfg.species) == 1 and any(s in COMPOUNDS for s in cfg.structures):
+            raise InputError(f"{path}: two-element prototypes need two species (got {cfg.species})")
         return cfg
 
 
@@ -89,6 +93,24 @@ def build_network(cfg: TrainConfig) -> ScoreNet:
     )
 
 
+def _species(cfg: TrainConfig, rng: np.random.Generator, crystal) -> np.ndarray:
+    """Model species of each atom of a training cell.
+
+    One species: every atom alike. Two species: a prototype's roles, swapped with probability 1/2, so the
+    model learns no preference for which element is species 0 (any one-to-one map of the input's two elements
+    onto the model's species is then equally valid); a one-element structure gets a random composition
+    (pure A, pure B or a random substitutional alloy with ``x_B ~ U(0, 1)``, a third each).
+    """
+    if len(cfg.species) == 1:
+        return crystal.types
+    if crystal.structure in COMPOUNDS:
+        return crystal.types if rng.random() < 0.5 else 1 - crystal.types
+    kind = rng.integers(3)
+    if kind < 2:
+        return np.full(crystal.n_atoms, kind, dtype=np.int64)
+    return (rng.random(crystal.n_atoms) < rng.random()).astype(np.int64)
+
+
 def _sample(cfg: TrainConfig, rng: np.random.Generator, structure: str, sigma: float | None = None):
     """One noisy training cell: (edge_vec, src, dst, types, target)."""
     crystal = make_crystal(structure, cfg.atoms_per_cell)
@@ -100,7 +122,7 @@ def _sample(cfg: TrainConfig, rng: np.random.Generator, structure: str, sigma: f
     noisy, disp = add_noise(pos0, sigma, rng)
     noisy = noisy + rng.random(3) @ cell  # random origin
     disp = disp - disp.mean(axis=0)
-    types = rng.integers(0, len(cfg.species), crystal.n_atoms) if len(cfg.species) > 1 else crystal.types
+    types = _species(cfg, rng, crystal)
     g = build_graph(noisy, cell, cfg.cutoff)
     pos = torch.tensor(noisy, dtype=torch.float32)
     return (

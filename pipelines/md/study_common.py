@@ -45,8 +45,17 @@ class Potential:
     a0: float  # 0 K lattice constant, angstrom
     citation: str
 
+    #: LAMMPS atom types and atom style (multi-element potentials, e.g. ``pipelines/study_compounds_md.py``,
+    #: give their own; :func:`setup_atoms` and :func:`minimise` use these, so any such object works there)
+    ntypes = 1
+    atom_style = "atomic"
+
     def pair_lines(self) -> str:
         return f"pair_style {self.pair_style}\npair_coeff * * {potential_path(self.file)} {self.element}\n"
+
+    def setup_lines(self) -> str:
+        """Masses and pair style, after the atoms exist."""
+        return f"mass * {self.mass}\n{self.pair_lines()}"
 
 
 CU = Potential(
@@ -93,18 +102,17 @@ def lammps(threads: int = 1):
     return new_lammps(args)
 
 
-def _preamble() -> str:
-    return """
+def _preamble(atom_style: str = "atomic") -> str:
+    return f"""
 units metal
-atom_style atomic
+atom_style {atom_style}
 atom_modify map array sort 0 0.0
 boundary p p p
 """
 
 
 def _tail(pot: Potential) -> str:
-    return f"""mass * {pot.mass}
-{pot.pair_lines()}neighbor 1.0 bin
+    return f"""{pot.setup_lines()}neighbor 1.0 bin
 neigh_modify every 1 delay 0 check yes
 thermo 0
 """
@@ -131,9 +139,9 @@ def setup_atoms(lmp, pot: Potential, snap: Snapshot) -> None:
     if np.abs(snap.cell - np.diag(np.diag(snap.cell))).max() > 1e-9:
         raise ValueError("only orthogonal boxes are supported")
     lmp.commands_string(
-        _preamble()
+        _preamble(pot.atom_style)
         + f"region box block {lo[0]!r} {hi[0]!r} {lo[1]!r} {hi[1]!r} {lo[2]!r} {hi[2]!r} units box\n"
-        + "create_box 1 box\n"
+        + f"create_box {pot.ntypes} box\n"
     )
     lo_, len_ = np.asarray(lo), np.asarray(hi) - np.asarray(lo)
     x = lo_ + np.mod(snap.positions - lo_, len_)

@@ -23,7 +23,7 @@ from trajden.io.readers import Trajectory
 from trajden.pipeline import ProcessSettings, run
 from trajden.store import Store, StoreError
 
-SETTINGS = ProcessSettings(model="fcc-bcc-hcp-lite", iterations=2, torch_threads=1, ovito_threads=1)
+SETTINGS = ProcessSettings(model="binary", iterations=2, torch_threads=1, ovito_threads=1)
 
 
 def rocksalt(seed: int = 0, sigma: float = 0.05) -> ase.Atoms:
@@ -220,7 +220,7 @@ def nacl_stores(tmp_path_factory):
     bare = write_dump(tmp / "t.dump", atoms, element=False)
     run(Trajectory(el), [0, 1], str(tmp / "el.zarr"), SETTINGS, progress=False)
     r = trajden_cli("process", bare, "--species", "Na,Cl", "--out", tmp / "flag.zarr", "--serial", "--quiet",
-                    "--model", "fcc-bcc-hcp-lite", "-k", "2", "--torch-threads", "1")
+                    "--model", "binary", "-k", "2", "--torch-threads", "1")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "species    type 1 Na, type 2 Cl (--species)" in r.stdout
     return atoms, tmp
@@ -286,6 +286,7 @@ def test_resume_refuses_other_species_and_old_stores_still_resume(nacl_stores, t
     del group[names.VAR_ELEMENT]
     config = json.loads(group.attrs[names.ATTR_RUN_CONFIG])
     del config[names.ATTR_SPECIES]
+    config.pop("species_map", None)  # nor the model's species map (added with the two-element model)
     group.attrs[names.ATTR_RUN_CONFIG] = json.dumps(config)
     for key in (names.ATTR_SPECIES, names.ATTR_SPECIES_SOURCE):
         del group.attrs[key]

@@ -62,6 +62,11 @@ class LoadedModel:
         return len(self.metadata["species"])
 
     @property
+    def sigma_max(self) -> float:
+        """The largest training noise, per coordinate, in nearest-neighbour distances."""
+        return float(self.metadata["sigma_max"]) / self.nn_distance
+
+    @property
     def receptive_field(self) -> float:
         return self.cutoff * int(self.metadata.get("n_layers", 3))
 

@@ -1,0 +1,43 @@
+"""trajden.model.coverage: which model covers an input's elements and how they map onto its species."""
+
+import numpy as np
+import pytest
+
+from trajden.model.coverage import (
+    ONE_ELEMENT_MODEL,
+    TWO_ELEMENT_MODEL,
+    ModelScopeError,
+    choose_model,
+    distinct_elements,
+    model_types,
+    species_map,
+)
+
+
+def test_choose_model_by_number_of_elements():
+    assert choose_model(None) == ONE_ELEMENT_MODEL
+    assert choose_model(np.array(["Cu"] * 4)) == ONE_ELEMENT_MODEL
+    assert choose_model(np.array(["Ni", "Al", "Ni"])) == TWO_ELEMENT_MODEL
+    assert choose_model(np.array(["Cu", "Ni", "Al"])) is None
+
+
+def test_species_map_is_fixed_by_count_then_symbol():
+    el = np.array(["Al", "Ni", "Ni", "Ni"])
+    assert distinct_elements(el) == ["Ni", "Al"]
+    assert species_map(el, 2) == {"Ni": 0, "Al": 1}
+    assert species_map(np.array(["Na", "Cl"]), 2) == {"Cl": 0, "Na": 1}
+    assert species_map(np.array(["Cu", "Cu"]), 1) == {"Cu": 0}
+    assert species_map(None, 1) == {}
+
+
+def test_a_model_with_too_few_species_is_an_error():
+    with pytest.raises(ModelScopeError, match="2 elements in the input .* knows 1 species"):
+        species_map(np.array(["Ni", "Al"]), 1, "model fcc-bcc-hcp")
+    with pytest.raises(ModelScopeError, match="3 elements"):
+        species_map(np.array(["Ni", "Al", "Cu"]), 2)
+
+
+def test_model_types():
+    el = np.array(["Al", "Ni", "Ni"])
+    np.testing.assert_array_equal(model_types(el, species_map(el, 2), 3), [1, 0, 0])
+    np.testing.assert_array_equal(model_types(None, {}, 3), [0, 0, 0])

@@ -1,0 +1,165 @@
+"""Which model covers an input's elements, and how the input's elements map onto a model's species.
+
+A model knows ``len(metadata["species"])`` species. One-element models treat every atom alike and apply to
+inputs of one element (or of unnamed atoms of one type). The two-element model ``binary`` was trained with
+the roles of its two species swapped half of the time (:func:`trajden.train._species`), so any one-to-one
+map of an input's two elements onto its species 0 and 1 is equally valid; the map used is still fixed
+(elements by decreasing count, then by symbol) and recorded in the store, so a run can be reproduced.
+
+Inputs with more elements than any shipped model covers are not rewritten: :func:`choose_model` returns
+``None`` and the pipeline leaves such frames at their raw positions, flagged
+(:data:`trajden.names.SCOPE_SPECIES`). A model the user chose that cannot take the input's elements is an
+error (:class:`ModelScopeError`), never a silent merge of elements.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from trajden.errors import ModelError
+
+#: the model chosen for inputs of one element (or unnamed atoms of one type)
+ONE_ELEMENT_MODEL = "fcc-bcc-hcp"
+#: the model chosen for inputs of two elements
+TWO_ELEMENT_MODEL = "binary"
+#: ``--model`` value that lets trajden choose by the input's number of elements
+AUTO = "auto"
+#: the element name of atoms whose element is unknown (a single-type input without element information)
+UNKNOWN = ""
+
+
+class ModelScopeError(ModelError):
+    """The model the user chose cannot take the input's elements."""
+
+
+def distinct_elements(elements) -> list[str]:
+    """The input's distinct elements, by decreasing count then symbol (``[]`` for ``None``)."""
+    if elements is None:
+        return []
+    counts = Counter(str(e) for e in np.asarray(elements).ravel())
+    return sorted(counts, key=lambda e: (-counts[e], e))
+
+
+def choose_model(elements) -> str | None:
+    """The shipped model for an input with these per-atom ``elements`` (``None``: no shipped model covers it).
+
+    ``elements`` may be ``None`` (atoms of one unnamed type).
+    """
+    n = len(distinct_elements(elements))
+    if n <= 1:
+        return ONE_ELEMENT_MODEL
+    if n == 2:
+        return TWO_ELEMENT_MODEL
+    return None
+
+
+def species_map(elements, num_types: int, model_name: str = "the model") -> dict[str, int]:
+    """Element -> model species index for an input with these per-atom ``elements``.
+
+    Parameters
+    ----------
+    elements : (N,) element symbols, or ``None`` (atoms of one unnamed type)
+    num_types : the model's number of species
+    model_name : named in the error
+
+    Raises
+    ------
+    ModelScopeError
+        The input has more distinct elements than the model has species.
+    """
+    distinct = distinct_elements(elements)
+    if len(distinct) > num_types:
+        shown = ", ".join(e or "(unnamed)" for e in distinct[:6]) + (", ..." if len(distinct) > 6 else "")
+        raise ModelScopeError(
+            f"{len(distinct)} elements in the input ({shown}) but {model_name} knows {num_types} "
+            f"species{'' if num_types > 1 else ' (one element)'}", hint="leave out --model to let trajden choose")
+    if num_types == 1:
+        return {e: 0 for e in distinct}
+    return {e: i for i, e in enumerate(distinct)}
+
+
+def model_types(elements, mapping: dict[str, int], n_atoms: int) -> np.ndarray:
+    """(N,) int64 model species of each atom under ``mapping`` (all 0 where ``elements`` is ``None``)."""
+    if elements is None or not mapping:
+        return np.zeros(n_atoms, dtype=np.int64)
+    elements = np.asarray(elements).astype(str)
+    out = np.zeros(len(elements), dtype=np.int64)
+    for e, k in mapping.items():
+        out[elements == e] = k
+    return out
+
+
+def elements_from_labels(labels, species=None) -> np.ndarray | None:
+    """Per-atom element symbols from per-atom type ``labels`` (names or numbers) as entry points get them.
+
+    Parameters
+    ----------
+    labels : (N,) type names (element symbols such as "Cu", or numbers such as 1, "2") or ``None``
+    species : element symbols of types 1, 2, ... (like ``--species``), for labels that are numbers
+
+    Returns
+    -------
+    (N,) element symbols, or ``None`` for atoms of one unnamed type.
+
+    Raises
+    ------
+    ModelScopeError
+        several types, no element names, and no ``species``: never a silent guess.
+    """
+    from trajden.io.species import normalise_symbol, parse_species
+
+    if labels is None:
+        return None
+    labels = np.asarray(labels).astype(str)
+    uniq = np.unique(labels)
+    if species is not None:
+        symbols = parse_species(species)
+        try:
+            index = np.array([int(u) for u in uniq])
+        except ValueError:
+            raise ModelScopeError(f"species {','.join(symbols)}: the atom types are named "
+                                  f"({', '.join(uniq[:6])}), not numbered 1, 2, ...") from None
+        if index.min() < 1 or index.max() > len(symbols):
+            raise ModelScopeError(f"species {','.join(symbols)} names types 1..{len(symbols)}, the input has types "
+                                  f"{', '.join(uniq[:6])}")
+        lookup = {u: symbols[i - 1] for u, i in zip(uniq, index)}
+        return np.array([lookup[t] for t in labels])
+    named = {u: normalise_symbol(u) for u in uniq}
+    if all(named.values()):
+        return np.array([named[t] for t in labels])
+    if len(uniq) == 1:
+        return None
+    raise ModelScopeError(f"{len(uniq)} atom types ({', '.join(uniq[:6])}) and no element names: pass "
+                          "species (element symbols of types 1, 2, ...)")
+
+
+def denoise_elements(positions, cell, elements, model: str = AUTO, device: str = "cpu", **kwargs):
+    """Denoise one frame whose atoms are ``elements``, with ``model`` or the shipped model that covers them.
+
+    The one per-frame call of trajden's entry points (OVITO modifier, MDAnalysis analysis, ASE): ``auto``
+    chooses by the number of elements (:func:`choose_model`); where no shipped model covers them the frame is
+    returned raw, every atom flagged :data:`trajden.names.SCOPE_SPECIES`. ``kwargs`` go to
+    :func:`trajden.denoise.denoise`.
+
+    Returns
+    -------
+    (DenoiseResult, model name or "none", {element: model species})
+    """
+    import math
+
+    from trajden import names
+    from trajden.cluster import get_model
+    from trajden.denoise import DenoiseResult, denoise
+
+    positions = np.asarray(positions, dtype=np.float64)
+    name = choose_model(elements) if model == AUTO else model
+    if name is None:
+        result = DenoiseResult(positions.copy(), 0, [], math.nan, names.FRAME_STATUS_OUT_OF_SCOPE,
+                               scope=np.full(len(positions), names.SCOPE_SPECIES, dtype=np.int8))
+        return result, "none", {}
+    loaded = get_model(name, device)
+    mapping = species_map(elements, loaded.num_types, f"model {loaded.name}")
+    types = model_types(elements, mapping, len(positions))
+    return denoise(positions, cell, types, loaded, **kwargs), loaded.name, mapping
