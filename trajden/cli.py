@@ -21,10 +21,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"trajden: error: {self.prog}: {message}; see `{self.prog} --help`\n")
 
 
+def _say(args):
+    """Where informational lines go: stderr, or nowhere with ``--quiet`` (warnings and errors always print)."""
+    if getattr(args, "quiet", False):
+        return lambda msg: None
+    return lambda msg: print(f"trajden: {msg}", file=sys.stderr)
+
+
 def _check_options(args) -> None:
     """Options argparse cannot check by type alone: one-line InputError naming the flag."""
-    positive = {"--iterations": args.iterations, "--window": args.window,
-                "--frames-per-chunk": args.frames_per_chunk, "--workers": args.workers,
+    positive = {"--iterations": args.iterations, "--window": args.window, "--workers": args.workers,
                 "--torch-threads": args.torch_threads, "--ovito-threads": args.ovito_threads}
     for flag, value in positive.items():
         if value is not None and value < 1:
@@ -112,7 +118,7 @@ def _cmd_process(args) -> int:
 
     first = check_frame(traj.frame(frames[0]))
     require_elements(first)  # several types and no element names: one line naming --species, nothing written
-    settings = resolve_model(first, settings, log=lambda msg: print(f"trajden: {msg}", file=sys.stderr))
+    settings = resolve_model(first, settings, log=_say(args))
     kind, reason = execution.choose_execution(requested, len(frames), traj.n_atoms,
                                               explicit_dask=args.workers is not None or args.scheduler_file is not None)
     try:
@@ -121,10 +127,9 @@ def _cmd_process(args) -> int:
         raise InputError(str(exc)) from None
     mode = "scheduler" if args.scheduler_file is not None and kind == "local" else kind
     if requested == execution.AUTO and kind == "serial":
-        print(f"trajden: running in this process, no Dask cluster ({reason}; --cluster local to start one)",
-              file=sys.stderr)
+        _say(args)(f"running in this process, no Dask cluster ({reason}; --cluster local to start one)")
     elif requested == execution.AUTO:
-        print(f"trajden: starting a Dask LocalCluster ({reason})", file=sys.stderr)
+        _say(args)(f"starting a Dask LocalCluster ({reason})")
     client = cluster = None
     if kind == "serial":
         # chosen for a small input (--cluster auto): the cluster's cores go to torch/OVITO threads instead
@@ -452,7 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--aggregate", choices=("auto", "layer", "atomic", "padded"),
                     help="which compiled function runs (trajden.evaluator.aggregate; default auto)")
     pr.add_argument("--dry-run", action="store_true", help="print the cluster set-up (SLURM job script) and exit")
-    pr.add_argument("--quiet", action="store_true", help="no progress bar")
+    pr.add_argument("--quiet", action="store_true",
+                    help="no progress bar, no informational lines (model, execution); warnings and errors print")
     pr.add_argument("--profile", metavar="JSON", help="write where the time went (start-up, store preparation, "
                     "per-stage seconds summed over tasks: read, scale, graph, model, classify, write; idle) "
                     "to this JSON file")

@@ -811,12 +811,20 @@ class Trajectory:
         origin = getattr(self.sources[k], "elements_origin", None) if found is not None else None
         flag = self.species
         where = f"{path}: frame {local}"
+        bad = []
         if found is not None and (flag is None or origin in species_mod.AUTHORITATIVE):
             words, codes = np.unique(np.asarray(found).astype(str), return_inverse=True)
             symbols = [species_mod.normalise_symbol(w) for w in words]
             bad = [str(w) for w, sym in zip(words, symbols) if sym is None]
             if bad:
-                raise species_mod.SpeciesError(f"{where}: {bad[0]!r} ({origin}) is not an element symbol")
+                # names that are no element (LAMMPS' 'X' placeholder, a force-field label): the frame is read as
+                # MDAnalysis reads it, its elements unknown; processing then asks for --species if it needs them
+                note = (f"{path}: the {origin} holds names that are no element symbol ({', '.join(bad[:3])}): "
+                        "elements unknown, pass --species to name them")
+                if note not in self._species_warnings:
+                    self._species_warnings.append(note)
+                found = None
+        if found is not None and (flag is None or origin in species_mod.AUTHORITATIVE):
             elements = np.asarray(symbols, dtype=str)[codes.ravel()]
             tmap = species_mod.type_element_map(types, elements, where)
             if flag is not None:
