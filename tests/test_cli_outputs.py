@@ -26,7 +26,8 @@ def test_fractions_csv_has_every_label_column(small_store, tmp_path):
     assert main(["fractions", str(small_store), "--csv", str(path)]) == 0
     rows = list(csv.DictReader(open(path)))
     every = list(names.STRUCTURE_NAMES.values())
-    assert list(rows[0]) == ["frame", "step", "time_ps"] + [f"{m}_{s}" for m in names.CLASSIFIERS for s in every]
+    header = ["frame", "step", "time_ps"] + [f"{m}_{s}" for m in names.CLASSIFIERS for s in every] + ["status"]
+    assert list(rows[0]) == header
     ds = xr.open_zarr(small_store, consolidated=False)
     for i, row in enumerate(rows):
         for m in names.CLASSIFIERS:

@@ -61,7 +61,7 @@ def test_cli_options_reach_the_evaluator_and_the_store(hot_fcc_dump, tmp_path, m
 
     monkeypatch.setattr(trajden.cluster, "start_cluster", _no_cluster)
     out = tmp_path / "s.zarr"
-    rc = main(["process", str(hot_fcc_dump), "--out", str(out), "--frames", "0:2", "-k", "1", "--quiet",
+    rc = main(["process", str(hot_fcc_dump), "--out", str(out), "--frames", "0:2", "-k", "1",
                "--torch-threads", "1", "--compile", "off", "--no-fused", "--aggregate", "atomic"])
     assert rc == 0
     wanted = {"fused": False, "compile": False, "aggregate": "atomic"}

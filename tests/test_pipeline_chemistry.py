@@ -23,7 +23,7 @@ def _dump(path, proto, elements, d_nn=2.5, sigma=0.08, seed=0, n=500, types_only
 
 
 def _process(tmp_path, *args):
-    return subprocess.run([sys.executable, "-m", "trajden.cli", "process", *args, "--serial", "--quiet"],
+    return subprocess.run([sys.executable, "-m", "trajden.cli", "process", *args, "--serial"],
                           cwd=tmp_path, capture_output=True, text=True)
 
 

@@ -117,6 +117,11 @@ def _cmd_process(args) -> int:
     from trajden.pipeline import check_frame, resolve_model
 
     first = check_frame(traj.frame(frames[0]))
+    if settings.method == "denoise" and settings.model != "auto":
+        from trajden.model.package import load_model
+        from trajden.pipeline import _check_types
+
+        _check_types(first, load_model(settings.model))  # a given model that cannot take the types is named first
     require_elements(first)  # several types and no element names: one line naming --species, nothing written
     settings = resolve_model(first, settings, log=_say(args))
     kind, reason = execution.choose_execution(requested, len(frames), traj.n_atoms,

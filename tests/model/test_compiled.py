@@ -54,9 +54,12 @@ def test_aggregates_equal_summed_messages(model, monkeypatch):
             # per row from the edge vectors: their harmonics and lengths computed inside
             ref_vec = torch.zeros(rows, tp.dim_out).index_add_(0, dst, tp(h[src], tp.sh(vec), table(lengths)))
             by_rows = tp.aggregate_rows(h, src, vec, edge_slots(dst, rows).to(torch.int32), *tab)
-        torch.testing.assert_close(atomic, ref, atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(padded, ref, atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(by_rows, ref_vec, atol=1e-5, rtol=1e-5)
+        # float32 sums in another order: differences scale with the sums' magnitude (as in the evaluator test
+        # below), not with each entry's, which cancellation can make arbitrarily small
+        tol = 1e-5 * max(float(ref.abs().max()), float(ref_vec.abs().max()), 1.0)
+        torch.testing.assert_close(atomic, ref, atol=tol, rtol=1e-5)
+        torch.testing.assert_close(padded, ref, atol=tol, rtol=1e-5)
+        torch.testing.assert_close(by_rows, ref_vec, atol=tol, rtol=1e-5)
         assert float(ref[7].abs().max()) == 0.0 and float(padded[7].abs().max()) == 0.0
         assert float(by_rows[7].abs().max()) == 0.0
 

@@ -779,7 +779,7 @@ class Trajectory:
                 elements, origin = table[types], ref.get("elements_origin")
                 type_elements = {int(t): before[int(t)] for t in uniq}
         except species_mod.SpeciesError as exc:
-            raise self._wrap(exc, i, k, local) from None
+            raise self._wrap(exc, i) from None
         if not np.all(np.isfinite(positions)):
             exc = _error(path, "non-finite coordinates", local)
             raise self._wrap(exc, i)
