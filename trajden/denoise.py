@@ -368,8 +368,11 @@ def denoise(
         x, history, status, mobile = _iterate(backend, positions / factor, k, tol_model, skin, act, model.device)
         if not auto or attempt == 1 or status == names.FRAME_STATUS_DIVERGED:
             break
-        with span("scale"):
-            refined = estimate_nn_distance(x * factor, cell, pbc=pbc)
+        try:
+            with span("scale"):
+                refined = estimate_nn_distance(x * factor, cell, pbc=pbc)
+        except ValueError:  # the denoised frame has no clear first peak either: keep the raw frame's scale
+            break
         if abs(refined / nn - 1.0) <= refine_tol:
             break
         nn = refined
