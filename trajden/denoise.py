@@ -65,6 +65,14 @@ class DenoiseResult:
     #: (N,) int8 per-atom :data:`trajden.names.SCOPE_NAMES` code: 0 denoised, else why the atom was left raw
     scope: np.ndarray | None = None
 
+    @classmethod
+    def left_raw(cls, positions: np.ndarray, scope_code: int) -> DenoiseResult:
+        """A frame the model does not apply to: its raw positions, status ``out_of_scope``, every atom flagged
+        ``scope_code`` (:data:`trajden.names.SCOPE_NAMES`)."""
+        positions = np.array(positions, dtype=np.float64)
+        return cls(positions, 0, [], math.nan, names.FRAME_STATUS_OUT_OF_SCOPE,
+                   scope=np.full(len(positions), scope_code, dtype=np.int8))
+
     @property
     def n_kept_raw(self) -> int:
         """Atoms left at their raw positions because the model cannot apply to them."""
@@ -341,9 +349,7 @@ def denoise(
             if not guard:
                 raise
             # nothing lattice-like to denoise (a dilute gas, molecules in vacuum): left where it is, flagged
-            raw = np.asarray(positions[np.argsort(order)], dtype=np.float64)
-            return DenoiseResult(raw, 0, [], float("nan"), names.FRAME_STATUS_OUT_OF_SCOPE,
-                                 scope=np.full(len(raw), names.SCOPE_NO_SCALE, dtype=np.int8))
+            return DenoiseResult.left_raw(positions[np.argsort(order)], names.SCOPE_NO_SCALE)
     else:
         nn = float(scale)
         if not nn > 0:

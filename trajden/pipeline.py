@@ -174,8 +174,7 @@ def process_frame(frame: Frame, settings: ProcessSettings, model=None):
     if settings.model == NO_MODEL:
         from trajden.denoise import DenoiseResult
 
-        result = DenoiseResult(frame.positions.copy(), 0, [], math.nan, names.FRAME_STATUS_OUT_OF_SCOPE,
-                               scope=np.full(len(frame.positions), names.SCOPE_SPECIES, dtype=np.int8))
+        result = DenoiseResult.left_raw(frame.positions, names.SCOPE_SPECIES)
     else:
         if model is None:
             from trajden.cluster import get_model

@@ -54,7 +54,14 @@ import numpy as np
 
 from trajden import __version__, names
 from trajden.errors import StoreError
-from trajden.run_lock import RunLock, StaleLockWarning, _lock_is_stale, _lock_message, _read_lock
+from trajden.run_lock import (
+    RunLock,
+    StaleLockWarning,
+    _lock_is_stale,
+    _lock_message,
+    _read_lock,
+    _read_zarr_json,
+)
 
 __all__ = ["FrameResult", "Store", "StoreError", "StaleLockWarning", "is_trajden_store", "STORE_FORMAT"]
 
@@ -66,7 +73,6 @@ MAX_ATOMS_PER_CHUNK = 1_048_576
 LABEL_FILL = -1
 INT_FILL = -1
 
-_ZARR_JSON = "zarr.json"
 _UNITS_ANGSTROM = "angstrom"
 
 
@@ -105,15 +111,6 @@ class FrameResult:
 # --------------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------------
-
-
-def _read_zarr_json(path: Path) -> dict | None:
-    try:
-        with open(path / _ZARR_JSON, encoding="utf-8") as fh:
-            meta = json.load(fh)
-    except (OSError, ValueError):
-        return None
-    return meta if isinstance(meta, dict) else None
 
 
 def is_trajden_store(path: str | os.PathLike) -> bool:

@@ -147,8 +147,6 @@ def denoise_elements(positions, cell, elements, model: str = AUTO, device: str =
     -------
     (DenoiseResult, model name or "none", {element: model species})
     """
-    import math
-
     from trajden import names
     from trajden.cluster import get_model
     from trajden.denoise import DenoiseResult, denoise
@@ -156,9 +154,7 @@ def denoise_elements(positions, cell, elements, model: str = AUTO, device: str =
     positions = np.asarray(positions, dtype=np.float64)
     name = choose_model(elements) if model == AUTO else model
     if name is None:
-        result = DenoiseResult(positions.copy(), 0, [], math.nan, names.FRAME_STATUS_OUT_OF_SCOPE,
-                               scope=np.full(len(positions), names.SCOPE_SPECIES, dtype=np.int8))
-        return result, "none", {}
+        return DenoiseResult.left_raw(positions, names.SCOPE_SPECIES), "none", {}
     loaded = get_model(name, device)
     mapping = species_map(elements, loaded.num_types, f"model {loaded.name}")
     types = model_types(elements, mapping, len(positions))
