@@ -81,3 +81,33 @@ def test_sublattice_labels(tmp_path, proto, sub, code):
     assert float(fr.sel(structure="cd")) == pytest.approx(1.0)
     bad = _process(tmp_path, "s.dump", "--out", "t.zarr", "--sublattice", "Ge")
     assert bad.returncode != 0 and "no atom of that element" in bad.stderr
+
+
+def test_ordering_and_sublattice_reach_plots_and_exports(tmp_path):
+    import ase.io
+
+    from trajden.io.export import export_dump, export_extxyz
+    from trajden.plotting import plot_fractions
+
+    c, _ = _dump(tmp_path / "b2.dump", "b2", ("Ni", "Al"), sigma=0.05)
+    p = _process(tmp_path, "b2.dump", "--out", "b2.zarr", "--sublattice", "Ni")
+    assert p.returncode == 0, p.stderr
+    ds = xr.open_zarr(tmp_path / "b2.zarr", consolidated=False)
+    for method in ("ordering", "sublattice"):
+        out = plot_fractions(ds, tmp_path / f"{method}.png", method=method)
+        assert (tmp_path / f"{method}.png").stat().st_size > 1000, out
+    with pytest.raises(ValueError, match="unknown method"):
+        plot_fractions(ds, tmp_path / "x.png", method="cna")
+    ni = np.array(["Ni", "Al"])[c.types] == "Ni"
+    atoms = ase.io.read(export_extxyz(ds, tmp_path / "b2.extxyz"), index=0)
+    assert set(atoms.get_chemical_symbols()) == {"Ni", "Al"}
+    np.testing.assert_array_equal(atoms.arrays[names.ordering_var()], ds[names.ordering_var()].values[0])
+    sub = atoms.arrays[names.sublattice_var()]
+    assert np.all(sub[~ni] == -1) and np.mean(sub[ni] == names.SC) > 0.99  # Ni of B2: simple cubic
+    np.testing.assert_array_equal(atoms.arrays[names.VAR_SCOPE], 0)
+    header = [ln for ln in open(export_dump(ds, tmp_path / "b2.out.dump")) if ln.startswith("ITEM: ATOMS")][0]
+    for v in (names.ordering_var(), names.ordering_var(True), names.sublattice_var(), names.VAR_SCOPE):
+        assert f" {v}" in header
+    plot = subprocess.run([sys.executable, "-m", "trajden.cli", "plot", "b2.zarr", "--out", "o.png", "--method",
+                           "ordering"], cwd=tmp_path, capture_output=True, text=True)
+    assert plot.returncode == 0 and (tmp_path / "o.png").exists(), plot.stderr

@@ -480,8 +480,9 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plot", help="plot phase fractions (raw dashed, denoised solid) or convergence")
     pl.add_argument("store")
     pl.add_argument("--out", required=True, help="image file (png, pdf, svg)")
-    pl.add_argument("--method", choices=("acna", "ptm"), default="acna",
-                    help="labels to plot (default acna, as in the README's figure)")
+    pl.add_argument("--method", choices=("acna", "ptm", "ordering", "sublattice"), default="acna",
+                    help="labels to plot (default acna, as in the README's figure); ordering: PTM's chemical "
+                    "ordering (two or more elements); sublattice: PTM of the --sublattice element's atoms")
     pl.add_argument("--convergence", action="store_true", help="RMS update per iteration instead")
     pl.set_defaults(func=_cmd_plot)
 

@@ -37,7 +37,42 @@ ATOM_COLORS: dict[str, tuple[float, float, float]] = {
     "hd": (1.0, 0.67, 0.2),
 }
 
-METHOD_TITLES = {names.ACNA: "a-CNA", names.PTM: "PTM"}
+#: line colour per PTM chemical ordering (:data:`trajden.names.ORDERING_NAMES`)
+ORDERING_COLORS: dict[str, str] = {
+    "none": "#7f7f7f",
+    "pure": "#000000",
+    "L10": "#ff7f0e",
+    "L12_A": "#2ca02c",
+    "L12_B": "#98df8a",
+    "B2": "#1f77b4",
+    "zincblende_wurtzite": "#17becf",
+    "boron_nitride": "#8c564b",
+}
+
+#: ``plot_fractions`` methods beyond the classifiers: PTM's chemical ordering, the sublattice's PTM labels
+ORDERING, SUBLATTICE = "ordering", "sublattice"
+PLOT_METHODS = (*names.CLASSIFIERS, ORDERING, SUBLATTICE)
+
+METHOD_TITLES = {names.ACNA: "a-CNA", names.PTM: "PTM", ORDERING: "PTM chemical ordering"}
+
+
+def _label_var(ds: xr.Dataset, method: str, raw: bool) -> str:
+    if method == ORDERING:
+        return names.ordering_var(raw)
+    if method == SUBLATTICE:
+        return names.sublattice_var(raw)
+    return names.structure_var(method, raw)
+
+
+def _fractions(ds: xr.Dataset, method: str, raw: bool, region) -> xr.DataArray:
+    """Per-frame fractions along :data:`trajden.analysis.DIM_STRUCTURE` for one of :data:`PLOT_METHODS`."""
+    if method == ORDERING:
+        if region is not None:
+            raise ValueError("region is not supported with the chemical ordering")
+        return analysis.ordering_fractions(ds, raw=raw).rename(ordering=analysis.DIM_STRUCTURE)
+    if method == SUBLATTICE:
+        return analysis.phase_fractions(ds, raw=raw, region=region, sublattice=True)
+    return analysis.phase_fractions(ds, method=method, raw=raw, region=region)
 
 
 def _pyplot():
@@ -78,6 +113,8 @@ def plot_fractions(
 ) -> str:
     """Phase fractions vs time: denoised solid, raw (before denoising) dashed, one colour per structure.
 
+    ``method``: ``"acna"``, ``"ptm"``, ``"ordering"`` (PTM's chemical ordering, inputs of two or more
+    elements) or ``"sublattice"`` (PTM labels of the store's sublattice, ``trajden process --sublattice``).
     Only structures whose fraction exceeds ``threshold`` in some frame (raw or denoised) are drawn.
     ``region`` restricts the count (see :func:`trajden.analysis.region_mask`). Frames not written leave
     gaps. Returns the path written.
@@ -87,11 +124,14 @@ def plot_fractions(
     plt = _pyplot()
     ds = analysis._open(ds_or_path)
     series = {}
+    if method not in PLOT_METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {PLOT_METHODS}")
+    colors = ORDERING_COLORS if method == ORDERING else STRUCTURE_COLORS
     for raw in (False, True):
-        if names.structure_var(method, raw) in ds:
-            series[raw] = analysis.phase_fractions(ds, method=method, raw=raw, region=region).compute()
+        if _label_var(ds, method, raw) in ds:
+            series[raw] = _fractions(ds, method, raw, region).compute()
     if not series:
-        raise StoreVariableError(f"the store has no {method} labels ({names.structure_var(method)})")
+        raise StoreVariableError(f"the store has no {method} labels ({_label_var(ds, method, False)})")
     t, xlabel = _time_axis(ds)
     structures = [
         s
@@ -107,7 +147,7 @@ def plot_fractions(
     # absent before and after, a frame denoising did not change) the dashes stay visible on the solid line
     outline = [patheffects.Stroke(linewidth=3.0, foreground="white"), patheffects.Normal()]
     for s in structures:
-        color = STRUCTURE_COLORS.get(str(s), "black")
+        color = colors.get(str(s), "black")
         for raw, fr in sorted(series.items()):
             ax.plot(
                 t,
@@ -126,7 +166,7 @@ def plot_fractions(
         ax.set_xlim(np.nanmin(t), np.nanmax(t))
     ax.grid(True, alpha=0.3)
     ax.tick_params(labelsize=10)
-    handles = [Line2D([], [], color=STRUCTURE_COLORS.get(str(s), "black"), lw=2.5, label=str(s)) for s in structures]
+    handles = [Line2D([], [], color=colors.get(str(s), "black"), lw=2.5, label=str(s)) for s in structures]
     if len(series) > 1:
         handles += [
             Line2D([], [], color="black", lw=2.0, ls="-", label="denoised"),
@@ -142,7 +182,11 @@ def plot_fractions(
         handles.append(Line2D([], [], linestyle="none", marker="x", color="0.4", label="no result"))
     ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, fontsize=11)
     model = ds.attrs.get(names.ATTR_MODEL)
-    default = f"{METHOD_TITLES.get(method, method)} phase fractions" + (f" (model {model})" if model else "")
+    what = METHOD_TITLES.get(method, method)
+    if method == SUBLATTICE:
+        what = f"PTM, {ds.attrs.get(names.ATTR_SUBLATTICE, '')} sublattice"
+    default = f"{what} {'fractions' if method == ORDERING else 'phase fractions'}" + (
+        f" (model {model})" if model else "")
     ax.set_title(title if title is not None else default, fontsize=12)
     return _save(fig, out)
 

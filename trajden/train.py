@@ -55,6 +55,9 @@ class TrainConfig:
     val_every: int = 500
     checkpoint_every: int = 250
     val_sigmas: list[float] = field(default_factory=lambda: [0.05, 0.10, 0.13])
+    #: two species: draw each prototype with its roles swapped half of the time (species then symmetric, as in
+    #: ``binary``); false for a model whose species are named elements in role order (``silica``: Si, O)
+    swap_roles: bool = True
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> TrainConfig:
@@ -104,6 +107,8 @@ def _species(cfg: TrainConfig, rng: np.random.Generator, crystal) -> np.ndarray:
     if len(cfg.species) == 1:
         return crystal.types
     if crystal.structure in COMPOUNDS:
+        if not cfg.swap_roles:
+            return crystal.types
         return crystal.types if rng.random() < 0.5 else 1 - crystal.types
     kind = rng.integers(3)
     if kind < 2:

@@ -17,8 +17,14 @@ from trajden import analysis, names
 from trajden.errors import StoreError, StoreVariableError
 from trajden.io.lammps_dump import cell_to_lammps_bounds
 
-#: label variables exported as per-atom columns, in this order (those present in the store)
-LABEL_VARS = tuple(names.structure_var(c, raw) for raw in (False, True) for c in names.CLASSIFIERS)
+#: label variables exported as per-atom columns, in this order (those present in the store): the classifiers'
+#: structures, PTM's chemical ordering and the sublattice's PTM labels (inputs of two or more elements), after
+#: then before denoising, and the scope flags (0 denoised, else why the atom was left raw)
+LABEL_VARS = tuple(
+    v for raw in (False, True)
+    for v in (*(names.structure_var(c, raw) for c in names.CLASSIFIERS), names.ordering_var(raw),
+              names.sublattice_var(raw))
+) + (names.VAR_SCOPE,)
 
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -139,8 +145,8 @@ def export_dump(ds, out, frames=None, raw: bool = False, displacement: bool = Tr
     displacement : add the ``displacement`` column where the store has it
 
     The ``element`` column holds the element symbols the store records (none if it records none).
-    Every label variable present (``structure_acna``, ``structure_ptm`` and their ``_raw`` versions) is
-    a column. Orthogonal cells give ``BOX BOUNDS pp pp pp``; other cells the triclinic ``xy xz yz`` form,
+    Every label variable present (:data:`LABEL_VARS`: ``structure_acna``, ``structure_ptm``,
+    ``ordering_ptm``, ``structure_ptm_sublattice``, their ``_raw`` versions, and ``scope``) is a column. Orthogonal cells give ``BOX BOUNDS pp pp pp``; other cells the triclinic ``xy xz yz`` form,
     with positions rotated (about the origin) into LAMMPS's orientation where the cell is not already in
     it. The box starts at the stored origin (``xlo ylo zlo`` of the input; zero for stores without one), so
     a dump read, processed and exported has the input's box bounds. Returns the path written.
