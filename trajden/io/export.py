@@ -146,7 +146,8 @@ def export_dump(ds, out, frames=None, raw: bool = False, displacement: bool = Tr
 
     The ``element`` column holds the element symbols the store records (none if it records none).
     Every label variable present (:data:`LABEL_VARS`: ``structure_acna``, ``structure_ptm``,
-    ``ordering_ptm``, ``structure_ptm_sublattice``, their ``_raw`` versions, and ``scope``) is a column. Orthogonal cells give ``BOX BOUNDS pp pp pp``; other cells the triclinic ``xy xz yz`` form,
+    ``ordering_ptm``, ``structure_ptm_sublattice``, their ``_raw`` versions, and ``scope``) is a column.
+    Orthogonal cells give ``BOX BOUNDS pp pp pp``; other cells the triclinic ``xy xz yz`` form,
     with positions rotated (about the origin) into LAMMPS's orientation where the cell is not already in
     it. The box starts at the stored origin (``xlo ylo zlo`` of the input; zero for stores without one), so
     a dump read, processed and exported has the input's box bounds. Returns the path written.
