@@ -1,5 +1,6 @@
 # trajden: two entry points, each bootstraps the pinned environment in .venv when missing.
-#   make demo   process the bundled LAMMPS example with the shipped model (defaults: in-process for this small input)
+#   make demo   process the bundled LAMMPS example with the shipped model (defaults: in-process for this small input),
+#               after compiling the model's layers for this machine's CPU (once; trajden models --compile)
 #   make test   lint + test suite
 PYTHON ?= python3
 VENV   ?= .venv
@@ -20,6 +21,8 @@ $(VENV)/.installed: pyproject.toml requirements-lock.txt
 	touch $@
 
 demo: env
+	# the default model's layers compiled for this CPU (once per machine, about a minute; then milliseconds)
+	$(BIN)/trajden models --compile
 	$(BIN)/trajden process trajden/data/cu_solidification.dump --timestep 0.002 --out $(DEMO_STORE)
 	$(BIN)/trajden fractions $(DEMO_STORE)
 

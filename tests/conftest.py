@@ -8,6 +8,9 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("OVITO_THREAD_COUNT", "1")
+# no ahead-of-time compiled layers from the machine's cache (~/.cache/trajden/aot): every test, and every CLI
+# run a test starts, evaluates as a fresh machine does; tests/model/test_aot.py opts in with its own directory
+os.environ["DASK_TRAJDEN__EVALUATOR__AOT_CACHE"] = "off"
 
 
 def write_dump(path, frames, cell, ids=None, types=None, steps=None, columns="x y z"):

@@ -8,7 +8,7 @@ import sys
 import time
 
 from trajden import __version__
-from trajden.errors import InputError, StoreError, TrajdenError
+from trajden.errors import InputError, ModelError, StoreError, TrajdenError
 
 #: when this module was imported (``trajden process --profile`` reports the start-up before the frames from it)
 _T_MAIN = time.perf_counter()
@@ -26,6 +26,21 @@ def _say(args):
     if getattr(args, "quiet", False):
         return lambda msg: None
     return lambda msg: print(f"trajden: {msg}", file=sys.stderr)
+
+
+def _log_aot_builds(args) -> None:
+    """Say on stderr (unless ``--quiet``) when this process compiles a model's layers ahead of time (once per
+    machine: a minute or two that later runs do not pay)."""
+    import logging
+
+    log = logging.getLogger("trajden.model.aot")
+    if getattr(args, "quiet", False) or any(getattr(h, "_trajden", False) for h in log.handlers):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("trajden: %(message)s"))
+    handler._trajden = True
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
 
 
 def _check_options(args) -> None:
@@ -93,8 +108,9 @@ def _cmd_process(args) -> int:
         window=args.window, torch_threads=args.torch_threads, ovito_threads=args.ovito_threads,
         blocks=_blocks_arg(args.blocks), sublattice=args.sublattice,
         evaluator=evaluator_options(args.cluster_config, compile=args.compile, fused=args.fused,
-                                    aggregate=args.aggregate),
+                                    aggregate=args.aggregate, aot_cache=args.aot_cache),
     )
+    _log_aot_builds(args)
     requested = "serial" if args.serial else args.cluster
     kind = "local" if requested == execution.AUTO else requested  # a dry run does not read the input
     if args.dry_run:
@@ -377,6 +393,8 @@ def _cmd_diagnostics(args) -> int:
 def _cmd_models(args) -> int:
     from trajden.model.package import load_model, shipped_models
 
+    if args.compile is not None:
+        return _compile_models(args)
     models = shipped_models()
     width = max(map(len, models), default=0)
     for name, entry in models.items():
@@ -384,6 +402,34 @@ def _cmd_models(args) -> int:
         md = m.metadata
         print(f"{name:{width}s} sha256 {m.sha256[:12]}  structures {','.join(md['structures'])}  "
               f"cutoff {md['cutoff']} nn  params {md.get('n_parameters')}  {entry.get('description', '')}")
+    return 0
+
+
+def _compile_models(args) -> int:
+    """``trajden models --compile [NAME ...]``: build the models' ahead-of-time compiled layers for this machine."""
+    import time
+
+    from trajden.cluster import evaluator_options
+    from trajden.decompose import evaluator
+    from trajden.denoise import CPU_BLOCK_EDGES
+    from trajden.model import aot
+    from trajden.model.coverage import ONE_ELEMENT_MODEL
+    from trajden.model.package import load_model
+
+    _log_aot_builds(args)
+    options = evaluator_options(compile="on", aot_cache=args.aot_cache)
+    directory = aot.cache_dir(options.aot_cache)
+    if directory is None:
+        raise InputError("--aot-cache off: nowhere to keep compiled layers", hint="leave out --aot-cache or name a "
+                         "directory")
+    for name in args.compile or [ONE_ELEMENT_MODEL]:
+        m = load_model(name, device="cpu")
+        t0 = time.perf_counter()
+        ev = evaluator(m, CPU_BLOCK_EDGES, True, options)
+        if not ev.aot_used:
+            raise ModelError(f"model {m.name}: its layers could not be compiled ahead of time (see the warning "
+                             "above); runs use torch.compile or the eager path")
+        print(f"{m.name}: compiled layers ready in {directory} ({time.perf_counter() - t0:.1f} s)")
     return 0
 
 
@@ -454,13 +500,17 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--torch-threads", type=int, help="torch threads per worker")
     pr.add_argument("--ovito-threads", type=int, help="OVITO threads per worker")
     pr.add_argument("--compile", choices=("auto", "on", "off"),
-                    help="torch.compile the model (trajden.evaluator.compile; default auto: on CUDA, and on CPUs "
-                    "for large frames or long runs where it measures faster; off: bit-exact eager)")
+                    help="compile the model (trajden.evaluator.compile; default auto: on CUDA, on CPUs for any frame "
+                    "once its layers are compiled ahead of time on this machine (--aot-cache), else for large "
+                    "frames or long runs, where it measures faster; off: bit-exact eager)")
     pr.add_argument("--fused", action=argparse.BooleanOptionalAction, default=None,
                     help="fused tensor products with tabulated radial networks (trajden.evaluator.fused; "
                     "default on); --no-fused: e3nn's own modules")
     pr.add_argument("--aggregate", choices=("auto", "layer", "atomic", "padded"),
                     help="which compiled function runs (trajden.evaluator.aggregate; default auto)")
+    pr.add_argument("--aot-cache", metavar="DIR",
+                    help="where a CPU's layers compiled ahead of time are kept (trajden.evaluator.aot-cache; default "
+                    "auto: ~/.cache/trajden/aot, built once per machine and model); off: torch.compile per process")
     pr.add_argument("--dry-run", action="store_true", help="print the cluster set-up (SLURM job script) and exit")
     pr.add_argument("--quiet", action="store_true",
                     help="no progress bar, no informational lines (model, execution); warnings and errors print")
@@ -501,7 +551,11 @@ def build_parser() -> argparse.ArgumentParser:
     dg.add_argument("--csv", help="also write the table to this CSV file")
     dg.set_defaults(func=_cmd_diagnostics)
 
-    m = sub.add_parser("models", help="list the shipped models")
+    m = sub.add_parser("models", help="list the shipped models, or compile their layers for this machine")
+    m.add_argument("--compile", nargs="*", metavar="MODEL",
+                   help="compile these models' layers ahead of time for this machine's CPU (default: the "
+                   "one-element default model); later runs load them in milliseconds (trajden.evaluator.aot-cache)")
+    m.add_argument("--aot-cache", metavar="DIR", help="where to keep them (default auto: ~/.cache/trajden/aot)")
     m.set_defaults(func=_cmd_models)
     return p
 

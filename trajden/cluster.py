@@ -71,7 +71,7 @@ _DEFAULTS = _load_defaults()
 LOCAL_KEYS = frozenset({"n-workers", "threads-per-worker", "processes", "memory-limit", "dashboard-address"})
 WORKER_KEYS = frozenset({"torch-threads", "ovito-threads", "device"})
 #: how the model is evaluated (:class:`trajden.model.options.EvaluatorOptions`)
-EVALUATOR_KEYS = frozenset({"compile", "fused", "aggregate"})
+EVALUATOR_KEYS = frozenset({"compile", "fused", "aggregate", "aot-cache"})
 #: deprecated environment variables -> evaluator keys (read only by :func:`_deprecated_env`)
 DEPRECATED_ENV = {"TRAJDEN_COMPILE": "compile", "TRAJDEN_FUSED": "fused", "TRAJDEN_AGGREGATE": "aggregate"}
 #: slurm keys that trajden consumes itself (not passed to SLURMCluster)

@@ -243,11 +243,25 @@ def evaluator(model, block_edges: int, compile: bool | str | None = None,
     (see :func:`trajden.model.evaluate.compiled_names`).
     """
     options = EvaluatorOptions() if options is None else options
+    from trajden.model import aot
+
+    cpu = torch.device(model.device).type == "cpu"
+    directory = aot.cache_dir(options.aot_cache) if cpu and options.fused else None
+    request = options.compile_arg(compile)
     with _EVALUATOR_LOCK:  # e3nn builds modules with torch.fx tracing, which is not thread-safe
-        return _evaluator(model, block_edges, options.fused, options.compile_arg(compile), options.forced_aggregate)
+        if request is None and options.compile == "auto" and directory is not None:
+            # the model's layers are already compiled ahead of time on this machine: no compile penalty, so
+            # frames of any size run them (compiled_is_faster still has the last word)
+            base = _evaluator(model, block_edges, True, None, options.forced_aggregate)
+            if base.tensor_products and base.radial_tables and aot.cached(
+                    base.tensor_products, base.radial_tables, base.inv_sqrt_nb, model.sha256, directory):
+                request = "auto"
+        return _evaluator(model, block_edges, options.fused, request, options.forced_aggregate, directory)
 
 
-#: CPU frames (or spatial blocks) of at least this many atoms ask for compiled code (``compile="auto"``).
+#: CPU frames (or spatial blocks) of at least this many atoms ask for compiled code (``compile="auto"``) when
+#: the model's layers are not yet compiled ahead of time on this machine (:mod:`trajden.model.aot`; once they
+#: are, every frame runs them, see :func:`evaluator`).
 #: Compiling takes 10-45 s once per process (about 20-25 s per worker on a cold inductor cache, 2 cores), which
 #: such frames repay within an iteration or two.
 CPU_COMPILE_MIN_ATOMS = 100_000
@@ -279,9 +293,10 @@ _EVALUATOR_LOCK = threading.Lock()
 
 
 def _evaluator(model, block_edges: int, fused: bool, compile: bool | str | None = None,
-               aggregate: str | None = None) -> BlockedEvaluator:
+               aggregate: str | None = None, aot_dir=None) -> BlockedEvaluator:
     cache = model.__dict__.setdefault("_evaluators", {})  # one per set-up (small and large frames alternate)
-    key = (block_edges, fused, compile, aggregate)
+    aot_dir = aot_dir if compile else None  # only compiled set-ups use it
+    key = (block_edges, fused, compile, aggregate, None if aot_dir is None else str(aot_dir))
     ev = cache.get(key)
     if ev is None:
         tps = None
@@ -294,7 +309,8 @@ def _evaluator(model, block_edges: int, fused: bool, compile: bool | str | None 
             if tps is not None:
                 tps = [t.to(model.device) for t in tps]
         ev = BlockedEvaluator(model.module, block_edges, cutoff=model.cutoff, tensor_products=tps, compile=compile,
-                              aggregate=aggregate)
+                              aggregate=aggregate,
+                              aot=None if aot_dir is None else (getattr(model, "sha256", None), aot_dir))
         cache[key] = ev
     return ev
 

@@ -132,7 +132,7 @@ def resolve_model(first: Frame, settings: ProcessSettings, log=None) -> ProcessS
     if name == NO_MODEL:
         return replace(settings, model=NO_MODEL, species_map={})
     m = load_model(name)
-    mapping = coverage.species_map(first.elements, m.num_types, f"model {m.name}")
+    mapping = coverage.species_map(first.elements, m.num_types, f"model {m.name}", m.named_species)
     return replace(settings, model=name, species_map=mapping)
 
 

@@ -21,6 +21,33 @@ def test_choose_model_by_number_of_elements():
     assert choose_model(np.array(["Cu", "Ni", "Al"])) is None
 
 
+def test_inputs_of_exactly_a_named_model_s_elements_get_that_model():
+    assert choose_model(np.array(["O", "Si", "O"])) == "silica"
+    assert choose_model(np.array(["Si", "C"])) == TWO_ELEMENT_MODEL  # not silica: binary
+    assert choose_model(np.array(["Si", "O", "H"])) is None
+    assert choose_model(np.array(["Si"])) == ONE_ELEMENT_MODEL
+
+
+def test_named_species_map_by_symbol_not_by_count():
+    el = np.array(["O", "Si", "O"])
+    assert species_map(el, 2, named=["Si", "O"]) == {"Si": 0, "O": 1}  # by count it would be O: 0
+    assert species_map(np.array(["O", "O"]), 2, named=["Si", "O"]) == {"O": 1}
+    with pytest.raises(ModelScopeError, match="knows the elements Si, O, not Ge"):
+        species_map(np.array(["Ge", "O"]), 2, "model silica", named=["Si", "O"])
+    with pytest.raises(ModelScopeError, match="not \\(unnamed\\)"):
+        species_map(None, 2, named=["Si", "O"])
+
+
+def test_named_species_of_model_files():
+    from trajden.model.package import load_model
+
+    assert load_model("binary").named_species is None  # roles swapped in training: interchangeable
+    assert load_model("fcc-bcc-hcp").named_species is None
+    silica = load_model("silica")
+    assert silica.named_species == ["Si", "O"]
+    assert silica.metadata["training_config"]["swap_roles"] is False
+
+
 def test_species_map_is_fixed_by_count_then_symbol():
     el = np.array(["Al", "Ni", "Ni", "Ni"])
     assert distinct_elements(el) == ["Ni", "Al"]

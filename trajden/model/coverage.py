@@ -5,6 +5,10 @@ inputs of one element (or of unnamed atoms of one type). The two-element model `
 the roles of its two species swapped half of the time (:func:`trajden.train._species`), so any one-to-one
 map of an input's two elements onto its species 0 and 1 is equally valid; the map used is still fixed
 (elements by decreasing count, then by symbol) and recorded in the store, so a run can be reproduced.
+A model for named elements (``silica``: species Si and O, each in its own role, never swapped in training;
+:attr:`trajden.model.package.LoadedModel.named_species`) maps an input's elements by symbol, and an element
+it does not name is an error. Inputs whose elements are exactly such a model's (:data:`ELEMENT_MODELS`) get
+that model; other two-element inputs get ``binary``.
 
 Inputs with more elements than any shipped model covers are not rewritten: :func:`choose_model` returns
 ``None`` and the pipeline leaves such frames at their raw positions, flagged
@@ -24,6 +28,8 @@ from trajden.errors import ModelError
 ONE_ELEMENT_MODEL = "fcc-bcc-hcp"
 #: the model chosen for inputs of two elements
 TWO_ELEMENT_MODEL = "binary"
+#: shipped models for named elements, chosen for inputs of exactly these elements (before ``binary``)
+ELEMENT_MODELS: dict[frozenset, str] = {frozenset({"Si", "O"}): "silica"}
 #: ``--model`` value that lets trajden choose by the input's number of elements
 AUTO = "auto"
 #: the element name of atoms whose element is unknown (a single-type input without element information)
@@ -47,15 +53,19 @@ def choose_model(elements) -> str | None:
 
     ``elements`` may be ``None`` (atoms of one unnamed type).
     """
-    n = len(distinct_elements(elements))
+    distinct = distinct_elements(elements)
+    n = len(distinct)
     if n <= 1:
         return ONE_ELEMENT_MODEL
+    if frozenset(distinct) in ELEMENT_MODELS:
+        return ELEMENT_MODELS[frozenset(distinct)]
     if n == 2:
         return TWO_ELEMENT_MODEL
     return None
 
 
-def species_map(elements, num_types: int, model_name: str = "the model") -> dict[str, int]:
+def species_map(elements, num_types: int, model_name: str = "the model",
+                named: list[str] | None = None) -> dict[str, int]:
     """Element -> model species index for an input with these per-atom ``elements``.
 
     Parameters
@@ -63,13 +73,25 @@ def species_map(elements, num_types: int, model_name: str = "the model") -> dict
     elements : (N,) element symbols, or ``None`` (atoms of one unnamed type)
     num_types : the model's number of species
     model_name : named in the error
+    named : the model's species as element symbols (:attr:`~trajden.model.package.LoadedModel.named_species`):
+        elements are then mapped by symbol
 
     Raises
     ------
     ModelScopeError
-        The input has more distinct elements than the model has species.
+        The input has more distinct elements than the model has species, or an element a model of named
+        species does not name.
     """
     distinct = distinct_elements(elements)
+    if named:
+        if elements is None:
+            raise ModelScopeError(f"{model_name} knows the elements {', '.join(named)}, not (unnamed) atoms",
+                                  hint="name the atoms' elements (--species)")
+        missing = [e or "(unnamed)" for e in distinct if e not in named]
+        if missing:
+            raise ModelScopeError(f"{model_name} knows the elements {', '.join(named)}, not "
+                                  f"{', '.join(missing[:6])}", hint="leave out --model to let trajden choose")
+        return {e: named.index(e) for e in distinct}
     if len(distinct) > num_types:
         shown = ", ".join(e or "(unnamed)" for e in distinct[:6]) + (", ..." if len(distinct) > 6 else "")
         raise ModelScopeError(
@@ -156,6 +178,6 @@ def denoise_elements(positions, cell, elements, model: str = AUTO, device: str =
     if name is None:
         return DenoiseResult.left_raw(positions, names.SCOPE_SPECIES), "none", {}
     loaded = get_model(name, device)
-    mapping = species_map(elements, loaded.num_types, f"model {loaded.name}")
+    mapping = species_map(elements, loaded.num_types, f"model {loaded.name}", loaded.named_species)
     types = model_types(elements, mapping, len(positions))
     return denoise(positions, cell, types, loaded, **kwargs), loaded.name, mapping

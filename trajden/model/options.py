@@ -33,11 +33,16 @@ class EvaluatorOptions:
         own modules, block by block.
     aggregate : str
         Which compiled function runs (see :data:`AGGREGATE_CHOICES`).
+    aot_cache : str
+        Where a CPU's ahead-of-time compiled layers are kept (:mod:`trajden.model.aot`): ``"auto"``
+        (``$XDG_CACHE_HOME/trajden/aot`` or ``~/.cache/trajden/aot``), a directory, or ``"off"`` (compiled
+        code then comes from ``torch.compile`` in each process, as before).
     """
 
     compile: str = "auto"
     fused: bool = True
     aggregate: str = "auto"
+    aot_cache: str = "auto"
 
     def __post_init__(self):
         compile_ = self.compile
@@ -60,12 +65,16 @@ class EvaluatorOptions:
         object.__setattr__(self, "compile", compile_)
         object.__setattr__(self, "fused", bool(fused))
         object.__setattr__(self, "aggregate", aggregate)
+        aot_cache = self.aot_cache
+        if aot_cache is None or aot_cache is False:
+            aot_cache = "off"
+        object.__setattr__(self, "aot_cache", str(aot_cache))
 
     @classmethod
     def from_config(cls, section: dict | None) -> EvaluatorOptions:
         """From a resolved ``evaluator`` section (dashed or underscored keys; ``None`` values: defaults)."""
         values = {str(k).replace("-", "_"): v for k, v in (section or {}).items() if v is not None}
-        unknown = sorted(set(values) - {"compile", "fused", "aggregate"})
+        unknown = sorted(set(values) - {"compile", "fused", "aggregate", "aot_cache"})
         if unknown:
             raise ValueError(f"unknown option(s) trajden.evaluator.{', '.join(unknown)}")
         return cls(**values)

@@ -62,6 +62,20 @@ class LoadedModel:
         return len(self.metadata["species"])
 
     @property
+    def named_species(self) -> list[str] | None:
+        """The model's species as element symbols in species order (``["Si", "O"]``), for a model trained
+        with each species in one fixed role (``training_config.swap_roles`` false); ``None`` for a model whose
+        species are interchangeable roles (``binary``) or that has one species."""
+        from trajden.io.species import normalise_symbol
+
+        species = [str(s) for s in self.metadata.get("species", [])]
+        cfg = self.metadata.get("training_config") or {}
+        if len(species) < 2 or cfg.get("swap_roles", True):
+            return None
+        named = [normalise_symbol(s) for s in species]
+        return named if all(named) else None
+
+    @property
     def sigma_max(self) -> float:
         """The largest training noise, per coordinate, in nearest-neighbour distances."""
         return float(self.metadata["sigma_max"]) / self.nn_distance
