@@ -14,6 +14,15 @@ For each input it runs, in fresh subprocesses of the same run,
 and writes ``OUT/profile.json``, ``OUT/profile.png`` and the report ``docs/performance.md`` (tables and the
 plot) from what it measured.
 
+Each input runs with trajden in two machine states (``--states``):
+
+* ``fresh``: an empty ahead-of-time cache (``trajden.evaluator.aot-cache`` pointed at a new empty folder): a
+  machine where trajden never compiled anything; large runs then compile the layers during the run;
+* ``compiled``: after ``trajden models --compile`` (the default model's layers compiled for this CPU once, as
+  ``make demo`` does; its time is reported separately, it is not part of any run).
+
+OVITO runs once per input; both ratios use its time.
+
 Inputs (``--quick``: tiny versions, to check that the script works; their report goes to ``OUT/`` only):
 
 * ``hot-fcc-20``: 20 frames of 13,500 atoms, fcc Cu plus Gaussian noise of 0.08 d_nn per coordinate (new
@@ -24,7 +33,7 @@ Inputs (``--quick``: tiny versions, to check that the script works; their report
 Usage::
 
     .venv/bin/python pipelines/profile_default.py [--quick] [--out pipelines/out/profile] [--doc docs/performance.md]
-        [--cases hot-fcc-20 demo] [--threads N]
+        [--cases hot-fcc-20 demo] [--threads N] [--states fresh compiled]
 
 Timings depend on what else runs on the machine: the report records the machine, the load average before
 and after each command and how many cores other processes kept busy.
@@ -138,34 +147,86 @@ def ptm_fcc(store: Path) -> float | None:
     return float(np.mean(ds[var].values[done] == names.FCC)) if done.any() else None
 
 
-def run_case(name: str, case: dict, out: Path, threads: int | None) -> dict:
+#: machine states (see the module docstring): the label in the report
+STATES = {"fresh": "fresh machine", "compiled": "layers compiled"}
+
+
+def aot_dir(out: Path, state: str, name: str) -> Path:
+    """The ahead-of-time cache folder of a state: a new empty one per input for ``fresh``, the shared one
+    that :func:`compile_models` filled for ``compiled``."""
+    import shutil
+
+    if state == "fresh":
+        d = out / "aot-fresh" / name
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
+        return d
+    return out / "aot-compiled"
+
+
+def compile_models(out: Path, threads: int | None) -> dict:
+    """``trajden models --compile`` into the ``compiled`` state's folder, from scratch; its wall time."""
+    import shutil
+
+    d = out / "aot-compiled"
+    shutil.rmtree(d, ignore_errors=True)
+    cmd = [sys.executable, "-m", "trajden.cli", "models", "--compile", "--aot-cache", str(d)]
+    print(f"[compile] {' '.join(cmd[2:])}", flush=True)
+    res = timed(cmd, _env(threads), out / "compile.log")
+    res["command"] = " ".join(["trajden", *cmd[3:]])
+    return res
+
+
+def run_case(name: str, case: dict, out: Path, threads: int | None, states=("fresh", "compiled")) -> list[dict]:
     inputs = out / "inputs"
     inputs.mkdir(parents=True, exist_ok=True)
     dump, n_frames, n_atoms = make_input(case, inputs / f"{name}.dump", seed=hash(name) % 1000)
     env = _env(threads)
-    store, prof = out / f"{name}.zarr", out / f"{name}.profile.json"
-    frames_arg = ["--frames", case["slice"]] if case.get("slice") else []
-    cmd = [sys.executable, "-m", "trajden.cli", "process", dump, "--out", str(store), "--quiet", "--overwrite",
-           "--profile", str(prof), *frames_arg, *case["args"]]
-    print(f"[{name}] {n_frames} frames x {n_atoms} atoms: {' '.join(cmd[2:])}", flush=True)
-    busy = busy_cores(1.0)
-    res = {"case": name, "frames": n_frames, "atoms": n_atoms, "command": " ".join(["trajden", *cmd[3:]]),
-           "busy_cores_before": busy}
-    res["trajden"] = timed(cmd, env, out / f"{name}.trajden.log")
-    if res["trajden"]["rc"] == 0 and prof.exists():
-        res["profile"] = json.loads(prof.read_text())
-        res["ptm_fcc_denoised"] = ptm_fcc(store) if name.startswith("hot-fcc") else None
     ov_json = out / f"{name}.ovito.json"
     a, _, b = (case.get("slice") or ":").partition(":")
     ov_cmd = [sys.executable, "-m", "pipelines.bench.ovito_ptm", dump, "--frames", f"{a}:{b}", "--json", str(ov_json)]
-    res["ovito"] = timed(ov_cmd, env, out / f"{name}.ovito.log")
-    if res["ovito"]["rc"] == 0:
-        res["ovito"].update(json.loads(ov_json.read_text()))
-    if res["trajden"]["rc"] == 0 and res["ovito"]["rc"] == 0:
-        res["ratio"] = res["trajden"]["wall_s"] / res["ovito"]["wall_s"]
-    print(f"[{name}] trajden {res['trajden']['wall_s']:.1f} s (rc {res['trajden']['rc']}), OVITO PTM "
-          f"{res['ovito']['wall_s']:.1f} s (rc {res['ovito']['rc']})", flush=True)
-    return res
+    ovito = timed(ov_cmd, env, out / f"{name}.ovito.log")
+    if ovito["rc"] == 0:
+        ovito.update(json.loads(ov_json.read_text()))
+    results = []
+    for state in states:
+        tag = f"{name}.{state}"
+        store, prof = out / f"{tag}.zarr", out / f"{tag}.profile.json"
+        frames_arg = ["--frames", case["slice"]] if case.get("slice") else []
+        cmd = [sys.executable, "-m", "trajden.cli", "process", dump, "--out", str(store), "--quiet", "--overwrite",
+               "--profile", str(prof), *frames_arg, *case["args"]]
+        print(f"[{tag}] {n_frames} frames x {n_atoms} atoms: {' '.join(cmd[2:])}", flush=True)
+        busy = busy_cores(1.0)
+        res = {"case": f"{name} ({STATES[state]})", "input": name, "state": state, "frames": n_frames,
+               "atoms": n_atoms, "command": " ".join(["trajden", *cmd[3:]]), "busy_cores_before": busy}
+        run_env = dict(env, DASK_TRAJDEN__EVALUATOR__AOT_CACHE=str(aot_dir(out, state, name)))
+        res["trajden"] = timed(cmd, run_env, out / f"{tag}.trajden.log")
+        if res["trajden"]["rc"] == 0 and prof.exists():
+            res["profile"] = json.loads(prof.read_text())
+            res["ptm_fcc_denoised"] = ptm_fcc(store) if name.startswith("hot-fcc") else None
+            res["evaluator"] = evaluator_used(store)
+        res["ovito"] = ovito
+        if res["trajden"]["rc"] == 0 and ovito["rc"] == 0:
+            res["ratio"] = res["trajden"]["wall_s"] / ovito["wall_s"]
+        print(f"[{tag}] trajden {res['trajden']['wall_s']:.1f} s (rc {res['trajden']['rc']}), OVITO PTM "
+              f"{ovito['wall_s']:.1f} s (rc {ovito['rc']})", flush=True)
+        results.append(res)
+    return results
+
+
+def evaluator_used(store: Path) -> str:
+    """"compiled" / "eager" / "mixed": which code denoised the store's frames."""
+    import numpy as np
+    import xarray as xr
+
+    from trajden import names
+
+    ds = xr.open_zarr(store, consolidated=False)
+    if names.VAR_EVALUATOR not in ds:
+        return "-"
+    codes = set(np.unique(ds[names.VAR_EVALUATOR].values).tolist())
+    return {frozenset({names.EVALUATOR_COMPILED}): "compiled",
+            frozenset({names.EVALUATOR_EAGER}): "eager"}.get(frozenset(codes), "mixed")
 
 
 def machine() -> dict:
@@ -246,8 +307,8 @@ def report(results: list[dict], info: dict, args, png: Path, doc: Path) -> str:
         "diamond), also in a fresh process, in the same run.",
         "",
         "| input | frames x atoms | trajden defaults (s) | OVITO PTM (s) | ratio | atoms/s (trajden) | execution "
-        "| PTM fcc after denoising | busy cores before |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model evaluated | PTM fcc after denoising | busy cores before |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         t, o, p = r["trajden"], r["ovito"], r.get("profile") or {}
@@ -257,7 +318,14 @@ def report(results: list[dict], info: dict, args, png: Path, doc: Path) -> str:
             f"| {r['case']} | {r['frames']} x {r['atoms']} | {f(t['wall_s'])}{'' if t['rc'] == 0 else ' (failed)'} "
             f"| {f(o['wall_s'])} | {f(r.get('ratio'))}x | {f(rate, 0)} | {p.get('execution', '-')} "
             f"({p.get('n_workers', '-')} worker(s), {p.get('frames_per_chunk', '-')} frames/task) | "
-            f"{'-' if fcc is None else f'{100 * fcc:.2f} %'} | {f(r['busy_cores_before'], 2)} |")
+            f"{r.get('evaluator', '-')} | {'-' if fcc is None else f'{100 * fcc:.2f} %'} | "
+            f"{f(r['busy_cores_before'], 2)} |")
+    comp = info.get("compile")
+    if comp:
+        lines += ["", f"'layers compiled': after `{comp['command']}` (the default model's layers compiled ahead of "
+                  f"time for this CPU, once per machine; `make demo` runs it first): {f(comp['wall_s'])} s "
+                  f"(exit {comp['rc']}), not counted in any run. 'fresh machine': an empty cache; runs large "
+                  "enough to repay a compilation compile the layers themselves (and leave them for later runs)."]
     lines += ["", "## Where the time went (seconds)", "",
               "Start-up and store preparation are the driver's; the stages are summed over tasks (worker-seconds: "
               "on a cluster they overlap in wall time); idle is worker time outside tasks. OVITO: import, then "
@@ -288,6 +356,8 @@ def parse_args(argv=None):
                    help="report to write (default docs/performance.md; with --quick OUT/performance.md)")
     p.add_argument("--cases", nargs="+", help="only these cases (hot-fcc-20, hot-fcc-256k, demo)")
     p.add_argument("--threads", type=int, help="OMP_NUM_THREADS / OVITO_THREAD_COUNT for both (default: unset)")
+    p.add_argument("--states", nargs="+", choices=tuple(STATES), default=list(STATES),
+                   help="machine states to run trajden in (default both)")
     return p.parse_args(argv)
 
 
@@ -303,7 +373,9 @@ def main(argv=None) -> int:
             raise SystemExit(f"unknown case(s) {sorted(unknown)}; choose from {sorted(todo)}")
         todo = {k: v for k, v in todo.items() if k in args.cases}
     info = machine()
-    results = [run_case(name, case, out, args.threads) for name, case in todo.items()]
+    if "compiled" in args.states:
+        info["compile"] = compile_models(out, args.threads)
+    results = [r for name, case in todo.items() for r in run_case(name, case, out, args.threads, args.states)]
     (out / "profile.json").write_text(json.dumps({"machine": info, "results": results}, indent=1))
     png = doc.parent / "performance.png" if not args.quick else out / "profile.png"
     doc.parent.mkdir(parents=True, exist_ok=True)

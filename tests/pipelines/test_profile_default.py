@@ -14,12 +14,13 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_quick_profile_writes_its_report(tmp_path):
     out = tmp_path / "prof"
     r = subprocess.run([sys.executable, str(ROOT / "pipelines" / "profile_default.py"), "--quick", "--cases",
-                        "hot-fcc-20", "--out", str(out), "--threads", "1"], capture_output=True, text=True,
+                        "hot-fcc-20", "--out", str(out), "--threads", "1", "--states", "fresh"], capture_output=True, text=True,
                        cwd=ROOT, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     data = json.loads((out / "profile.json").read_text())
     (res,) = data["results"]
-    assert res["case"] == "hot-fcc-20" and res["frames"] == 3 and res["atoms"] == 500
+    assert res["case"] == "hot-fcc-20 (fresh machine)" and res["frames"] == 3 and res["atoms"] == 500
+    assert res["evaluator"] == "eager"  # an empty ahead-of-time cache and a tiny run: nothing compiled
     prof = res["profile"]
     assert prof["execution"] == "serial" and prof["frames"] == 3  # a small input runs in its own process
     stages = prof["stages_s"]
@@ -29,5 +30,5 @@ def test_quick_profile_writes_its_report(tmp_path):
     assert stages["other"] <= 0.2 * prof["tasks_s"]
     assert res["ovito"]["frames"] == 3 and res["ptm_fcc_denoised"] > 0.99
     doc = (out / "performance.md").read_text()
-    assert "| hot-fcc-20 | 3 x 500 |" in doc and "![stages](profile.png)" in doc
+    assert "| hot-fcc-20 (fresh machine) | 3 x 500 |" in doc and "![stages](profile.png)" in doc
     assert (out / "profile.png").stat().st_size > 10_000
