@@ -10,7 +10,11 @@ Mishin EAM: hot crystals up to 1.1 Tm, liquids, a grain boundary beside liquid, 
 solidification run; for a two-element model, the two-element prototypes at 0.08 and sigma_max. Out of scope:
 a (10,10) carbon nanotube, C60 in a box, liquid-like water.
 
-    python pipelines/study_scope.py [--models fcc-bcc-hcp binary] [--report docs/scope.md]
+    python pipelines/study_scope.py [--models fcc-bcc-hcp binary silica] [--report docs/scope.md]
+
+A model of named elements (``silica``) is chosen only for inputs of exactly its elements; it gets its own
+prototypes, the real-MD snapshots of ``pipelines/study_compounds_md.py`` (from that study's cache) and a silica
+it was not trained on (stishovite: six O per Si).
 """
 
 from __future__ import annotations
@@ -44,6 +48,44 @@ def local_rms(raw, den, cell, nn, radius=DEFAULT_RADIUS):
     i, j = NeighborList(cutoff=radius * nn, full_list=True).compute(raw, cell, True, "ij")
     total = np.bincount(i, weights=m2[j], minlength=len(raw)) + m2
     return np.sqrt(total / (np.bincount(i, minlength=len(raw)) + 1))
+
+
+def stishovite(reps: int = 6):
+    """Rutile-type SiO2 (stishovite, P4_2/mnm, a = 4.1772, c = 2.6651 A, O at (x, x, 0), x = 0.3062): six O
+    around each Si, a silica no trajden model was trained on. Returns (positions, cell, types: 0 Si, 1 O)."""
+    a, c, x = 4.1772, 2.6651, 0.3062
+    frac = np.array([[0, 0, 0], [0.5, 0.5, 0.5], [x, x, 0], [-x, -x, 0], [0.5 + x, 0.5 - x, 0.5],
+                     [0.5 - x, 0.5 + x, 0.5]]) % 1.0
+    types = np.array([0, 0, 1, 1, 1, 1])
+    n = (reps, reps, 2 * reps)
+    grid = np.stack(np.meshgrid(*(np.arange(k) for k in n), indexing="ij"), -1).reshape(-1, 3)
+    cell1 = np.diag([a, a, c])
+    pos = ((grid[:, None, :] + frac[None]) @ cell1).reshape(-1, 3)
+    return pos, cell1 * np.array(n)[:, None], np.tile(types, len(grid))
+
+
+def named_inputs(rng, model):
+    """Inputs for a model of named elements (``silica``: chosen only for inputs of exactly its elements): its
+    own prototypes at 0.08 and 0.13 bonds, the real-MD snapshots of pipelines/study_compounds_md.py where its
+    cache holds them, and one silica it was not trained on (stishovite, ideal and hot)."""
+    out = []
+    for p in model.metadata["structures"]:
+        for sig in (0.08, 0.13):
+            c = make_crystal(p, 3000, d_nn=1.61)
+            out.append(("in scope", f"{p}, sigma {sig} bonds", add_noise(c.positions, sig * 1.61, rng)[0], c.cell,
+                        c.types))
+    md = ROOT / "pipelines" / "out" / "compounds-md"
+    for p in model.metadata["structures"]:
+        path = md / f"{p}.npz"
+        if path.exists():
+            z = np.load(path)
+            for f in sorted({0, len(z["positions"]) - 1}):
+                out.append(("real MD (LAMMPS)", f"{p} {float(z['T_K'][f]):.0f} K", z["positions"][f], z["cell"][f],
+                            z["types"] - 1))
+    pos, cell, types = stishovite()
+    out.append(("out of scope", "stishovite (rutile SiO2, six O per Si), ideal", pos, cell, types))
+    out.append(("out of scope", "stishovite, sigma 0.08 bonds", add_noise(pos, 0.08 * 1.76, rng)[0], cell, types))
+    return out
 
 
 def inputs(rng, two_element: bool):
@@ -97,7 +139,8 @@ def study(model_name: str, rng) -> list[dict]:
     guard = MoveGuard()
     unit = np.sqrt(3.0) * model.sigma_max
     rows = []
-    for group, name, pos, cell, types in inputs(rng, model.num_types > 1):
+    todo = named_inputs(rng, model) if model.named_species else inputs(rng, model.num_types > 1)
+    for group, name, pos, cell, types in todo:
         row = {"model": model_name, "group": group, "input": name, "n_atoms": len(pos)}
         try:
             free = denoise(pos, cell, types, model, k=8, guard=False)

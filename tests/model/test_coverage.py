@@ -21,7 +21,11 @@ def test_choose_model_by_number_of_elements():
     assert choose_model(np.array(["Cu", "Ni", "Al"])) is None
 
 
-def test_inputs_of_exactly_a_named_model_s_elements_get_that_model():
+def test_inputs_of_exactly_a_named_model_s_elements_get_that_model(monkeypatch):
+    from trajden.model import coverage
+
+    assert choose_model(np.array(["O", "Si", "O"])) == TWO_ELEMENT_MODEL  # silica is opt-in (see ELEMENT_MODELS)
+    monkeypatch.setattr(coverage, "ELEMENT_MODELS", {frozenset({"Si", "O"}): "silica"})
     assert choose_model(np.array(["O", "Si", "O"])) == "silica"
     assert choose_model(np.array(["Si", "C"])) == TWO_ELEMENT_MODEL  # not silica: binary
     assert choose_model(np.array(["Si", "O", "H"])) is None

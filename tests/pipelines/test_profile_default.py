@@ -14,8 +14,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_quick_profile_writes_its_report(tmp_path):
     out = tmp_path / "prof"
     r = subprocess.run([sys.executable, str(ROOT / "pipelines" / "profile_default.py"), "--quick", "--cases",
-                        "hot-fcc-20", "--out", str(out), "--threads", "1", "--states", "fresh"], capture_output=True, text=True,
-                       cwd=ROOT, timeout=600)
+                        "hot-fcc-20", "--out", str(out), "--threads", "1", "--states", "fresh"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     data = json.loads((out / "profile.json").read_text())
     (res,) = data["results"]
