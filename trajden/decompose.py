@@ -247,6 +247,10 @@ def evaluator(model, block_edges: int, compile: bool | str | None = None,
 
     cpu = torch.device(model.device).type == "cpu"
     directory = aot.cache_dir(options.aot_cache) if cpu and options.fused else None
+    # packages are built only where compiled code is forced (``compile="on"``, ``trajden models --compile``:
+    # about a minute per model, once per machine); "auto" loads them when they are there and otherwise
+    # compiles large runs in-process with torch.compile, as before (a run never waits for a build it did not
+    # ask for)
     request = options.compile_arg(compile)
     with _EVALUATOR_LOCK:  # e3nn builds modules with torch.fx tracing, which is not thread-safe
         if request is None and options.compile == "auto" and directory is not None:
@@ -310,7 +314,8 @@ def _evaluator(model, block_edges: int, fused: bool, compile: bool | str | None 
                 tps = [t.to(model.device) for t in tps]
         ev = BlockedEvaluator(model.module, block_edges, cutoff=model.cutoff, tensor_products=tps, compile=compile,
                               aggregate=aggregate,
-                              aot=None if aot_dir is None else (getattr(model, "sha256", None), aot_dir))
+                              aot=None if aot_dir is None else (getattr(model, "sha256", None), aot_dir,
+                                                                compile is True))
         cache[key] = ev
     return ev
 

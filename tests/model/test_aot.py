@@ -80,6 +80,14 @@ def test_built_once_then_loaded_and_equal_to_eager(tiny, tmp_path):
     modes = json.loads(out.stdout.strip().splitlines()[-1])
     assert "fast+aot-layer" in modes or modes == ["fast"]  # "fast": the probe found eager faster on this machine
     assert {p: p.stat().st_mtime_ns for p in packages} == built  # loaded, not rebuilt
+    probes = list(cache.glob("probe-*.json"))  # compiled vs eager timed once per machine, kept for later runs
+    assert len(probes) == 1 and set(json.loads(probes[0].read_text())["times"]) == {"eager", "compiled"}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(json.loads(probes[0].read_text())["threads"])  # the key includes the thread count
+    try:
+        aot.probe_times(cache, m.sha256, lambda: pytest.fail("measured again"))  # read back, not re-measured
+    finally:
+        torch.set_num_threads(threads)
     np.testing.assert_allclose(np.load(tmp_path / "p.npy"), eager.positions, atol=1e-4)
 
 
@@ -92,9 +100,12 @@ def test_not_built_without_a_request_and_keyed_by_model(tiny, tmp_path):
     assert not aot.cached(*args, m.sha256, tmp_path)
     assert aot.aot_layers(*args, m.sha256, tmp_path, build=False) is None
     assert not list(tmp_path.iterdir())
-    # compile "auto" on a small frame with an empty cache builds nothing (the compile would not pay)
+    # compile "auto" with an empty cache builds nothing: not on a small frame (eager), nor where a large one
+    # asks for compiled code (torch.compile in the process, as without a cache)
     ev = evaluator(m, 4096, None, EvaluatorOptions(compile="auto", aot_cache=str(tmp_path)))
     assert not ev.compiled and not list(tmp_path.iterdir())
+    ev = evaluator(m, 4096, "auto", EvaluatorOptions(compile="auto", aot_cache=str(tmp_path)))
+    assert not ev.aot_used and not list(tmp_path.glob("*.pt2"))
     assert aot.package_key("a" * 64, 0, base.radial_tables[0], 0.25) != aot.package_key(
         "b" * 64, 0, base.radial_tables[0], 0.25)
 

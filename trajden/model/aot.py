@@ -5,7 +5,10 @@ for it again (tracing and compiling three layers: 10-25 s on 2 cores, even with 
 small runs never repay. Here each layer's whole block, :meth:`trajden.model.fused.FusedTP.block`, is exported
 once with dynamic atom, row, edge and slot counts, compiled by AOTInductor into a package (a shared library and
 its weights), and kept in a per-machine cache directory; every later process, and every Dask worker, loads
-the package in milliseconds and runs compiled code from its first frame.
+the package in milliseconds and runs compiled code from its first frame. Packages are built only on request
+(``trajden models --compile``, or ``compile="on"``: about a minute for the default model on 2 cores); a run
+with ``compile="auto"`` uses them when they are there and never waits for a build it did not ask for. Whether
+they beat the eager path on this machine is timed once and kept beside them (:func:`probe_times`).
 
 A package is keyed by everything its code depends on: the model file's sha256, the layer, the radial table,
 torch's version, the CPU's vector ISA (``torch.backends.cpu.get_cpu_capability()``: a package built with
@@ -177,6 +180,30 @@ def aot_layers(tensor_products: list, radial_tables: list, inv_sqrt_nb: list, mo
         warnings.warn(f"ahead-of-time compiled layers unavailable ({type(err).__name__}: {err})", stacklevel=2)
         return None
     return out
+
+
+def probe_times(directory: Path, model_sha256: str, measure) -> tuple[bool, dict]:
+    """Whether the compiled layers are faster than eager on this machine, and the timings: read from
+    ``probe-<key>.json`` in ``directory`` where a run measured them before (``measure()`` ->
+    ``(faster, {"eager": s, "compiled": s})``, :func:`trajden.model.evaluate.compiled_is_faster`), else measured
+    now and kept there. A probe costs about 2-4 s on 2 cores; with the packages it is paid once per machine."""
+    key = {"model_sha256": model_sha256, "torch": torch.__version__,
+           "cpu_capability": torch.backends.cpu.get_cpu_capability(), "source": _source_digest(),
+           "threads": torch.get_num_threads()}
+    path = directory / f"probe-{_key_name(key)}.json"
+    try:
+        got = json.loads(path.read_text())
+        return bool(got["faster"]), got["times"]
+    except (OSError, ValueError, KeyError):
+        pass
+    faster, times = measure()
+    try:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({**key, "faster": bool(faster), "times": times}, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+    except OSError:
+        pass
+    return faster, times
 
 
 def cached(tensor_products: list, radial_tables: list, inv_sqrt_nb: list, model_sha256: str,

@@ -76,8 +76,8 @@ class BlockedEvaluator:
                  tensor_products: list | None = None, threads: int | None = None,
                  compile: bool | str | None = None, aggregate: str | None = None, aot: tuple | None = None):
         self.module = module
-        #: ``(model sha256, cache directory)``: a CPU's compiled layers come from ahead-of-time compiled
-        #: packages there (:mod:`trajden.model.aot`, built when missing) instead of ``torch.compile``
+        #: ``(model sha256, cache directory, build)``: a CPU's compiled layers come from ahead-of-time compiled
+        #: packages there (:mod:`trajden.model.aot`; built when missing if ``build``, else ``torch.compile``)
         self.aot = aot if aot is not None and aot[0] and aot[1] is not None else None
         #: whether the compiled layers are ahead-of-time packages
         self.aot_used = False
@@ -135,7 +135,9 @@ class BlockedEvaluator:
             if self.aot is not None and self.device.type == "cpu" and names == ("layer",):
                 from trajden.model.aot import aot_layers
 
-                self.compiled = aot_layers(self.tensor_products, self.radial_tables, self.inv_sqrt_nb, *self.aot)
+                sha, directory, build = self.aot
+                self.compiled = aot_layers(self.tensor_products, self.radial_tables, self.inv_sqrt_nb, sha,
+                                           directory, build=build)
                 self.aot_used = self.compiled is not None
             if not self.compiled:
                 self.compiled = compile_aggregates(self.tensor_products, self.radial_tables, self.device, names)
@@ -143,9 +145,13 @@ class BlockedEvaluator:
                 self.aggregate_impl, self.aggregate_times = choose_aggregate(
                     self.compiled, self.tensor_products, self.radial_tables, self.device)
             if self.compiled and wanted == "auto":
-                # ahead-of-time packages have no compile penalty to weigh, and measure 3-5x faster than eager
-                # on 2 cores: one timed round (after the warm-up) is enough to catch a machine where they are not
-                faster, self.compile_times = compiled_is_faster(self, reps=1 if self.aot_used else 3)
+                if self.aot_used:  # measured once per machine and model, kept beside the packages
+                    from trajden.model.aot import probe_times
+
+                    faster, self.compile_times = probe_times(self.aot[1], self.aot[0],
+                                                             lambda: compiled_is_faster(self))
+                else:
+                    faster, self.compile_times = compiled_is_faster(self)
                 if not faster:
                     self.compiled, self.aot_used = None, False
         except Exception as err:  # noqa: BLE001 - an optional speed-up: any failure -> the eager fast path
