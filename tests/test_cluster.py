@@ -58,7 +58,12 @@ def test_packaged_defaults_loaded():
     assert dask.config.get("trajden.worker.device") == "auto"
     cfg = cluster.resolve_config(None)
     assert set(cfg) == {"local", "worker", "slurm", "evaluator"}
-    assert cfg["evaluator"] == {"compile": "auto", "fused": True, "aggregate": "auto"}
+    # aot-cache: "auto" in the package; the tests' environment (tests/conftest.py) switches it off
+    assert cfg["evaluator"] == {"compile": "auto", "fused": True, "aggregate": "auto", "aot-cache": "off"}
+    import yaml
+
+    packaged = yaml.safe_load((Path(cluster.__file__).parent / "trajden.yaml").read_text())
+    assert packaged["trajden"]["evaluator"]["aot-cache"] == "auto"
     assert cfg["local"]["n-workers"] is None
     assert cfg["slurm"]["walltime"] == "01:00:00"
 

@@ -10,7 +10,7 @@ def test_values_from_yaml_and_the_deprecated_variables_are_normalised():
     assert EvaluatorOptions(compile="0").compile == "off" and EvaluatorOptions(compile="1").compile == "on"
     assert EvaluatorOptions.from_config({"compile": None, "aggregate": "ATOMIC"}) == EvaluatorOptions(
         aggregate="atomic")
-    assert EvaluatorOptions().as_dict() == {"compile": "auto", "fused": True, "aggregate": "auto"}
+    assert EvaluatorOptions().as_dict() == {"compile": "auto", "fused": True, "aggregate": "auto", "aot_cache": "off"}
     for bad in ({"compile": "maybe"}, {"fused": "perhaps"}, {"aggregate": "sum"}):
         with pytest.raises(ValueError, match="trajden.evaluator"):
             EvaluatorOptions(**bad)

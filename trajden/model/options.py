@@ -36,13 +36,15 @@ class EvaluatorOptions:
     aot_cache : str
         Where a CPU's ahead-of-time compiled layers are kept (:mod:`trajden.model.aot`): ``"auto"``
         (``$XDG_CACHE_HOME/trajden/aot`` or ``~/.cache/trajden/aot``), a directory, or ``"off"`` (compiled
-        code then comes from ``torch.compile`` in each process, as before).
+        code then comes from ``torch.compile`` in each process). The packaged configuration
+        (``trajden/trajden.yaml``, what :func:`trajden.cluster.evaluator_options` and the CLI start from) says
+        ``"auto"``; options built in code without it touch no cache.
     """
 
     compile: str = "auto"
     fused: bool = True
     aggregate: str = "auto"
-    aot_cache: str = "auto"
+    aot_cache: str = "off"
 
     def __post_init__(self):
         compile_ = self.compile
