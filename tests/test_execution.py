@@ -42,10 +42,10 @@ def spy_evaluator(monkeypatch):
     calls = []
     real = decompose._evaluator
 
-    def spy(model, block_edges, fused, compile=None, aggregate=None):
+    def spy(model, block_edges, fused, compile=None, aggregate=None, aot_dir=None):
         model.__dict__.pop("_evaluators", None)
         calls.append({"fused": fused, "compile": compile, "aggregate": aggregate})
-        return real(model, block_edges, fused, compile, aggregate)
+        return real(model, block_edges, fused, compile, aggregate, aot_dir)
 
     monkeypatch.setattr(decompose, "_evaluator", spy)
     return calls
@@ -68,7 +68,7 @@ def test_cli_options_reach_the_evaluator_and_the_store(hot_fcc_dump, tmp_path, m
     assert spy_evaluator and all(c == wanted for c in spy_evaluator)
     ds = xr.open_zarr(out, consolidated=False)
     assert json.loads(ds.attrs[names.ATTR_EVALUATOR_OPTIONS]) == {"compile": "off", "fused": False,
-                                                                  "aggregate": "atomic"}
+                                                                  "aggregate": "atomic", "aot_cache": "off"}
     assert ds.attrs[names.ATTR_EXECUTION] == "serial"
     assert "small input: 2 frames x 500 atoms" in ds.attrs[names.ATTR_EXECUTION_REASON]
     assert "running in this process, no Dask cluster (small input" in capsys.readouterr().err
@@ -90,7 +90,9 @@ def test_cli_defaults_and_cluster_config_file(hot_fcc_dump, tmp_path, monkeypatc
                "--quiet", "--torch-threads", "1"])
     assert rc == 0 and spy_evaluator[-1] == {"fused": True, "compile": None, "aggregate": None}
     a = xr.open_zarr(tmp_path / "a.zarr", consolidated=False)
-    assert json.loads(a.attrs[names.ATTR_EVALUATOR_OPTIONS]) == {"compile": "auto", "fused": True, "aggregate": "auto"}
+    # (aot_cache: the packaged "auto", switched off by the tests' environment, tests/conftest.py)
+    assert json.loads(a.attrs[names.ATTR_EVALUATOR_OPTIONS]) == {"compile": "auto", "fused": True, "aggregate": "auto",
+                                                                 "aot_cache": "off"}
     assert a.attrs[names.ATTR_EXECUTION] == "serial" and a.attrs[names.ATTR_EXECUTION_REASON] == "a single frame"
 
     cfg = tmp_path / "c.yaml"
@@ -99,4 +101,5 @@ def test_cli_defaults_and_cluster_config_file(hot_fcc_dump, tmp_path, monkeypatc
                "--quiet", "--torch-threads", "1", "--cluster-config", str(cfg), "--fused"])
     assert rc == 0 and spy_evaluator[-1] == {"fused": True, "compile": False, "aggregate": None}
     b = xr.open_zarr(tmp_path / "b.zarr", consolidated=False)
-    assert json.loads(b.attrs[names.ATTR_EVALUATOR_OPTIONS]) == {"compile": "off", "fused": True, "aggregate": "auto"}
+    assert json.loads(b.attrs[names.ATTR_EVALUATOR_OPTIONS]) == {"compile": "off", "fused": True, "aggregate": "auto",
+                                                                 "aot_cache": "off"}
