@@ -140,6 +140,7 @@ def _cmd_process(args) -> int:
         _check_types(first, load_model(settings.model))  # a given model that cannot take the types is named first
     require_elements(first)  # several types and no element names: one line naming --species, nothing written
     settings = resolve_model(first, settings, log=_say(args))
+    _hint_compile(settings, args)
     kind, reason = execution.choose_execution(requested, len(frames), traj.n_atoms,
                                               explicit_dask=args.workers is not None or args.scheduler_file is not None)
     try:
@@ -403,6 +404,27 @@ def _cmd_models(args) -> int:
         print(f"{name:{width}s} sha256 {m.sha256[:12]}  structures {','.join(md['structures'])}  "
               f"cutoff {md['cutoff']} nn  params {md.get('n_parameters')}  {entry.get('description', '')}")
     return 0
+
+
+def _hint_compile(settings, args) -> None:
+    """One informational line when a CPU run will evaluate a model whose layers were never compiled ahead of
+    time on this machine (``trajden models --compile`` once makes later runs start compiled)."""
+    import torch
+
+    from trajden.model import aot
+    from trajden.model.package import load_model
+
+    opts = settings.evaluator
+    directory = aot.cache_dir(opts.aot_cache)
+    on_gpu = settings.device not in (None, "auto", "cpu") or (settings.device in (None, "auto")
+                                                               and torch.cuda.is_available())
+    if (getattr(args, "quiet", False) or directory is None or on_gpu or opts.compile != "auto" or not opts.fused
+            or settings.method == "average" or settings.model in (None, "none", "auto")):
+        return
+    model = load_model(settings.model)
+    if not aot.has_packages(directory, model.sha256):
+        _say(args)(f"model {model.name}: layers not compiled for this machine; `trajden models --compile "
+                   f"{model.name}` once (about a minute) makes later runs start compiled (3-5x faster denoising)")
 
 
 def _compile_models(args) -> int:

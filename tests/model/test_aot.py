@@ -119,3 +119,27 @@ def test_models_compile_command(tiny, tmp_path):
     off = subprocess.run([sys.executable, "-m", "trajden.cli", "models", "--compile", "--aot-cache", "off"],
                          capture_output=True, text=True)
     assert off.returncode != 0 and "Traceback" not in off.stderr and "--aot-cache off" in off.stderr
+
+
+def test_cli_hints_at_compiling_once(hot_fcc_dump, tmp_path):
+    import os
+
+    cache = tmp_path / "cache"
+    env = {**os.environ, "DASK_TRAJDEN__EVALUATOR__AOT_CACHE": str(cache)}
+
+    def run(*extra):
+        return subprocess.run([sys.executable, "-m", "trajden.cli", "process", str(hot_fcc_dump), "--out",
+                               str(tmp_path / "s.zarr"), "--overwrite", "--frames", "0:1", "-k", "1", *extra],
+                              capture_output=True, text=True, env=env, timeout=600)
+
+    hint = "layers not compiled for this machine; `trajden models --compile fcc-bcc-hcp` once"
+    first = run()
+    assert first.returncode == 0 and hint in first.stderr, first.stderr
+    assert hint not in run("--quiet").stderr
+    cache.mkdir()
+    sha = load_model("fcc-bcc-hcp").sha256
+    (cache / "x.json").write_text(json.dumps({"model_sha256": sha}))
+    (cache / "x.pt2").write_bytes(b"")  # not a real package: its name is no key, so the run stays eager
+    later = run()
+    assert later.returncode == 0 and hint not in later.stderr, later.stderr
+    assert aot.has_packages(cache, sha) and not aot.has_packages(cache, "0" * 64)

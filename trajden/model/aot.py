@@ -206,6 +206,20 @@ def probe_times(directory: Path, model_sha256: str, measure) -> tuple[bool, dict
     return faster, times
 
 
+def has_packages(directory: Path | None, model_sha256: str) -> bool:
+    """Whether ``directory`` holds any package built for the model file ``model_sha256`` (a cheap look at the
+    keys beside the packages, for messages; :func:`cached` is the exact test)."""
+    if directory is None or not directory.is_dir():
+        return False
+    for meta in directory.glob("*.json"):
+        try:
+            if json.loads(meta.read_text()).get("model_sha256") == model_sha256 and meta.with_suffix(".pt2").exists():
+                return True
+        except (OSError, ValueError, AttributeError):
+            continue
+    return False
+
+
 def cached(tensor_products: list, radial_tables: list, inv_sqrt_nb: list, model_sha256: str,
            directory: Path | None) -> bool:
     """Whether every layer's package is already in ``directory``."""
