@@ -409,15 +409,17 @@ def _cmd_models(args) -> int:
 def _hint_compile(settings, args) -> None:
     """One informational line when a CPU run will evaluate a model whose layers were never compiled ahead of
     time on this machine (``trajden models --compile`` once makes later runs start compiled)."""
-    import torch
-
+    from trajden.cluster import pick_device
+    from trajden.errors import ClusterError
     from trajden.model import aot
     from trajden.model.package import load_model
 
     opts = settings.evaluator
     directory = aot.cache_dir(opts.aot_cache)
-    on_gpu = settings.device not in (None, "auto", "cpu") or (settings.device in (None, "auto")
-                                                               and torch.cuda.is_available())
+    try:
+        on_gpu = pick_device(settings.device) != "cpu"
+    except ClusterError:  # a device that is not there: the run itself says so
+        return
     if (getattr(args, "quiet", False) or directory is None or on_gpu or opts.compile != "auto" or not opts.fused
             or settings.method == "average" or settings.model in (None, "none", "auto")):
         return

@@ -21,6 +21,7 @@ leaves the caller to its other paths.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -52,6 +53,7 @@ def cache_dir(setting: str | os.PathLike | None) -> Path | None:
     return Path(os.path.expanduser(os.fspath(setting)))
 
 
+@functools.lru_cache(maxsize=1)
 def _source_digest() -> str:
     h = hashlib.sha256()
     from trajden.model import fused
@@ -108,21 +110,11 @@ class AotLayer:
 
 
 def _example(tp, table, rows: int = 64, k: int = 12, seed: int = 0):
-    """Random inputs of one block: (h, x_rows, src, vec, slots) with ``rows`` rows of up to ``k`` edges."""
-    gen = torch.Generator().manual_seed(seed)
-    n = 3 * rows
-    counts = torch.randint(k // 2, k + 1, (rows,), generator=gen)
-    e = int(counts.sum())
-    h = torch.randn(n, tp.dim_in1, generator=gen)
-    x_rows = torch.randn(rows, tp.layer.irreps_in.dim, generator=gen)
-    src = torch.randint(0, n, (e,), generator=gen)
-    lengths = float(table.r_min) + torch.rand(e, generator=gen) * (table.step * (table.table.shape[0] - 1) * 0.95)
-    vec = torch.nn.functional.normalize(torch.randn(e, 3, generator=gen), dim=-1) * lengths.unsqueeze(-1)
-    starts = torch.cumsum(counts, 0) - counts
-    slots = torch.full((rows, k), -1, dtype=torch.int32)
-    for r in range(rows):
-        slots[r, : counts[r]] = torch.arange(int(starts[r]), int(starts[r] + counts[r]), dtype=torch.int32)
-    return h, x_rows, src, vec, slots
+    """Random inputs of one block on the CPU, ``rows`` rows of about ``k`` edges each
+    (:func:`trajden.model.evaluate.random_layer_block`)."""
+    from trajden.model.evaluate import random_layer_block
+
+    return random_layer_block(tp, table, torch.device("cpu"), 3 * rows, rows, rows * k, seed)
 
 
 def _build(module: _Block, example, path: Path) -> None:

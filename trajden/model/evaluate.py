@@ -381,6 +381,16 @@ def _random_block(tp, table, device, n: int, rows: int, e: int, seed: int):
     return h, src, dst, y, lengths, (table.table, table.delta, table.r_min, table.step)
 
 
+def random_layer_block(tp, table, device, n: int, rows: int, e: int, seed: int):
+    """Random inputs ``(h, x_rows, src, vec, slots)`` of :meth:`FusedTP.block` (the fused product ``tp`` must
+    carry its Python layer): :func:`_random_block`'s, with edge vectors of its lengths, random rows and int32
+    slots."""
+    h, src, dst, y, lengths, _ = _random_block(tp, table, device, n, rows, e, seed)
+    vec = torch.nn.functional.normalize(y[:, 1:4] + 0.1, dim=-1) * lengths.unsqueeze(-1)
+    x_rows = torch.randn(rows, tp.layer.irreps_in.dim, generator=torch.Generator().manual_seed(seed)).to(device)
+    return h, x_rows, src, vec, edge_slots(dst, rows).to(torch.int32)
+
+
 def compiled_names(tensor_products: list, device: torch.device, forced: str | None = None) -> tuple[str, ...]:
     """Which functions :func:`compile_aggregates` compiles: ``forced`` (``layer``, ``atomic`` or ``padded``;
     ``trajden.evaluator.aggregate``) if given; else on a CPU ``("layer",)`` (where the fused products carry
@@ -415,10 +425,9 @@ def compile_aggregates(tensor_products: list, radial_tables: list, device: torch
                 calls["atomic"] = (tp.aggregate, (h, src, dst, y, lengths, *tab, 40))
             if "padded" in names:
                 calls["padded"] = (tp.aggregate_padded, (h, src, y, lengths, slots, *tab))
-            if "layer" in names:  # vectors of the random block's lengths, random rows
-                vec = torch.nn.functional.normalize(y[:, 1:4] + 0.1, dim=-1) * lengths.unsqueeze(-1)
-                x_rows = torch.randn(40, tp.layer.irreps_in.dim, generator=torch.Generator().manual_seed(li))
-                calls["layer"] = (tp.block, (h, x_rows.to(device), src, vec, slots.to(torch.int32), *tab, 0.25))
+            if "layer" in names:
+                calls["layer"] = (tp.block, (*random_layer_block(tp, table, device, 60, 40, 900, seed=li), *tab,
+                                             0.25))
             fns = {}
             for name, (fn, args) in calls.items():
                 fns[name] = torch.compile(fn, dynamic=True, fullgraph=True)
