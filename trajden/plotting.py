@@ -56,7 +56,7 @@ PLOT_METHODS = (*names.CLASSIFIERS, ORDERING, SUBLATTICE)
 METHOD_TITLES = {names.ACNA: "a-CNA", names.PTM: "PTM", ORDERING: "PTM chemical ordering"}
 
 
-def _label_var(ds: xr.Dataset, method: str, raw: bool) -> str:
+def _label_var(method: str, raw: bool) -> str:
     if method == ORDERING:
         return names.ordering_var(raw)
     if method == SUBLATTICE:
@@ -128,10 +128,10 @@ def plot_fractions(
         raise ValueError(f"unknown method {method!r}; expected one of {PLOT_METHODS}")
     colors = ORDERING_COLORS if method == ORDERING else STRUCTURE_COLORS
     for raw in (False, True):
-        if _label_var(ds, method, raw) in ds:
+        if _label_var(method, raw) in ds:
             series[raw] = _fractions(ds, method, raw, region).compute()
     if not series:
-        raise StoreVariableError(f"the store has no {method} labels ({_label_var(ds, method, False)})")
+        raise StoreVariableError(f"the store has no {method} labels ({_label_var(method, False)})")
     t, xlabel = _time_axis(ds)
     structures = [
         s
