@@ -5,6 +5,12 @@ distances), a small isotropic scale jitter, and minimises ``|| sigma*eps - Delta
 (the displacement's cell mean removed: a rigid translation is not observable) with AdamW and a cosine
 learning-rate schedule. Checkpoints are written every ``checkpoint_every`` steps and a run resumes from
 the checkpoint beside the output file.
+
+Two optional ingredients teach a model what is not noise (issue 22): ``strain_jitter`` deforms each lattice
+by a random symmetric strain (elastically loaded crystals and the strain fields around defects are not
+noise), and ``library`` mixes in noisy copies of energy-minimised defect cells
+(``pipelines/train/defect_library.py``) whose target is the noise alone, so that defect atoms are denoised
+towards their relaxed positions instead of lattice sites. ``init_from`` starts from a shipped model's weights.
 """
 
 from __future__ import annotations
@@ -58,6 +64,14 @@ class TrainConfig:
     #: two species: draw each prototype with its roles swapped half of the time (species then symmetric, as in
     #: ``binary``); false for a model whose species are named elements in role order (``silica``: Si, O)
     swap_roles: bool = True
+    #: largest component of the random symmetric strain applied to each training cell (0: none)
+    strain_jitter: float = 0.0
+    #: relaxed defect cells (``.npz`` of ``pipelines/train/defect_library.py``; relative to the YAML file)
+    library: str | None = None
+    #: fraction of training cells drawn from ``library``
+    library_fraction: float = 0.0
+    #: start from this model's weights (a shipped model name or a ``.pt`` path; same architecture)
+    init_from: str | None = None
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> TrainConfig:
@@ -74,7 +88,45 @@ class TrainConfig:
             raise InputError(f"{path}: at most two species (got {cfg.species})")
         if len(cfg.species) == 1 and any(s in COMPOUNDS for s in cfg.structures):
             raise InputError(f"{path}: two-element prototypes need two species (got {cfg.species})")
+        if cfg.library is not None:
+            lib = Path(cfg.library)
+            if not lib.is_absolute():
+                lib = Path(path).resolve().parent / lib
+            if not lib.is_file():
+                raise InputError(f"{path}: library {cfg.library} not found ({lib})",
+                                 hint="generate it with python pipelines/train/defect_library.py")
+            cfg.library = str(lib)
+        if cfg.library_fraction and cfg.library is None:
+            raise InputError(f"{path}: library_fraction needs a library")
         return cfg
+
+
+@dataclass
+class DefectLibrary:
+    """Relaxed defect cells in nearest-neighbour units (:func:`load_library`)."""
+
+    names: list[str]
+    positions: list[np.ndarray]
+    cells: list[np.ndarray]
+    sha256: str
+
+
+def load_library(path: str | os.PathLike) -> DefectLibrary:
+    import hashlib
+
+    raw = Path(path).read_bytes()
+    with np.load(path) as z:
+        counts = z["counts"]
+        starts = np.concatenate([[0], np.cumsum(counts)])
+        pos = [z["positions"][a:b].astype(np.float64) for a, b in zip(starts[:-1], starts[1:])]
+        return DefectLibrary([str(n) for n in z["names"]], pos, [c.astype(np.float64) for c in z["cells"]],
+                             hashlib.sha256(raw).hexdigest())
+
+
+def random_strain(rng: np.random.Generator, amplitude: float) -> np.ndarray:
+    """``I + eps`` with ``eps`` symmetric, components uniform in ``[-amplitude, amplitude]``."""
+    e = rng.uniform(-amplitude, amplitude, size=(3, 3))
+    return np.eye(3) + 0.5 * (e + e.T)
 
 
 def build_network(cfg: TrainConfig) -> ScoreNet:
@@ -116,18 +168,27 @@ def _species(cfg: TrainConfig, rng: np.random.Generator, crystal) -> np.ndarray:
     return (rng.random(crystal.n_atoms) < rng.random()).astype(np.int64)
 
 
-def _sample(cfg: TrainConfig, rng: np.random.Generator, structure: str, sigma: float | None = None):
-    """One noisy training cell: (edge_vec, src, dst, types, target)."""
-    crystal = make_crystal(structure, cfg.atoms_per_cell)
+def _sample(cfg: TrainConfig, rng: np.random.Generator, structure: str, sigma: float | None = None,
+            library: DefectLibrary | None = None):
+    """One noisy training cell: (edge_vec, src, dst, types, target). ``structure`` ``"library:i"``: cell ``i``
+    of ``library``."""
+    if structure.startswith("library:"):
+        i = int(structure.split(":", 1)[1])
+        pos0, cell = library.positions[i], library.cells[i]
+        types = np.zeros(len(pos0), dtype=np.int64)
+    else:
+        crystal = make_crystal(structure, cfg.atoms_per_cell)
+        pos0, cell = crystal.positions, crystal.cell
+        types = _species(cfg, rng, crystal)
     scale = 1.0 + cfg.scale_jitter * (2.0 * rng.random() - 1.0)
-    pos0 = crystal.positions * scale
-    cell = crystal.cell * scale
+    deform = scale * (random_strain(rng, cfg.strain_jitter) if cfg.strain_jitter > 0 else np.eye(3))
+    pos0 = pos0 @ deform.T
+    cell = cell @ deform.T
     if sigma is None:
         sigma = cfg.sigma_max * rng.random()
     noisy, disp = add_noise(pos0, sigma, rng)
     noisy = noisy + rng.random(3) @ cell  # random origin
     disp = disp - disp.mean(axis=0)
-    types = _species(cfg, rng, crystal)
     g = build_graph(noisy, cell, cfg.cutoff)
     pos = torch.tensor(noisy, dtype=torch.float32)
     return (
@@ -153,11 +214,14 @@ def _batch(samples):
     return torch.cat(vecs), torch.cat(srcs), torch.cat(dsts), torch.cat(types), torch.cat(targets)
 
 
-def validation_set(cfg: TrainConfig):
+def validation_set(cfg: TrainConfig, library: DefectLibrary | None = None):
     rng = np.random.default_rng(12345)
-    return [
-        (s, sig, _sample(cfg, rng, s, sigma=sig)) for s in cfg.structures for sig in cfg.val_sigmas
-    ]
+    out = [(s, sig, _sample(cfg, rng, s, sigma=sig)) for s in cfg.structures for sig in cfg.val_sigmas]
+    if library is not None:  # the library as a whole at the middle noise level
+        sig = cfg.val_sigmas[len(cfg.val_sigmas) // 2]
+        out += [(f"library:{i}", sig, _sample(cfg, rng, f"library:{i}", sigma=sig, library=library))
+                for i in range(len(library.names))]
+    return out
 
 
 @torch.no_grad()
@@ -171,9 +235,27 @@ def validate(net: torch.nn.Module, val) -> dict:
         err = ((pred - tgt) ** 2).sum(-1).mean().item()
         losses.append(err)
         out[f"{s}@{sig:g}"] = math.sqrt(err / max((tgt**2).sum(-1).mean().item(), 1e-12))
+    lib = [v for k, v in out.items() if k.startswith("library:")]
+    if lib:  # one number for the library (the per-cell values are kept out of the history)
+        out = {k: v for k, v in out.items() if not k.startswith("library:")}
+        sig = next(k for k in (f"{s}@{g:g}" for s, g, _ in val) if k.startswith("library:")).split("@")[1]
+        out[f"defects@{sig}"] = float(np.sqrt(np.mean(np.square(lib))))
     net.train()
     out["loss"] = float(np.mean(losses))
     return out
+
+
+def _init_weights(net: torch.nn.Module, source: str) -> None:
+    """Copy a shipped (or given) model's weights into ``net`` (the same architecture)."""
+    from trajden.model.package import resolve_model
+
+    path, _ = resolve_model(source)
+    state = torch.jit.load(str(path), map_location="cpu").state_dict()
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise InputError(f"init_from {source}: its architecture differs from this configuration's",
+                         hint="use the same hidden, n_layers, cutoff and species as that model") from err
 
 
 def train(cfg: TrainConfig, out: str | os.PathLike, log=print, max_steps_this_run: int | None = None) -> dict:
@@ -183,6 +265,9 @@ def train(cfg: TrainConfig, out: str | os.PathLike, log=print, max_steps_this_ru
     ckpt_path = out.with_suffix(out.suffix + ".ckpt")
     torch.manual_seed(cfg.seed)
     net = build_network(cfg)
+    if cfg.init_from:
+        _init_weights(net, cfg.init_from)
+    library = load_library(cfg.library) if cfg.library else None
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.steps, eta_min=cfg.lr_final)
     rng = np.random.default_rng(cfg.seed)
@@ -201,7 +286,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, log=print, max_steps_this_ru
         log(f"resuming {cfg.name} at step {step}/{cfg.steps}")
     n_params = sum(p.numel() for p in net.parameters())
     log(f"{cfg.name}: {n_params} parameters, structures {cfg.structures}, {cfg.steps} steps")
-    val = validation_set(cfg)
+    val = validation_set(cfg, library)
 
     def save_ckpt():
         tmp = ckpt_path.with_suffix(".tmp")
@@ -222,7 +307,10 @@ def train(cfg: TrainConfig, out: str | os.PathLike, log=print, max_steps_this_ru
     while step < stop_at:
         structures = [cfg.structures[(step * cfg.cells_per_step + k) % len(cfg.structures)]
                       for k in range(cfg.cells_per_step)]
-        vec, src, dst, typ, tgt = _batch([_sample(cfg, rng, s) for s in structures])
+        if library is not None and cfg.library_fraction > 0:
+            structures = [f"library:{rng.integers(len(library.names))}" if rng.random() < cfg.library_fraction
+                          else s for s in structures]
+        vec, src, dst, typ, tgt = _batch([_sample(cfg, rng, s, library=library) for s in structures])
         pred = net(vec, src, dst, typ)
         loss = ((pred - tgt) ** 2).sum(-1).mean()
         opt.zero_grad(set_to_none=True)
@@ -261,6 +349,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, log=print, max_steps_this_ru
         "sigma_max": cfg.sigma_max,
         "n_parameters": n_params,
         "training_config": asdict(cfg),
+        **({"defect_library": {"cells": library.names, "sha256": library.sha256}} if library else {}),
         "training_steps": step,
         "training_time_s": elapsed,
         "final_validation": final,

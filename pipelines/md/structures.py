@@ -3,7 +3,9 @@
 * :func:`cubic_crystal`: fcc / bcc in a cubic box of n x n x n conventional cells;
 * :func:`vacancy`, :func:`split_interstitial`: point defects in such a crystal;
 * :func:`prismatic_loop_bcc`: a 1/2<111> vacancy loop in bcc (a disc of three (222) planes removed);
-* :func:`sigma5_bicrystal`: a periodic fcc bicrystal with two symmetric Sigma5 (310)[001] tilt boundaries.
+* :func:`loop_seeded_bcc`: bcc with four such loops (seeds of a dislocation network);
+* :func:`frenkel_pair_bcc`: a vacancy and a <110> dumbbell half a box apart;
+* :func:`sigma5_bicrystal`: a periodic fcc or bcc bicrystal with two symmetric Sigma5 (310)[001] tilt boundaries.
 
 All return a :class:`pipelines.md.study_common.Snapshot` (ids 1..N, type 1) plus a dict describing the defect.
 """
@@ -63,32 +65,71 @@ def split_interstitial(a: float, n: int) -> tuple[Snapshot, dict]:
     return _renumber(pos, s.cell), {"defect": "<100> split interstitial", "site_A": site.round(3).tolist(), "added": 1}
 
 
+def _cut_loop(pos: np.ndarray, L: np.ndarray, a: float, centre, normal, radius: float) -> tuple[np.ndarray, int]:
+    """Remove a disc of three (222) planes normal to ``normal`` (a <111>) around ``centre`` and close the gap."""
+    nrm = np.asarray(normal, float) / np.linalg.norm(normal)
+    d = pos - np.asarray(centre)
+    d -= np.rint(d / L) * L
+    h = d @ nrm
+    lateral = np.linalg.norm(d - h[:, None] * nrm, axis=1)
+    b = a * np.sqrt(3.0) / 2
+    cut = (np.abs(h) < b / 2) & (lateral < radius)  # planes at -h0, 0, +h0 (h0 = b/3); boundaries half-way
+    # close the gap: atoms above/below the disc move towards it by b/2 (decaying over `reach` along <111> and
+    # over one |b| outside the radius); left open, the disc relaxes to a flat void instead of a loop
+    reach = 4 * b
+    w = np.clip(1 - np.abs(h) / reach, 0, 1) * np.clip((radius + b - lateral) / b, 0, 1)
+    out = pos - (np.sign(h) * w * b / 2)[:, None] * nrm
+    return np.mod(out[~cut], L), int(cut.sum())
+
+
 def prismatic_loop_bcc(a: float, n: int, radius: float) -> tuple[Snapshot, dict]:
     """bcc with a 1/2[111] prismatic vacancy loop: the atoms of three consecutive (222) planes within
     ``radius`` of the [111] axis through the lattice site nearest to the centre are removed (|b| = a sqrt(3)/2)
     and the crystal above and below is moved in to close the gap (relax afterwards)."""
     s = cubic_crystal("bcc", a, n)
     c = s.positions[_closest(s, np.diag(s.cell) / 2)]
-    nrm = np.ones(3) / np.sqrt(3.0)
-    d = s.positions - c
-    d -= np.rint(d / np.diag(s.cell)) * np.diag(s.cell)
-    h = d @ nrm
-    lateral = np.linalg.norm(d - h[:, None] * nrm, axis=1)
-    b = a * np.sqrt(3.0) / 2
-    cut = (np.abs(h) < b / 2) & (lateral < radius)  # planes at -h0, 0, +h0 (h0 = b/3); boundaries half-way
-    # close the gap: atoms above/below the disc move towards it by b/2 (decaying over `reach` along [111] and
-    # over one |b| outside the radius); left open, the disc relaxes to a flat void instead of a loop
-    reach = 4 * b
-    w = np.clip(1 - np.abs(h) / reach, 0, 1) * np.clip((radius + b - lateral) / b, 0, 1)
-    pos = s.positions - (np.sign(h) * w * b / 2)[:, None] * nrm
-    pos = pos[~cut]
+    pos, removed = _cut_loop(s.positions, np.diag(s.cell), a, c, (1, 1, 1), radius)
     return _renumber(pos, s.cell), {"defect": "1/2[111] prismatic vacancy loop", "radius_A": radius,
-                                    "removed": int(cut.sum()), "centre_A": c.round(3).tolist(),
-                                    "burgers_A": round(float(b), 4)}
+                                    "removed": removed, "centre_A": c.round(3).tolist(),
+                                    "burgers_A": round(float(a * np.sqrt(3.0) / 2), 4)}
 
 
-def _rotated_fcc(a: float, xdir, ydir, lengths, xlo: float, xhi: float) -> np.ndarray:
-    """fcc lattice points with crystal directions ``xdir``, ``ydir`` along lab x, y, inside the slab
+#: the four 1/2<111> loop normals and their centres (fractions of the box) for :func:`loop_seeded_bcc`
+LOOP_SEEDS = (((1, 1, 1), (0.25, 0.25, 0.25)), ((-1, 1, 1), (0.75, 0.75, 0.25)),
+              ((1, -1, 1), (0.75, 0.25, 0.75)), ((1, 1, -1), (0.25, 0.75, 0.75)))
+
+
+def loop_seeded_bcc(a: float, n: int, radius: float) -> tuple[Snapshot, dict]:
+    """bcc seeded with four prismatic vacancy loops, one per <111> (the paper's recipe for a dislocation network:
+    seed loops, then compress; the compression is MD, see ``pipelines/study_defects.py``)."""
+    s = cubic_crystal("bcc", a, n)
+    L = np.diag(s.cell)
+    pos, removed = s.positions, 0
+    for normal, frac in LOOP_SEEDS:
+        c = s.positions[_closest(s, np.asarray(frac) * L)]
+        pos, r = _cut_loop(pos, L, a, c, normal, radius)
+        removed += r
+    return _renumber(pos, s.cell), {"defect": "dislocation network from four 1/2<111> loops, compressed along [001]",
+                                    "loop_radius_A": radius, "removed": removed}
+
+
+def frenkel_pair_bcc(a: float, n: int) -> tuple[Snapshot, dict]:
+    """bcc with a vacancy at the site nearest to a quarter of the box diagonal and a <110> dumbbell at the site
+    nearest to three quarters (half a box diagonal apart)."""
+    s = cubic_crystal("bcc", a, n)
+    L = np.diag(s.cell)
+    iv = _closest(s, 0.25 * L)
+    ii = _closest(s, 0.75 * L)
+    site = s.positions[ii].copy()
+    d = 0.3 * a * np.array([1.0, 1.0, 0.0]) / np.sqrt(2.0)
+    pos = np.concatenate([np.delete(s.positions, [iv, ii], axis=0), [site - d, site + d]])
+    return _renumber(pos, s.cell), {"defect": "Frenkel pair (vacancy + <110> dumbbell)",
+                                    "vacancy_A": s.positions[iv].round(3).tolist(),
+                                    "dumbbell_A": site.round(3).tolist()}
+
+
+def _rotated(kind: str, a: float, xdir, ydir, lengths, xlo: float, xhi: float) -> np.ndarray:
+    """``kind`` (fcc, bcc) lattice points with crystal directions ``xdir``, ``ydir`` along lab x, y, inside the slab
     ``xlo <= x < xhi``, ``0 <= y < Ly``, ``0 <= z < Lz`` (lab frame)."""
     ex = np.asarray(xdir, float) / np.linalg.norm(xdir)
     ey = np.asarray(ydir, float) / np.linalg.norm(ydir)
@@ -97,7 +138,7 @@ def _rotated_fcc(a: float, xdir, ydir, lengths, xlo: float, xhi: float) -> np.nd
     reach = int(np.ceil(np.linalg.norm(lengths) / a)) + 2
     r = np.arange(-reach, reach + 1)
     g = np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 1, 3)
-    crys = ((g + BASIS["fcc"][None]) * a).reshape(-1, 3)
+    crys = ((g + BASIS[kind][None]) * a).reshape(-1, 3)
     lab = crys @ rot.T
     eps = 1e-6
     Ly, Lz = lengths[1], lengths[2]
@@ -106,22 +147,25 @@ def _rotated_fcc(a: float, xdir, ydir, lengths, xlo: float, xhi: float) -> np.nd
     return lab[keep]
 
 
-def sigma5_bicrystal(a: float, nx: int, ny: int, nz: int, overlap: float = 0.7) -> tuple[Snapshot, dict]:
-    """Periodic fcc bicrystal, two symmetric Sigma5 (310)[001] tilt boundaries (36.87 deg about [001]) at x = 0 and
-    x = Lx/2. Grain A: x = [310], y = [-130], z = [001]; grain B (its mirror image): x = [3-10], y = [130].
+def sigma5_bicrystal(a: float, nx: int, ny: int, nz: int, overlap: float = 0.7,
+                     kind: str = "fcc") -> tuple[Snapshot, dict]:
+    """Periodic ``kind`` (fcc, bcc) bicrystal, two symmetric Sigma5 (310)[001] tilt boundaries (36.87 deg about
+    [001]) at x = 0 and x = Lx/2. Grain A: x = [310], y = [-130], z = [001]; grain B (its mirror image):
+    x = [3-10], y = [130].
     ``nx`` periods sqrt(10) a per grain along x, ``ny`` periods sqrt(10) a along y, ``nz`` cells a along z.
     Of two atoms closer than ``overlap`` nearest-neighbour distances across a boundary, one is removed."""
     from scipy.spatial import cKDTree
 
     p = np.sqrt(10.0) * a
     L = np.array([2 * nx * p, ny * p, nz * a])
-    ga = _rotated_fcc(a, [3, 1, 0], [-1, 3, 0], L, 0.0, L[0] / 2)
-    gb = _rotated_fcc(a, [3, -1, 0], [1, 3, 0], L, L[0] / 2, L[0])
+    ga = _rotated(kind, a, [3, 1, 0], [-1, 3, 0], L, 0.0, L[0] / 2)
+    gb = _rotated(kind, a, [3, -1, 0], [1, 3, 0], L, L[0] / 2, L[0])
     pos = np.concatenate([ga, gb])
     pos = np.mod(pos, L)
     pos = np.where(pos >= L, pos - L, pos)  # mod can round up to L
     tree = cKDTree(pos, boxsize=L)
-    pairs = tree.query_pairs(overlap * a / np.sqrt(2.0), output_type="ndarray")
+    dnn = a / np.sqrt(2.0) if kind == "fcc" else a * np.sqrt(3.0) / 2
+    pairs = tree.query_pairs(overlap * dnn, output_type="ndarray")
     drop = np.unique(np.maximum(pairs[:, 0], pairs[:, 1])) if len(pairs) else np.zeros(0, int)
     pos = np.delete(pos, drop, axis=0)
     return _snapshot(pos, L), {"defect": "Sigma5 (310)[001] symmetric tilt GBs (2, periodic)",
