@@ -25,12 +25,15 @@ def main(argv=None) -> None:
     ap.add_argument("--frames", default="0:25:6", help="START:STOP:STEP")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--torch-threads", type=int, default=1)
+    ap.add_argument("--json", help="also write the per-frame times and medians here (pipelines/profile_default.py "
+                    "puts them into docs/performance.md)")
     args = ap.parse_args(argv)
 
     import numpy as np
     import torch
     from ovito.io import import_file
 
+    from trajden import names
     from trajden.cluster import get_model
     from trajden.denoise import denoise
     from trajden.io.readers import Trajectory, parse_frames
@@ -41,7 +44,7 @@ def main(argv=None) -> None:
     frames = parse_frames(args.frames, len(traj))
     model = get_model(args.model, args.device)
     warm = traj.frame(frames[0])
-    denoise(warm.positions, warm.cell, warm.types, model, k=1)  # load and set up the evaluator once
+    first = denoise(warm.positions, warm.cell, warm.types, model, k=1)  # load and set up the evaluator once
 
     pipeline = import_file(args.input)
     pipeline.modifiers.append(DenoiseModifier(model=args.model, iterations=args.iterations, device=args.device))
@@ -59,6 +62,18 @@ def main(argv=None) -> None:
     r = np.array(rows)
     print(f"{traj.n_atoms} atoms, model {args.model}, k <= {args.iterations}, {len(frames)} frames: median per frame "
           f"denoise {np.median(r[:, 1]):.3f} s, modifier {np.median(r[:, 3]):.3f} s (wall)")
+    if args.json:
+        import json
+
+        with open(args.json, "w") as fh:
+            json.dump({"input": os.path.basename(args.input), "atoms": int(traj.n_atoms), "model": args.model,
+                       "iterations": args.iterations, "frames": [int(f) for f in frames],
+                       "torch_threads": args.torch_threads, "ovito_threads": os.environ.get("OVITO_THREAD_COUNT"),
+                       "denoise_wall_s": r[:, 1].tolist(), "modifier_wall_s": r[:, 3].tolist(),
+                       "modifier_cpu_s": r[:, 4].tolist(), "median_denoise_s": float(np.median(r[:, 1])),
+                       "median_modifier_s": float(np.median(r[:, 3])),
+                       "evaluator": "compiled layers" if first.evaluator == names.EVALUATOR_COMPILED else "eager"},
+                      fh, indent=1)
 
 
 if __name__ == "__main__":

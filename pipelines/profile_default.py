@@ -346,7 +346,39 @@ def report(results: list[dict], info: dict, args, png: Path, doc: Path, generate
                  + " |")
     lines += ["", f"![stages]({os.path.relpath(png, doc.parent)})", "",
               "Commands:", ""] + [f"- `{r['command']}`" for r in results] + [""]
+    mod = info.get("modifier")
+    if mod:
+        demos = [r for r in results if r["case"].startswith("demo") and r["trajden"]["rc"] == 0]
+        lines += [
+            "## OVITO modifier", "",
+            f"`trajden.ovito.DenoiseModifier` in a plain `ovito` pipeline (`import_file`, the modifier appended, "
+            f"`pipeline.compute(frame)`), {mod['atoms']} atoms of `{mod['input']}`, model {mod['model']}, k <= "
+            f"{mod['iterations']}, {len(mod['frames'])} frames, {mod['torch_threads']} torch thread(s), evaluator "
+            f"as configured on this machine ({mod.get('evaluator', 'see trajden.evaluator')}), model loaded "
+            f"before the timed frames, next to the bare `trajden.denoise.denoise` call on the same frames "
+            f"(`{mod['command']}`):", "",
+            "| per frame (median) | wall (s) |", "|---|---|",
+            f"| modifier (read + denoise + per-atom outputs) | {mod['median_modifier_s']:.3f} |",
+            f"| bare denoise call | {mod['median_denoise_s']:.3f} |",
+        ]
+        for demo in demos:
+            lines.append(f"| `trajden process` on the demo, whole command / frames (raw and denoised labels, "
+                         f"store), {demo['case'][5:].strip('()') or 'as run'} | "
+                         f"{demo['trajden']['wall_s'] / demo['frames']:.3f} |")
+        lines.append("")
     return "\n".join(lines)
+
+
+def time_modifier(out: Path) -> dict:
+    """pipelines/bench_ovito_modifier.py on the bundled demo, in a fresh process (its JSON, plus the command)."""
+    path = out / "modifier.json"
+    cmd = [sys.executable, str(ROOT / "pipelines" / "bench_ovito_modifier.py"), "--frames", "0:25:3",
+           "--json", str(path)]
+    env = {**os.environ, "OVITO_THREAD_COUNT": "1"}
+    subprocess.run(cmd, check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+    res = json.loads(path.read_text())
+    res["command"] = "OVITO_THREAD_COUNT=1 python pipelines/bench_ovito_modifier.py --frames 0:25:3"
+    return res
 
 
 def parse_args(argv=None):
@@ -359,6 +391,9 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, help="OMP_NUM_THREADS / OVITO_THREAD_COUNT for both (default: unset)")
     p.add_argument("--states", nargs="+", choices=tuple(STATES), default=list(STATES),
                    help="machine states to run trajden in (default both)")
+    p.add_argument("--modifier-only", action="store_true",
+                   help="time the OVITO modifier on the demo (pipelines/bench_ovito_modifier.py), keep it in "
+                   "OUT/profile.json beside what an earlier run measured, and rewrite the report")
     p.add_argument("--report-only", action="store_true",
                    help="rewrite the report and plot from OUT/profile.json (what an earlier run measured)")
     return p.parse_args(argv)
@@ -375,7 +410,11 @@ def main(argv=None) -> int:
         if unknown:
             raise SystemExit(f"unknown case(s) {sorted(unknown)}; choose from {sorted(todo)}")
         todo = {k: v for k, v in todo.items() if k in args.cases}
-    if args.report_only:
+    if args.modifier_only:
+        data = json.loads((out / "profile.json").read_text())
+        data["machine"]["modifier"] = time_modifier(out)
+        (out / "profile.json").write_text(json.dumps(data, indent=1))
+    if args.report_only or args.modifier_only:
         data = json.loads((out / "profile.json").read_text())
         info, results = data["machine"], data["results"]
         png = doc.parent / "performance.png" if not args.quick else out / "profile.png"
@@ -386,6 +425,8 @@ def main(argv=None) -> int:
     info = machine()
     if "compiled" in args.states:
         info["compile"] = compile_models(out, args.threads)
+    if not args.quick:
+        info["modifier"] = time_modifier(out)
     results = [r for name, case in todo.items() for r in run_case(name, case, out, args.threads, args.states)]
     generated = dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
     (out / "profile.json").write_text(json.dumps({"machine": info, "results": results, "generated": generated},

@@ -63,7 +63,9 @@ def _library(path, cells=2):
     pos = [c.positions.copy() for _ in range(cells)]
     for i, p in enumerate(pos):
         p[0] += 0.1 * (i + 1)
-    np.savez_compressed(path, names=np.array([f"cell{i}" for i in range(cells)]),
+    defect = np.zeros(cells * len(c.positions), dtype=bool)
+    defect[0] = True  # the displaced atom of the first cell
+    np.savez_compressed(path, names=np.array([f"cell{i}" for i in range(cells)]), defect=defect,
                         lattices=np.array(["fcc"] * cells), counts=np.array([len(p) for p in pos]),
                         positions=np.concatenate(pos).astype(np.float32),
                         cells=np.stack([c.cell] * cells).astype(np.float32), potentials=np.array(["none"]))
@@ -84,17 +86,21 @@ def test_library_cells_train_with_the_noise_as_target_and_are_recorded(tmp_path)
     np.testing.assert_allclose(lib.positions[1], pos[1], atol=1e-6)
     cfg.scale_jitter = 0.0
     rng = np.random.default_rng(0)
-    vec, src, dst, typ, tgt = _sample(cfg, rng, "library:1", sigma=0.0, library=lib)
+    vec, src, dst, typ, tgt, w = _sample(cfg, rng, "library:1", sigma=0.0, library=lib)
     # no noise: the target is zero, whatever the cell's (non-lattice) geometry
     assert len(typ) == 32 and float(tgt.abs().max()) == 0.0 and len(vec) > 0
-    _, _, _, _, tgt = _sample(cfg, rng, "library:1", sigma=0.1, library=lib)
+    assert float(w.min()) == float(w.max()) == 1.0
+    cfg.library_defect_weight = 5.0
+    _, _, _, _, tgt, w = _sample(cfg, rng, "library:0", sigma=0.1, library=lib)
+    assert float(w[0]) == 5.0 and float(w[1:].max()) == 1.0
     assert 0.05 < float(tgt.std()) < 0.15
     cfg.steps, cfg.val_every, cfg.checkpoint_every, cfg.hidden, cfg.n_layers = 4, 2, 2, "4x0e+2x1o", 1
     cfg.atoms_per_cell, cfg.val_sigmas = 32, [0.1]
     train(cfg, tmp_path / "m.pt", log=lambda *_: None)
     md = load_model(tmp_path / "m.pt").metadata
     assert md["defect_library"]["cells"] == ["cell0", "cell1"] and len(md["defect_library"]["sha256"]) == 64
-    assert "defects@0.1" in json.loads((tmp_path / "m.history.json").read_text())[-1]
+    last = json.loads((tmp_path / "m.history.json").read_text())[-1]
+    assert "defects@0.1" in last and "defect-atoms@0.1" in last
 
 
 def test_strain_jitter_deforms_the_cell_but_not_the_target(tmp_path):
@@ -105,7 +111,7 @@ def test_strain_jitter_deforms_the_cell_but_not_the_target(tmp_path):
     e = random_strain(np.random.default_rng(1), 0.03) - np.eye(3)
     assert np.allclose(e, e.T) and 0 < np.abs(e).max() <= 0.03
     cfg = TrainConfig(structures=["fcc"], atoms_per_cell=32, scale_jitter=0.0, strain_jitter=0.03)
-    vec, *_, tgt = _sample(cfg, np.random.default_rng(2), "fcc", sigma=0.0)
+    vec, *_, tgt, _ = _sample(cfg, np.random.default_rng(2), "fcc", sigma=0.0)
     lengths = vec.norm(dim=1)
     nn = lengths[lengths < 1.2]
     # the 12 neighbours are no longer all at one distance, and nothing is to be undone

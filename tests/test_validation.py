@@ -17,7 +17,7 @@ MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())["fixtures"]
 FRAMES = [0, 3]  # first and last committed frame: keeps the suite fast
 
 
-@pytest.fixture(scope="module", params=["fcc-bcc-hcp", "fcc-bcc-hcp-fast", "fcc-bcc-hcp-lite"])
+@pytest.fixture(scope="module", params=["fcc-bcc-hcp", "fcc-bcc-hcp-fast", "fcc-bcc-hcp-lite", "fcc-bcc-hcp-defects"])
 def model(request):
     """The paper-sized model and the two smaller, faster ones: each must meet every claim below."""
     return load_model(request.param)

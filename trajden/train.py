@@ -19,7 +19,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +70,8 @@ class TrainConfig:
     library: str | None = None
     #: fraction of training cells drawn from ``library``
     library_fraction: float = 0.0
+    #: loss weight of a library cell's defect atoms (the others and every lattice atom: 1)
+    library_defect_weight: float = 1.0
     #: start from this model's weights (a shipped model name or a ``.pt`` path; same architecture)
     init_from: str | None = None
 
@@ -108,6 +110,7 @@ class DefectLibrary:
     names: list[str]
     positions: list[np.ndarray]
     cells: list[np.ndarray]
+    defect: list[np.ndarray]
     sha256: str
 
 
@@ -119,8 +122,10 @@ def load_library(path: str | os.PathLike) -> DefectLibrary:
         counts = z["counts"]
         starts = np.concatenate([[0], np.cumsum(counts)])
         pos = [z["positions"][a:b].astype(np.float64) for a, b in zip(starts[:-1], starts[1:])]
+        flags = z["defect"] if "defect" in z else np.zeros(int(starts[-1]), dtype=bool)
+        defect = [flags[a:b].astype(bool) for a, b in zip(starts[:-1], starts[1:])]
         return DefectLibrary([str(n) for n in z["names"]], pos, [c.astype(np.float64) for c in z["cells"]],
-                             hashlib.sha256(raw).hexdigest())
+                             defect, hashlib.sha256(raw).hexdigest())
 
 
 def random_strain(rng: np.random.Generator, amplitude: float) -> np.ndarray:
@@ -170,16 +175,18 @@ def _species(cfg: TrainConfig, rng: np.random.Generator, crystal) -> np.ndarray:
 
 def _sample(cfg: TrainConfig, rng: np.random.Generator, structure: str, sigma: float | None = None,
             library: DefectLibrary | None = None):
-    """One noisy training cell: (edge_vec, src, dst, types, target). ``structure`` ``"library:i"``: cell ``i``
-    of ``library``."""
+    """One noisy training cell: (edge_vec, src, dst, types, target, loss weight per atom). ``structure``
+    ``"library:i"``: cell ``i`` of ``library``."""
     if structure.startswith("library:"):
         i = int(structure.split(":", 1)[1])
         pos0, cell = library.positions[i], library.cells[i]
         types = np.zeros(len(pos0), dtype=np.int64)
+        weight = np.where(library.defect[i], cfg.library_defect_weight, 1.0)
     else:
         crystal = make_crystal(structure, cfg.atoms_per_cell)
         pos0, cell = crystal.positions, crystal.cell
         types = _species(cfg, rng, crystal)
+        weight = np.ones(len(pos0))
     scale = 1.0 + cfg.scale_jitter * (2.0 * rng.random() - 1.0)
     deform = scale * (random_strain(rng, cfg.strain_jitter) if cfg.strain_jitter > 0 else np.eye(3))
     pos0 = pos0 @ deform.T
@@ -197,29 +204,33 @@ def _sample(cfg: TrainConfig, rng: np.random.Generator, structure: str, sigma: f
         g.dst,
         torch.as_tensor(types, dtype=torch.long),
         torch.tensor(disp, dtype=torch.float32),
+        torch.tensor(weight, dtype=torch.float32),
     )
 
 
 def _batch(samples):
     """Concatenate several graphs into one (offset atom indices)."""
-    vecs, srcs, dsts, types, targets = [], [], [], [], []
+    vecs, srcs, dsts, types, targets, weights = [], [], [], [], [], []
     offset = 0
-    for vec, src, dst, typ, tgt in samples:
+    for vec, src, dst, typ, tgt, w in samples:
         vecs.append(vec)
         srcs.append(src + offset)
         dsts.append(dst + offset)
         types.append(typ)
         targets.append(tgt)
+        weights.append(w)
         offset += len(typ)
-    return torch.cat(vecs), torch.cat(srcs), torch.cat(dsts), torch.cat(types), torch.cat(targets)
+    return (torch.cat(vecs), torch.cat(srcs), torch.cat(dsts), torch.cat(types), torch.cat(targets),
+            torch.cat(weights))
 
 
 def validation_set(cfg: TrainConfig, library: DefectLibrary | None = None):
     rng = np.random.default_rng(12345)
     out = [(s, sig, _sample(cfg, rng, s, sigma=sig)) for s in cfg.structures for sig in cfg.val_sigmas]
-    if library is not None:  # the library as a whole at the middle noise level
+    if library is not None:  # the library at the middle noise level; weight 2 marks its defect atoms
         sig = cfg.val_sigmas[len(cfg.val_sigmas) // 2]
-        out += [(f"library:{i}", sig, _sample(cfg, rng, f"library:{i}", sigma=sig, library=library))
+        marked = replace(cfg, library_defect_weight=2.0)
+        out += [(f"library:{i}", sig, _sample(marked, rng, f"library:{i}", sigma=sig, library=library))
                 for i in range(len(library.names))]
     return out
 
@@ -230,16 +241,23 @@ def validate(net: torch.nn.Module, val) -> dict:
     net.eval()
     out = {}
     losses = []
-    for s, sig, (vec, src, dst, typ, tgt) in val:
+    lib_all, lib_defect = [], []
+    for s, sig, (vec, src, dst, typ, tgt, w) in val:
         pred = net(vec, src, dst, typ)
-        err = ((pred - tgt) ** 2).sum(-1).mean().item()
+        res = ((pred - tgt) ** 2).sum(-1)
+        if s.startswith("library:"):  # pooled: one number for the cells, one for their defect atoms
+            lib_all.append((res, (tgt**2).sum(-1), sig))
+            lib_defect.append((res[w > 1], (tgt**2).sum(-1)[w > 1]))
+            continue
+        err = res.mean().item()
         losses.append(err)
         out[f"{s}@{sig:g}"] = math.sqrt(err / max((tgt**2).sum(-1).mean().item(), 1e-12))
-    lib = [v for k, v in out.items() if k.startswith("library:")]
-    if lib:  # one number for the library (the per-cell values are kept out of the history)
-        out = {k: v for k, v in out.items() if not k.startswith("library:")}
-        sig = next(k for k in (f"{s}@{g:g}" for s, g, _ in val) if k.startswith("library:")).split("@")[1]
-        out[f"defects@{sig}"] = float(np.sqrt(np.mean(np.square(lib))))
+    if lib_all:
+        sig = lib_all[0][2]
+        for key, parts in (("defects", [(a, b) for a, b, _ in lib_all]), ("defect-atoms", lib_defect)):
+            num = torch.cat([a for a, _ in parts]).sum().item()
+            den = torch.cat([b for _, b in parts]).sum().item()
+            out[f"{key}@{sig:g}"] = math.sqrt(num / max(den, 1e-12))
     net.train()
     out["loss"] = float(np.mean(losses))
     return out
@@ -310,9 +328,9 @@ def train(cfg: TrainConfig, out: str | os.PathLike, log=print, max_steps_this_ru
         if library is not None and cfg.library_fraction > 0:
             structures = [f"library:{rng.integers(len(library.names))}" if rng.random() < cfg.library_fraction
                           else s for s in structures]
-        vec, src, dst, typ, tgt = _batch([_sample(cfg, rng, s, library=library) for s in structures])
+        vec, src, dst, typ, tgt, weight = _batch([_sample(cfg, rng, s, library=library) for s in structures])
         pred = net(vec, src, dst, typ)
-        loss = ((pred - tgt) ** 2).sum(-1).mean()
+        loss = (((pred - tgt) ** 2).sum(-1) * weight).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

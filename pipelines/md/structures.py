@@ -150,16 +150,23 @@ def _rotated(kind: str, a: float, xdir, ydir, lengths, xlo: float, xhi: float) -
 def sigma5_bicrystal(a: float, nx: int, ny: int, nz: int, overlap: float = 0.7,
                      kind: str = "fcc") -> tuple[Snapshot, dict]:
     """Periodic ``kind`` (fcc, bcc) bicrystal, two symmetric Sigma5 (310)[001] tilt boundaries (36.87 deg about
-    [001]) at x = 0 and x = Lx/2. Grain A: x = [310], y = [-130], z = [001]; grain B (its mirror image):
-    x = [3-10], y = [130].
-    ``nx`` periods sqrt(10) a per grain along x, ``ny`` periods sqrt(10) a along y, ``nz`` cells a along z.
+    [001]) at x = 0 and x = Lx/2: :func:`tilt_bicrystal` with (h, k) = (3, 1)."""
+    return tilt_bicrystal(a, 3, 1, nx, ny, nz, overlap, kind)
+
+
+def tilt_bicrystal(a: float, h: int, k: int, nx: int, ny: int, nz: int, overlap: float = 0.7,
+                   kind: str = "fcc") -> tuple[Snapshot, dict]:
+    """Periodic ``kind`` (fcc, bcc) bicrystal, two symmetric (h k 0)[001] tilt boundaries at x = 0 and x = Lx/2
+    (misorientation 2 atan(k / h) about [001]; (3, 1): Sigma5 (310), (5, 1): Sigma13 (510)).
+    Grain A: x = [h k 0], y = [-k h 0], z = [001]; grain B (its mirror image): x = [h -k 0], y = [k h 0].
+    ``nx`` periods sqrt(h^2 + k^2) a per grain along x, ``ny`` such periods along y, ``nz`` cells a along z.
     Of two atoms closer than ``overlap`` nearest-neighbour distances across a boundary, one is removed."""
     from scipy.spatial import cKDTree
 
-    p = np.sqrt(10.0) * a
+    p = np.sqrt(float(h * h + k * k)) * a
     L = np.array([2 * nx * p, ny * p, nz * a])
-    ga = _rotated(kind, a, [3, 1, 0], [-1, 3, 0], L, 0.0, L[0] / 2)
-    gb = _rotated(kind, a, [3, -1, 0], [1, 3, 0], L, L[0] / 2, L[0])
+    ga = _rotated(kind, a, [h, k, 0], [-k, h, 0], L, 0.0, L[0] / 2)
+    gb = _rotated(kind, a, [h, -k, 0], [k, h, 0], L, L[0] / 2, L[0])
     pos = np.concatenate([ga, gb])
     pos = np.mod(pos, L)
     pos = np.where(pos >= L, pos - L, pos)  # mod can round up to L
@@ -168,6 +175,7 @@ def sigma5_bicrystal(a: float, nx: int, ny: int, nz: int, overlap: float = 0.7,
     pairs = tree.query_pairs(overlap * dnn, output_type="ndarray")
     drop = np.unique(np.maximum(pairs[:, 0], pairs[:, 1])) if len(pairs) else np.zeros(0, int)
     pos = np.delete(pos, drop, axis=0)
-    return _snapshot(pos, L), {"defect": "Sigma5 (310)[001] symmetric tilt GBs (2, periodic)",
+    sigma = (h * h + k * k) // (2 if (h * h + k * k) % 2 == 0 else 1)
+    return _snapshot(pos, L), {"defect": f"Sigma{sigma} ({h}{k}0)[001] symmetric tilt GBs (2, periodic)",
                                "boundaries_x_A": [0.0, round(float(L[0]) / 2, 3)], "removed_overlap": int(len(drop)),
                                "box_A": L.round(3).tolist()}

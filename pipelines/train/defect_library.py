@@ -15,7 +15,9 @@ hold-outs included, is unseen): Foiles' Ni and Pd (fcc, ``Ni_u3.eam``, ``Pd_u3.e
 ``W_zhou.eam.alloy``). Each cell is energy-minimised (CG) at its potential's 0 K lattice constant in a fixed
 periodic box and stored in nearest-neighbour units (positions and cell divided by the ideal nn distance):
 vacancy, divacancy, split interstitial (fcc <100>, bcc <110>), Frenkel pair, Sigma5 (310)[001] bicrystal and,
-in bcc, a small 1/2<111> prismatic loop.
+in bcc, a small 1/2<111> prismatic loop. Each atom is flagged ``defect`` where a-CNA does not call the relaxed
+cell's host lattice; training weights those atoms up (``library_defect_weight``), since they are a few percent
+of each cell.
 """
 
 from __future__ import annotations
@@ -89,7 +91,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "pipelines" / "train" / "defect_library.npz")
     args = ap.parse_args(argv)
     t0 = time.time()
-    names, kinds, pos, cells, counts = [], [], [], [], []
+    from trajden.classify import acna
+
+    names, kinds, pos, cells, counts, defect = [], [], [], [], [], []
     for el, pot in LIBRARY_POTENTIALS.items():
         nn = pot.a0 / np.sqrt(2.0) if pot.lattice == "fcc" else pot.a0 * np.sqrt(3.0) / 2
         for name, s in cells_for(el, pot):
@@ -100,11 +104,15 @@ def main(argv=None) -> int:
             pos.append((p / nn).astype(np.float32))
             cells.append((r.cell / nn).astype(np.float32))
             counts.append(len(p))
-            print(f"{name:24s} {len(p):5d} atoms, fnorm {r.info['min_fnorm']:.1e} eV/A, "
+            # the atoms a-CNA does not call the host lattice at 0 K: weighted up in training (few per cell)
+            host = 1 if pot.lattice == "fcc" else 3
+            defect.append(acna(r.positions, r.cell, r.origin) != host)
+            print(f"{name:24s} {len(p):5d} atoms, {int(defect[-1].sum()):4d} defect atoms, "
+                  f"fnorm {r.info['min_fnorm']:.1e} eV/A, "
                   f"largest relaxation {sc.displacement(s, r).max() / nn:.3f} nn", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(args.out, names=np.array(names), lattices=np.array(kinds), counts=np.array(counts),
-                        positions=np.concatenate(pos), cells=np.stack(cells),
+                        positions=np.concatenate(pos), cells=np.stack(cells), defect=np.concatenate(defect),
                         potentials=np.array([f"{el}: {p.citation}" for el, p in LIBRARY_POTENTIALS.items()]))
     print(f"wrote {args.out}: {len(names)} cells, {sum(counts)} atoms ({time.time() - t0:.0f} s)")
     return 0
