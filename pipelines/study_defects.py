@@ -525,7 +525,9 @@ def main(argv=None) -> int:
     ap.add_argument("--only", nargs="+", choices=list(SYSTEMS))
     ap.add_argument("--models", nargs="+", default=list(MODELS), help="first: the one the main table reports")
     ap.add_argument("--ks", nargs="+", type=int, default=None, help=f"iteration limits (default {KS}); the "
-                    "largest with every model, the others with the first model only")
+                    "largest with every model, the others with the first --grid-models models only")
+    ap.add_argument("--grid-models", type=int, default=2, help="models run at every k (default 2: the default "
+                    "model and fcc-bcc-hcp-defects)")
     ap.add_argument("--frames", type=int, help="snapshots per system (default 3; quick 2)")
     ap.add_argument("--threads", type=int, default=None, help="LAMMPS threads (default: cores)")
     ap.add_argument("--out", type=Path, default=sc.OUT_ROOT / "defects")
@@ -549,7 +551,7 @@ def main(argv=None) -> int:
         cache: dict = {}
         for model in args.models:
             for k in args.ks:
-                if model != args.models[0] and k != max(args.ks):
+                if model not in args.models[:args.grid_models] and k != max(args.ks):
                     continue
                 rows = evaluate(system, md, model, k, args.out, cache)
                 all_rows += rows
