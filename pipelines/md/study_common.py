@@ -71,9 +71,10 @@ FE = Potential(
     "Mendelev et al., Phil. Mag. 83, 3977 (2003), potential 2; Tm = 1772 K (reported)",
 )
 #: Zhou, Johnson and Wadley (2004) EAM, the Ta of CuTa.eam.alloy: bcc, a0 = 3.3025 A (box/relax here), fcc 0.23
-#: eV/atom higher; a perfect 16,000-atom crystal stays bcc for 5 ps at 3000 K (NPT). Its melting point is not
-#: published with it and was not measured here: Tm below is the experimental 3290 K, so T/Tm for Ta is relative
-#: to that. The paper used Li et al. (2003) EAM (not shipped with LAMMPS) at 2500 K.
+#: eV/atom higher. Its melting point, bracketed here with a solid-liquid interface
+#: (``pipelines/md/interface_melting.py``: the crystal grows at 3100 K and melts at 3500 K), is about 3300 K;
+#: Tm below is the experimental 3290 K, inside that bracket. The paper used Li et al. (2003) EAM (not shipped
+#: with LAMMPS) at 2500 K.
 TA = Potential(
     "Ta", "eam/alloy", "CuTa.eam.alloy", 180.948, 3290.0, "bcc", 3.3025,
     "Zhou, Johnson, Wadley, Phys. Rev. B 69, 144113 (2004), Ta of CuTa.eam.alloy; Tm = 3290 K (experiment)",
