@@ -134,7 +134,7 @@ def build(name: str, quick: bool):
         s, info = structures.prismatic_loop_bcc(sc.FE.a0, 8 if q else 14, 5.0 if q else 10.0)
         return s, structures.cubic_crystal("bcc", sc.FE.a0, 8 if q else 14), info
     if name == "Fe Frenkel pair":
-        s, info = structures.frenkel_pair_bcc(sc.FE.a0, 6 if q else 12)
+        s, info = structures.frenkel_pair(sc.FE.a0, 6 if q else 12, "bcc")
         return s, structures.cubic_crystal("bcc", sc.FE.a0, 6 if q else 12), info
     if name in ("Cu Sigma5 GB", "Al Sigma5 GB"):
         pot = sc.CU if name.startswith("Cu") else sc.AL
@@ -249,6 +249,9 @@ def wigner_seitz(snap: sc.Snapshot, positions: np.ndarray, ref: sc.Snapshot) -> 
 
 
 def classifier_metrics(den: np.ndarray, twin: np.ndarray, raw: np.ndarray, host: int, prefix: str) -> dict:
+    """Label agreement over all labels (not only defect / crystal: unlike
+    :func:`trajden.validation.defect_agreement`, fcc in place of hcp counts as a disagreement), defect-atom
+    counts, recall, precision and atoms given another crystal than the twin's."""
     d, t, r = den != host, twin != host, raw != host
     both = int((d & t).sum())
     # the confident wrong answer: a crystal structure the twin does not have there (fcc or hcp in bcc, ...)
@@ -259,18 +262,24 @@ def classifier_metrics(den: np.ndarray, twin: np.ndarray, raw: np.ndarray, host:
             f"{prefix}_raw_agreement": float(np.mean(raw == twin)), f"{prefix}_wrong_crystal": int(wrong.sum())}
 
 
-def snapshot_metrics(system: System, md: dict, i: int, den_pos: np.ndarray, cache: dict) -> dict:
-    """Everything about snapshot ``i`` denoised to ``den_pos``; the raw / twin parts are computed once (``cache``)."""
-    s, q = md["snaps"][i], md["twins"][i]
+def reference(system: System, md: dict, i: int, cache: dict) -> dict:
+    """Snapshot ``i``'s labels (raw ``lr``, twin ``lq``), Wigner-Seitz counts and DXA of raw and twin: computed
+    once per snapshot and kept in ``cache``."""
     if i not in cache:
-        lq, lr = sc.labels(q), sc.labels(s)
-        c = {"lq": lq, "lr": lr, "ws_twin": wigner_seitz(s, q.positions, md["ws_ref"]),
+        s, q = md["snaps"][i], md["twins"][i]
+        c = {"lq": sc.labels(q), "lr": sc.labels(s), "ws_twin": wigner_seitz(s, q.positions, md["ws_ref"]),
              "ws_raw": wigner_seitz(s, s.positions, md["ws_ref"])}
         if system.dxa:
             c["dxa_twin"] = sc.dislocations(s, q.positions, system.dxa)
             c["dxa_raw"] = sc.dislocations(s, s.positions, system.dxa)
         cache[i] = c
-    c = cache[i]
+    return cache[i]
+
+
+def snapshot_metrics(system: System, md: dict, i: int, den_pos: np.ndarray, cache: dict) -> dict:
+    """Everything about snapshot ``i`` denoised to ``den_pos`` (raw and twin parts: :func:`reference`)."""
+    s, q = md["snaps"][i], md["twins"][i]
+    c = reference(system, md, i, cache)
     ld = sc.labels(s, den_pos)
     row = {**classifier_metrics(ld["acna"], c["lq"]["acna"], c["lr"]["acna"], system.host, "acna"),
            **classifier_metrics(ld["ptm"], c["lq"]["ptm"], c["lr"]["ptm"], system.host, "ptm")}
@@ -291,45 +300,65 @@ def snapshot_metrics(system: System, md: dict, i: int, den_pos: np.ndarray, cach
     return row
 
 
+def _cache_path(system: System, md: dict, model: str, k: int, out: Path, suffix: str) -> Path:
+    return out / "rows" / f"{slug(system.name)}{'-quick' if md['quick'] else ''}__{model}__k{k}{suffix}"
+
+
+def denoised(system: System, md: dict, model: str, k: int, out: Path) -> list[sc.Snapshot]:
+    """Every snapshot denoised by ``model`` with at most ``k`` iterations; kept under ``out`` (the report's rows
+    and its diagnosis use the same frames, and a rerun does not denoise again)."""
+    path = _cache_path(system, md, model, k, out, ".npz")
+    if path.exists():
+        with np.load(path) as z:
+            if float(z["md_s"]) == md["md_s"] and len(z["positions"]) == len(md["snaps"]):
+                return [s.with_positions(p, iterations=int(it), status=str(st), denoise_seconds=float(t))
+                        for s, p, it, st, t in zip(md["snaps"], z["positions"], z["iterations"], z["status"],
+                                                   z["seconds"])]
+    dens = [sc.denoise_snapshot(s, model, k=k) for s in md["snaps"]]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, md_s=md["md_s"], positions=np.stack([d.positions for d in dens]),
+             iterations=np.array([d.info["iterations"] for d in dens]),
+             status=np.array([d.info["status"] for d in dens]),
+             seconds=np.array([d.info["denoise_seconds"] for d in dens]))
+    return dens
+
+
 def evaluate(system: System, md: dict, model: str, k: int, out: Path, cache: dict) -> list[dict]:
-    path = out / "rows" / f"{slug(system.name)}{'-quick' if md['quick'] else ''}__{model}__k{k}.json"
+    path = _cache_path(system, md, model, k, out, ".json")
     if path.exists():
         rows = json.loads(path.read_text())
         if (len(rows) == len(md["snaps"]) and rows[0].get("md_s") == md["md_s"]
                 and rows[0].get("rows_version") == ROWS_VERSION):
             return rows
     rows = []
-    for i, s in enumerate(md["snaps"]):
-        d = sc.denoise_snapshot(s, model, k=k)
+    for i, (s, d) in enumerate(zip(md["snaps"], denoised(system, md, model, k, out))):
         th = md["thermo"][i]
         rows.append({"system": system.name, "group": system.group, "model": model, "k": k, "frame": i,
                      "rows_version": ROWS_VERSION,
                      "atoms": s.n, "T_K": md["T_K"], "T_inst_K": round(th["T_K"], 1), "md_s": md["md_s"],
                      "iterations": d.info["iterations"], "status": d.info["status"],
                      "denoise_s": d.info["denoise_seconds"], **snapshot_metrics(system, md, i, d.positions, cache)})
-    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(rows, indent=1))
     return rows
 
 
-def diagnose(system: System, md: dict, model: str, k: int, out: Path) -> dict:
+def diagnose(system: System, md: dict, model: str, k: int, out: Path, cache: dict) -> dict:
     """Where the misses come from: a-CNA recall / precision when only the twin's defect atoms are placed
     elsewhere than the denoiser put them (at their twin positions, their raw ones, after one iteration).
     Means over snapshots; cached like :func:`evaluate`."""
-    path = out / "rows" / f"{slug(system.name)}{'-quick' if md['quick'] else ''}__{model}__k{k}__diagnosis.json"
+    path = _cache_path(system, md, model, k, out, "__diagnosis.json")
     if path.exists():
         d = json.loads(path.read_text())
         if d.get("md_s") == md["md_s"]:
             return d
     acc: dict[str, list] = {}
-    for s, q in zip(md["snaps"], md["twins"]):
+    after_k, after_1 = denoised(system, md, model, k, out), denoised(system, md, model, 1, out)
+    for i, (s, q) in enumerate(zip(md["snaps"], md["twins"])):
         def near(p, s=s):
             return s.positions + sc.min_image(np.asarray(p) - s.positions, s.cell)
 
-        dk = near(sc.denoise_snapshot(s, model, k=k).positions)
-        d1 = near(sc.denoise_snapshot(s, model, k=1).positions)
-        qq = near(q.positions)
-        twin = sc.labels(s, qq)["acna"] != system.host
+        dk, d1, qq = near(after_k[i].positions), near(after_1[i].positions), near(q.positions)
+        twin = reference(system, md, i, cache)["lq"]["acna"] != system.host
         for key, src in (("denoised", None), ("defect atoms at twin positions", qq),
                          ("defect atoms raw", s.positions), ("defect atoms after 1 iteration", d1)):
             pos = dk.copy()
@@ -341,7 +370,6 @@ def diagnose(system: System, md: dict, model: str, k: int, out: Path) -> dict:
     d = {"system": system.name, "model": model, "k": k, "md_s": md["md_s"],
          **{key: [float(np.mean([v[0] for v in vals])), float(np.mean([v[1] for v in vals]))]
             for key, vals in acc.items()}}
-    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(d, indent=1))
     return d
 
@@ -359,7 +387,8 @@ def _rel(a: float, b: float) -> float:
 
 
 def summarise(rows: list[dict]) -> dict:
-    s = {k: _mean(rows, k) for k in rows[0] if isinstance(rows[0][k], (int, float)) and k not in ("frame", "k")}
+    s = {k: _mean(rows, k) for k in rows[0] if isinstance(rows[0][k], (int, float))
+         and k not in ("frame", "k", "rows_version")}
     ws_t = [r["ws_vac_twin"] + r["ws_int_twin"] for r in rows]
     ws_d = [r["ws_vac_denoised"] + r["ws_int_denoised"] for r in rows]
     s["ws_worst_rel"] = max(_rel(d, t) for d, t in zip(ws_d, ws_t))
@@ -558,7 +587,7 @@ def main(argv=None) -> int:
                 s = summarise(rows)
                 summaries.append(s)
                 if args.diagnose and model == args.models[0] and k == max(args.ks):
-                    diagnoses.append(diagnose(system, md, model, k, args.out))
+                    diagnoses.append(diagnose(system, md, model, k, args.out, cache))
                 print(f"{name:24s} {model:18s} k<={k}: recall {s['acna_recall']:.3f} precision "
                       f"{s['acna_precision']:.3f} agreement {s['acna_agreement']:.4f} WS "
                       f"{s['ws_vac_denoised'] + s['ws_int_denoised']:.1f}/{s['ws_vac_twin'] + s['ws_int_twin']:.1f}"

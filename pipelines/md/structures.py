@@ -1,10 +1,10 @@
 """Atomistic structures for the validation studies, built with numpy (orthogonal periodic boxes).
 
 * :func:`cubic_crystal`: fcc / bcc in a cubic box of n x n x n conventional cells;
-* :func:`vacancy`, :func:`split_interstitial`: point defects in such a crystal;
+* :func:`vacancy`, :func:`divacancy`, :func:`split_interstitial`, :func:`frenkel_pair`: point defects in such a
+  crystal;
 * :func:`prismatic_loop_bcc`: a 1/2<111> vacancy loop in bcc (a disc of three (222) planes removed);
 * :func:`loop_seeded_bcc`: bcc with four such loops (seeds of a dislocation network);
-* :func:`frenkel_pair_bcc`: a vacancy and a <110> dumbbell half a box apart;
 * :func:`sigma5_bicrystal`: a periodic fcc or bcc bicrystal with two symmetric Sigma5 (310)[001] tilt boundaries.
 
 All return a :class:`pipelines.md.study_common.Snapshot` (ids 1..N, type 1) plus a dict describing the defect.
@@ -55,14 +55,57 @@ def vacancy(a: float, n: int, kind: str = "fcc") -> tuple[Snapshot, dict]:
     return _renumber(pos, s.cell), {"defect": "vacancy", "site_A": site.round(3).tolist(), "removed": 1}
 
 
-def split_interstitial(a: float, n: int) -> tuple[Snapshot, dict]:
-    """fcc with one <100> split interstitial (dumbbell along z) at the lattice site nearest to the centre."""
-    s = cubic_crystal("fcc", a, n)
+def nn_distance(kind: str, a: float) -> float:
+    """Nearest-neighbour distance of an fcc or bcc lattice with cubic lattice constant ``a``."""
+    return a / np.sqrt(2.0) if kind == "fcc" else a * np.sqrt(3.0) / 2
+
+
+#: split-interstitial (dumbbell) axis per lattice: fcc <100> (along z), bcc <110>
+DUMBBELL_AXIS = {"fcc": np.array([0.0, 0.0, 1.0]), "bcc": np.array([1.0, 1.0, 0.0]) / np.sqrt(2.0)}
+DUMBBELL_NAME = {"fcc": "<100>", "bcc": "<110>"}
+
+
+def _with_dumbbell(s: Snapshot, kind: str, a: float, remove: list[int], site_index: int) -> np.ndarray:
+    """``s``'s positions without the atoms ``remove`` (``site_index`` among them), plus a dumbbell of two atoms
+    +-0.3 a along :data:`DUMBBELL_AXIS` around the site ``site_index``."""
+    site = s.positions[site_index]
+    d = 0.3 * a * DUMBBELL_AXIS[kind]
+    return np.concatenate([np.delete(s.positions, remove, axis=0), [site - d, site + d]])
+
+
+def split_interstitial(a: float, n: int, kind: str = "fcc") -> tuple[Snapshot, dict]:
+    """One split interstitial (fcc: <100> dumbbell along z; bcc: <110>) at the lattice site nearest to the
+    centre."""
+    s = cubic_crystal(kind, a, n)
     i = _closest(s, np.diag(s.cell) / 2)
     site = s.positions[i].copy()
-    d = np.array([0.0, 0.0, 0.3 * a])
-    pos = np.concatenate([np.delete(s.positions, i, axis=0), [site - d, site + d]])
-    return _renumber(pos, s.cell), {"defect": "<100> split interstitial", "site_A": site.round(3).tolist(), "added": 1}
+    pos = _with_dumbbell(s, kind, a, [i], i)
+    return _renumber(pos, s.cell), {"defect": f"{DUMBBELL_NAME[kind]} split interstitial",
+                                    "site_A": site.round(3).tolist(), "added": 1}
+
+
+def frenkel_pair(a: float, n: int, kind: str = "bcc") -> tuple[Snapshot, dict]:
+    """A vacancy at the site nearest to a quarter of the box diagonal and a split interstitial
+    (:func:`split_interstitial`'s dumbbell) at the site nearest to three quarters (half a box diagonal apart)."""
+    s = cubic_crystal(kind, a, n)
+    L = np.diag(s.cell)
+    iv = _closest(s, 0.25 * L)
+    ii = _closest(s, 0.75 * L)
+    pos = _with_dumbbell(s, kind, a, [iv, ii], ii)
+    return _renumber(pos, s.cell), {"defect": f"Frenkel pair (vacancy + {DUMBBELL_NAME[kind]} dumbbell)",
+                                    "vacancy_A": s.positions[iv].round(3).tolist(),
+                                    "dumbbell_A": s.positions[ii].round(3).tolist()}
+
+
+def divacancy(a: float, n: int, kind: str = "fcc") -> tuple[Snapshot, dict]:
+    """Two vacancies on nearest-neighbour sites, at the site nearest to the centre and a neighbour of it."""
+    s = cubic_crystal(kind, a, n)
+    i = _closest(s, np.diag(s.cell) / 2)
+    r = ((s.positions - s.positions[i]) ** 2).sum(-1)
+    r[i] = np.inf
+    j = int(np.argmin(r))
+    return _renumber(np.delete(s.positions, [i, j], axis=0), s.cell), {
+        "defect": "nearest-neighbour divacancy", "sites_A": s.positions[[i, j]].round(3).tolist(), "removed": 2}
 
 
 def _cut_loop(pos: np.ndarray, L: np.ndarray, a: float, centre, normal, radius: float) -> tuple[np.ndarray, int]:
@@ -113,21 +156,6 @@ def loop_seeded_bcc(a: float, n: int, radius: float) -> tuple[Snapshot, dict]:
                                     "loop_radius_A": radius, "removed": removed}
 
 
-def frenkel_pair_bcc(a: float, n: int) -> tuple[Snapshot, dict]:
-    """bcc with a vacancy at the site nearest to a quarter of the box diagonal and a <110> dumbbell at the site
-    nearest to three quarters (half a box diagonal apart)."""
-    s = cubic_crystal("bcc", a, n)
-    L = np.diag(s.cell)
-    iv = _closest(s, 0.25 * L)
-    ii = _closest(s, 0.75 * L)
-    site = s.positions[ii].copy()
-    d = 0.3 * a * np.array([1.0, 1.0, 0.0]) / np.sqrt(2.0)
-    pos = np.concatenate([np.delete(s.positions, [iv, ii], axis=0), [site - d, site + d]])
-    return _renumber(pos, s.cell), {"defect": "Frenkel pair (vacancy + <110> dumbbell)",
-                                    "vacancy_A": s.positions[iv].round(3).tolist(),
-                                    "dumbbell_A": site.round(3).tolist()}
-
-
 def _rotated(kind: str, a: float, xdir, ydir, lengths, xlo: float, xhi: float) -> np.ndarray:
     """``kind`` (fcc, bcc) lattice points with crystal directions ``xdir``, ``ydir`` along lab x, y, inside the slab
     ``xlo <= x < xhi``, ``0 <= y < Ly``, ``0 <= z < Lz`` (lab frame)."""
@@ -171,8 +199,7 @@ def tilt_bicrystal(a: float, h: int, k: int, nx: int, ny: int, nz: int, overlap:
     pos = np.mod(pos, L)
     pos = np.where(pos >= L, pos - L, pos)  # mod can round up to L
     tree = cKDTree(pos, boxsize=L)
-    dnn = a / np.sqrt(2.0) if kind == "fcc" else a * np.sqrt(3.0) / 2
-    pairs = tree.query_pairs(overlap * dnn, output_type="ndarray")
+    pairs = tree.query_pairs(overlap * nn_distance(kind, a), output_type="ndarray")
     drop = np.unique(np.maximum(pairs[:, 0], pairs[:, 1])) if len(pairs) else np.zeros(0, int)
     pos = np.delete(pos, drop, axis=0)
     sigma = (h * h + k * k) // (2 if (h * h + k * k) % 2 == 0 else 1)

@@ -44,43 +44,16 @@ LIBRARY_POTENTIALS = {
 }
 
 
-def divacancy(kind: str, a: float, n: int):
-    s = structures.cubic_crystal(kind, a, n)
-    c = np.diag(s.cell) / 2
-    d = s.positions - c
-    i = int(np.argmin((d * d).sum(-1)))
-    r = ((s.positions - s.positions[i]) ** 2).sum(-1)
-    r[i] = np.inf
-    j = int(np.argmin(r))  # a nearest neighbour of i
-    return structures._renumber(np.delete(s.positions, [i, j], axis=0), s.cell)
-
-
-def bcc_dumbbell(a: float, n: int):
-    s = structures.cubic_crystal("bcc", a, n)
-    i = structures._closest(s, np.diag(s.cell) / 2)
-    site = s.positions[i].copy()
-    d = 0.3 * a * np.array([1.0, 1.0, 0.0]) / np.sqrt(2.0)
-    return structures._renumber(np.concatenate([np.delete(s.positions, i, axis=0), [site - d, site + d]]), s.cell)
-
-
-def fcc_frenkel(a: float, n: int):
-    s = structures.cubic_crystal("fcc", a, n)
-    L = np.diag(s.cell)
-    iv, ii = structures._closest(s, 0.25 * L), structures._closest(s, 0.75 * L)
-    site = s.positions[ii].copy()
-    d = np.array([0.0, 0.0, 0.3 * a])
-    return structures._renumber(np.concatenate([np.delete(s.positions, [iv, ii], axis=0), [site - d, site + d]]),
-                                s.cell)
-
-
 def cells_for(el: str, pot: sc.Potential):
     a, kind = pot.a0, pot.lattice
-    out = [("vacancy", structures.vacancy(a, 4, kind)[0]), ("divacancy", divacancy(kind, a, 4))]
+    out = [("vacancy", structures.vacancy(a, 4, kind)[0]), ("divacancy", structures.divacancy(a, 4, kind)[0])]
     if kind == "fcc":
-        out += [("interstitial", structures.split_interstitial(a, 4)[0]), ("frenkel", fcc_frenkel(a, 5)),
+        out += [("interstitial", structures.split_interstitial(a, 4, kind)[0]),
+                ("frenkel", structures.frenkel_pair(a, 5, kind)[0]),
                 ("sigma5", structures.sigma5_bicrystal(a, 2, 1, 2)[0])]
     else:
-        out += [("interstitial", bcc_dumbbell(a, 5)), ("frenkel", structures.frenkel_pair_bcc(a, 6)[0]),
+        out += [("interstitial", structures.split_interstitial(a, 5, kind)[0]),
+                ("frenkel", structures.frenkel_pair(a, 6, kind)[0]),
                 ("sigma5", structures.sigma5_bicrystal(a, 2, 1, 3, kind="bcc")[0]),
                 ("loop", structures.prismatic_loop_bcc(a, 7, 4.5)[0])]
     return [(f"{el}-{kind}-{name}", s) for name, s in out]
@@ -91,11 +64,13 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "pipelines" / "train" / "defect_library.npz")
     args = ap.parse_args(argv)
     t0 = time.time()
+    from trajden import names as codes
     from trajden.classify import acna
 
     names, kinds, pos, cells, counts, defect = [], [], [], [], [], []
     for el, pot in LIBRARY_POTENTIALS.items():
-        nn = pot.a0 / np.sqrt(2.0) if pot.lattice == "fcc" else pot.a0 * np.sqrt(3.0) / 2
+        nn = structures.nn_distance(pot.lattice, pot.a0)
+        host = codes.FCC if pot.lattice == "fcc" else codes.BCC
         for name, s in cells_for(el, pot):
             r = sc.minimise(s, pot, ftol=1e-8, maxiter=20000)
             p = np.mod(r.positions - r.origin, np.diag(r.cell))
@@ -105,7 +80,6 @@ def main(argv=None) -> int:
             cells.append((r.cell / nn).astype(np.float32))
             counts.append(len(p))
             # the atoms a-CNA does not call the host lattice at 0 K: weighted up in training (few per cell)
-            host = 1 if pot.lattice == "fcc" else 3
             defect.append(acna(r.positions, r.cell, r.origin) != host)
             print(f"{name:24s} {len(p):5d} atoms, {int(defect[-1].sum()):4d} defect atoms, "
                   f"fnorm {r.info['min_fnorm']:.1e} eV/A, "
