@@ -410,12 +410,11 @@ def main(argv=None) -> int:
         if unknown:
             raise SystemExit(f"unknown case(s) {sorted(unknown)}; choose from {sorted(todo)}")
         todo = {k: v for k, v in todo.items() if k in args.cases}
-    if args.modifier_only:
-        data = json.loads((out / "profile.json").read_text())
-        data["machine"]["modifier"] = time_modifier(out)
-        (out / "profile.json").write_text(json.dumps(data, indent=1))
     if args.report_only or args.modifier_only:
         data = json.loads((out / "profile.json").read_text())
+        if args.modifier_only:
+            data["machine"]["modifier"] = time_modifier(out)
+            (out / "profile.json").write_text(json.dumps(data, indent=1))
         info, results = data["machine"], data["results"]
         png = doc.parent / "performance.png" if not args.quick else out / "profile.png"
         plot(results, png)

@@ -19,7 +19,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -122,8 +122,7 @@ def load_library(path: str | os.PathLike) -> DefectLibrary:
         counts = z["counts"]
         starts = np.concatenate([[0], np.cumsum(counts)])
         pos = [z["positions"][a:b].astype(np.float64) for a, b in zip(starts[:-1], starts[1:])]
-        flags = z["defect"] if "defect" in z else np.zeros(int(starts[-1]), dtype=bool)
-        defect = [flags[a:b].astype(bool) for a, b in zip(starts[:-1], starts[1:])]
+        defect = [z["defect"][a:b].astype(bool) for a, b in zip(starts[:-1], starts[1:])]
         return DefectLibrary([str(n) for n in z["names"]], pos, [c.astype(np.float64) for c in z["cells"]],
                              defect, hashlib.sha256(raw).hexdigest())
 
@@ -225,39 +224,39 @@ def _batch(samples):
 
 
 def validation_set(cfg: TrainConfig, library: DefectLibrary | None = None):
+    """Fixed validation cells: ``(name, sigma, sample, defect mask or None)``; each structure at each of
+    ``val_sigmas``, and every library cell at the middle one (its defect atoms marked)."""
     rng = np.random.default_rng(12345)
-    out = [(s, sig, _sample(cfg, rng, s, sigma=sig)) for s in cfg.structures for sig in cfg.val_sigmas]
-    if library is not None:  # the library at the middle noise level; weight 2 marks its defect atoms
+    out = [(s, sig, _sample(cfg, rng, s, sigma=sig), None) for s in cfg.structures for sig in cfg.val_sigmas]
+    if library is not None:
         sig = cfg.val_sigmas[len(cfg.val_sigmas) // 2]
-        marked = replace(cfg, library_defect_weight=2.0)
-        out += [(f"library:{i}", sig, _sample(marked, rng, f"library:{i}", sigma=sig, library=library))
-                for i in range(len(library.names))]
+        out += [(f"library:{i}", sig, _sample(cfg, rng, f"library:{i}", sigma=sig, library=library),
+                 torch.as_tensor(library.defect[i])) for i in range(len(library.names))]
     return out
 
 
 @torch.no_grad()
 def validate(net: torch.nn.Module, val) -> dict:
-    """Per (structure, sigma): RMS of the residual noise after one step relative to the applied noise."""
+    """Per (structure, sigma): RMS of the residual noise after one step relative to the applied noise; the
+    library pooled over its cells (``defects@sigma``) and over their defect atoms (``defect-atoms@sigma``)."""
     net.eval()
     out = {}
     losses = []
-    lib_all, lib_defect = [], []
-    for s, sig, (vec, src, dst, typ, tgt, w) in val:
+    pooled: dict[str, list] = {}
+    for s, sig, (vec, src, dst, typ, tgt, _), defect in val:
         pred = net(vec, src, dst, typ)
-        res = ((pred - tgt) ** 2).sum(-1)
-        if s.startswith("library:"):  # pooled: one number for the cells, one for their defect atoms
-            lib_all.append((res, (tgt**2).sum(-1), sig))
-            lib_defect.append((res[w > 1], (tgt**2).sum(-1)[w > 1]))
+        res, ref = ((pred - tgt) ** 2).sum(-1), (tgt**2).sum(-1)
+        if defect is not None:
+            pooled.setdefault(f"defects@{sig:g}", []).append((res, ref))
+            pooled.setdefault(f"defect-atoms@{sig:g}", []).append((res[defect], ref[defect]))
             continue
         err = res.mean().item()
         losses.append(err)
-        out[f"{s}@{sig:g}"] = math.sqrt(err / max((tgt**2).sum(-1).mean().item(), 1e-12))
-    if lib_all:
-        sig = lib_all[0][2]
-        for key, parts in (("defects", [(a, b) for a, b, _ in lib_all]), ("defect-atoms", lib_defect)):
-            num = torch.cat([a for a, _ in parts]).sum().item()
-            den = torch.cat([b for _, b in parts]).sum().item()
-            out[f"{key}@{sig:g}"] = math.sqrt(num / max(den, 1e-12))
+        out[f"{s}@{sig:g}"] = math.sqrt(err / max(ref.mean().item(), 1e-12))
+    for key, parts in pooled.items():
+        num = torch.cat([a for a, _ in parts]).sum().item()
+        den = torch.cat([b for _, b in parts]).sum().item()
+        out[key] = math.sqrt(num / max(den, 1e-12))
     net.train()
     out["loss"] = float(np.mean(losses))
     return out
