@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from trajden.lattices import STRUCTURES, add_noise, make_crystal
-from trajden.scale import estimate_nn_distance
+from trajden.scale import OCCUPANCY_ATOMS_PER_BIN, estimate_nn_distance, occupied_volume
 
 
 @pytest.mark.parametrize("structure", STRUCTURES)
@@ -37,3 +37,37 @@ def test_no_length_scale_for_an_ideal_gas_but_for_a_melt_like_peak():
     c = make_crystal("fcc", 2000, d_nn=2.55)
     hot = c.positions + 0.3 * rng.standard_normal(c.positions.shape)  # 0.12 nn per coordinate: still a peak
     assert estimate_nn_distance(hot, c.cell) == pytest.approx(2.55, rel=0.05)
+
+
+def _slab(vacuum_factor: float, noise: float = 0.08):
+    """An fcc slab (6x6x6 cells, d_nn 2.55) with its box stretched along z by ``vacuum_factor``."""
+    c = make_crystal("fcc", reps=(6, 6, 6), d_nn=2.55)
+    pos = c.positions + np.random.default_rng(3).normal(0.0, noise * 2.55, c.positions.shape)
+    cell = c.cell.copy()
+    cell[2, 2] *= vacuum_factor
+    return pos, cell, abs(np.linalg.det(c.cell))
+
+
+def test_occupied_volume_is_the_cell_for_a_filled_box():
+    pos, cell, _ = _slab(1.0)
+    volume, empty = occupied_volume(pos, cell)
+    assert volume == abs(np.linalg.det(cell)) and empty == 0.0  # exactly: filled frames are not affected
+
+
+def test_occupied_volume_finds_the_vacuum_beside_a_slab():
+    pos, cell, slab_volume = _slab(8.0)
+    volume, empty = occupied_volume(pos, cell)
+    assert 0.75 <= empty < 0.9  # 7/8 of the box is vacuum (on a grid of about 6 bins along z)
+    # at most one partly filled bin per face: bins hold OCCUPANCY_ATOMS_PER_BIN atoms at the density found
+    edge = (OCCUPANCY_ATOMS_PER_BIN * volume / len(pos)) ** (1.0 / 3.0)
+    area = abs(np.linalg.det(cell)) / cell[2, 2]
+    assert slab_volume <= volume <= slab_volume + 2.0 * edge * area
+
+
+@pytest.mark.parametrize("vacuum_factor", [1.0, 3.0, 8.0])
+def test_nn_distance_of_a_slab_in_vacuum(vacuum_factor):
+    """The window of pair distances follows the density of the filled volume, not the box's (which, with
+    enough vacuum, pushed the window past the first peak: 3.6 A found for Cu's 2.55)."""
+    pos, cell, _ = _slab(vacuum_factor)
+    assert estimate_nn_distance(pos, cell) == pytest.approx(2.55, rel=0.02)
+    assert estimate_nn_distance(pos, cell, pbc=(True, True, False)) == pytest.approx(2.55, rel=0.02)

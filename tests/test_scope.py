@@ -7,7 +7,7 @@ from trajden import names
 from trajden.denoise import denoise
 from trajden.lattices import add_noise, make_crystal
 from trajden.model.package import load_model
-from trajden.scope import MoveGuard
+from trajden.scope import MoveGuard, SurfaceFinder
 
 
 @pytest.fixture(scope="module")
@@ -80,3 +80,48 @@ def test_a_dilute_gas_is_left_raw_not_an_error(lite):
     np.testing.assert_array_equal(res.positions, pos)
     with pytest.raises(ValueError, match="no peak in g"):
         denoise(pos, cell, None, lite, guard=False)
+
+
+def _hot_slab(noise: float = 0.08, vacuum: float = 20.0):
+    """A hot fcc (001) slab (6x6x5 cells: 10 layers), d_nn 2.55, in a periodic box with ``vacuum`` A along z."""
+    c = make_crystal("fcc", reps=(6, 6, 5), d_nn=2.55)
+    pos = c.positions + np.random.default_rng(5).normal(0.0, noise * 2.55, c.positions.shape)
+    cell = c.cell.copy()
+    cell[2, 2] += vacuum
+    pos[:, 2] += vacuum / 2
+    layer = np.round((c.positions[:, 2] - c.positions[:, 2].min()) / (c.cell[2, 2] / 10)).astype(int)
+    depth = np.minimum(layer, layer.max() - layer)
+    return pos, cell, depth
+
+
+@pytest.mark.parametrize("pbc", [None, (True, True, False)])
+def test_surface_finder_marks_the_outer_layers_only(pbc):
+    pos, cell, depth = _hot_slab()
+    held = SurfaceFinder().compute(pos, cell, 2.55, pbc)
+    assert held[depth == 0].all()  # the outer layer
+    assert held[depth == 1].mean() > 0.9  # and those within DEFAULT_SURFACE_DEPTH (1.6 d_nn: two (001) layers)
+    assert held[depth == 3].mean() < 0.2 and not held[depth >= 4].any()  # the interior is denoised
+
+
+def test_surface_finder_leaves_bulk_and_melts_alone():
+    c = make_crystal("fcc", reps=(6, 6, 6), d_nn=2.55)
+    hot = add_noise(c.positions, 0.12 * 2.55, np.random.default_rng(0))[0]
+    assert not SurfaceFinder().compute(hot, c.cell, 2.55).any()
+    gas_like = np.random.default_rng(1).random((864, 3)) @ c.cell  # no vacuum either: nothing to examine
+    assert not SurfaceFinder().compute(gas_like, c.cell, 2.55).any()
+
+
+def test_denoise_holds_the_surface_and_cleans_the_interior(lite):
+    pos, cell, depth = _hot_slab()
+    res = denoise(pos, cell, None, lite, pbc=(True, True, False))
+    held = res.scope == names.SCOPE_SURFACE
+    np.testing.assert_array_equal(res.positions[held], pos[held])
+    assert held[depth == 0].all() and not held[depth >= 4].any()
+    ideal = make_crystal("fcc", reps=(6, 6, 5), d_nn=2.55).positions
+    ideal[:, 2] += 10.0
+    inner = depth >= 4
+    d_raw = pos[inner] - ideal[inner]
+    d_den = res.positions[inner] - ideal[inner]
+    assert np.sqrt((d_den**2).sum(1).mean()) < 0.4 * np.sqrt((d_raw**2).sum(1).mean())
+    free = denoise(pos, cell, None, lite, pbc=(True, True, False), surfaces=False)
+    assert not (free.scope == names.SCOPE_SURFACE).any()

@@ -29,7 +29,7 @@ from trajden.model.options import EvaluatorOptions
 from trajden.model.package import LoadedModel
 from trajden.neighbors import build_graph, spatial_order
 from trajden.scale import estimate_nn_distance
-from trajden.scope import MoveGuard
+from trajden.scope import MoveGuard, SurfaceFinder
 from trajden.spans import span
 
 #: default maximum number of iterations (the paper uses 8)
@@ -199,6 +199,7 @@ def _iterate(
     skin: float,
     active_tol: float,
     device,
+    fixed: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[float], int, float]:
     """Run Algorithm 1 in model units. Returns (positions, rms per iteration, status, mobile fraction).
 
@@ -206,9 +207,11 @@ def _iterate(
     too is not recomputed (its update is zero) until a neighbour moves again. The frame stops when the RMS
     update falls below ``tol``; a frame that reaches ``k`` above it (liquid atoms keep moving) is
     :data:`~trajden.names.FRAME_STATUS_MAX_ITERATIONS`, with the fraction of atoms whose last update was
-    above :data:`MOBILE_TOL_FACTOR` ``* tol``.
+    above :data:`MOBILE_TOL_FACTOR` ``* tol``. Atoms where ``fixed`` (N,) is True are never moved (they stay in
+    the graph as neighbours).
     """
     x = torch.as_tensor(x0, dtype=torch.float32, device=device)
+    hold = None if fixed is None or not np.any(fixed) else torch.as_tensor(np.asarray(fixed), device=device)
     ref = x.clone()
     with span("graph"):
         backend.rebuild(ref)
@@ -225,6 +228,8 @@ def _iterate(
                 backend.rebuild(ref)
         with span("model"):
             delta = backend.step(x, moving)
+        if hold is not None:
+            delta = delta.masked_fill(hold[:, None], 0.0)
         x = x - delta
         step = (delta * delta).sum(-1)
         rms = float(torch.sqrt(step.mean()))
@@ -271,6 +276,7 @@ def denoise(
     guard: MoveGuard | bool = True,
     options: EvaluatorOptions | None = None,
     pbc=None,
+    surfaces: SurfaceFinder | bool = True,
 ) -> DenoiseResult:
     """Denoise one frame.
 
@@ -312,6 +318,9 @@ def denoise(
         (:func:`trajden.cluster.evaluator_options`)
     pbc : periodic along each cell vector (three booleans; None: all). No neighbour images are made across
         a non-periodic direction (free surfaces of slabs, particles, droplets); ``blocks`` need all periodic.
+    surfaces : a :class:`trajden.scope.SurfaceFinder` (``True``: the default one; ``False``: none): atoms at a
+        free surface (in frames with vacuum: slabs, particles, voids) are held at their raw positions, as
+        neighbours of the others, and flagged :data:`trajden.names.SCOPE_SURFACE`
 
     Returns
     -------
@@ -354,6 +363,10 @@ def denoise(
         nn = float(scale)
         if not nn > 0:
             raise ValueError(f"scale must be positive, not {scale}")
+    fixed = None
+    if surfaces:
+        with span("scale"):
+            fixed = (SurfaceFinder() if surfaces is True else surfaces).compute(positions, cell, nn, pbc)
     for attempt in range(2):
         factor = nn / model.nn_distance
         tol_model = DEFAULT_TOL_NN if tol is None else float(tol) / factor
@@ -371,7 +384,8 @@ def denoise(
             backend = (_Whole(model, cell_m, t, skin, block_edges, frames_per_worker, options, pbc)
                        if tuple(counts) == (1, 1, 1) and client is None
                        else _Blocks(model, cell_m, t, skin, block_edges, counts, client, options))
-        x, history, status, mobile = _iterate(backend, positions / factor, k, tol_model, skin, act, model.device)
+        x, history, status, mobile = _iterate(backend, positions / factor, k, tol_model, skin, act, model.device,
+                                              fixed)
         if not auto or attempt == 1 or status == names.FRAME_STATUS_DIVERGED:
             break
         try:
@@ -383,6 +397,8 @@ def denoise(
             break
         nn = refined
     result = positions if status == names.FRAME_STATUS_DIVERGED else x * factor
+    if fixed is not None and status != names.FRAME_STATUS_DIVERGED:
+        result[fixed] = positions[fixed]  # exactly (not through float32)
     scope = np.zeros(len(positions), dtype=np.int8)
     if guard and status != names.FRAME_STATUS_DIVERGED:
         checked = (MoveGuard() if guard is True else guard).compute(
@@ -390,6 +406,8 @@ def denoise(
         result, scope = checked.positions, checked.flags
         if checked.frame_left_raw:
             status = names.FRAME_STATUS_OUT_OF_SCOPE
+    if fixed is not None and status != names.FRAME_STATUS_DIVERGED and not np.all(scope == names.SCOPE_FRAME):
+        scope[fixed] = names.SCOPE_SURFACE
     out = np.empty_like(positions)
     out[order] = result
     flags = np.empty_like(scope)

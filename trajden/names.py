@@ -129,8 +129,9 @@ SCOPE_MOVE_BOUND = 1  # its neighbourhood moved further than any thermal crystal
 SCOPE_FRAME = 2  # most of the frame moved so: the whole frame left raw
 SCOPE_SPECIES = 3  # the input's elements are not covered by the model: left raw
 SCOPE_NO_SCALE = 4  # no length scale could be estimated (dilute gas, molecules): left raw
+SCOPE_SURFACE = 5  # at a free surface (slab, particle, void; the models know bulk lattices only): left raw
 SCOPE_NAMES = {0: "denoised", 1: "move_bound", 2: "frame_out_of_scope", 3: "species_not_covered",
-               4: "no_length_scale"}
+               4: "no_length_scale", 5: "free_surface"}
 
 # --- per-frame evaluator codes (VAR_EVALUATOR) ---------------------------------------------------
 EVALUATOR_EAGER = 0  # eager torch: bit-identical whatever the thread count or the blocks

@@ -323,19 +323,32 @@ def process_chunk(
     )
 
 
+#: margin (angstrom) around the atoms of a frame without any cell: its non-periodic box (see check_frame)
+FREE_BOX_MARGIN = 1.0
+
+
 def check_frame(frame: Frame) -> Frame:
     """Raise InputError (one line naming file and frame) unless ``frame`` has a finite 3-D cell.
 
-    The cell may be non-periodic along some directions (``frame.pbc``, e.g. LAMMPS ``pp pp ff``); a frame
-    without any cell (all zeros: an XYZ/MDAnalysis frame without a box) or with a flat cell would otherwise
-    fail deep inside OVITO.
+    The cell may be non-periodic along some directions (``frame.pbc``, e.g. LAMMPS ``pp pp ff``). A frame
+    without any cell (all zeros and no periodic direction: an XYZ file or an MDAnalysis frame without a box, a
+    molecule or cluster in vacuum) is given one here, in place: the atoms' bounding box widened by
+    :data:`FREE_BOX_MARGIN` on every side, non-periodic in x, y and z (no image is ever made across it; it is
+    what the store records and exports write). A flat cell would otherwise fail deep inside OVITO.
     """
     cell = np.asarray(frame.cell, dtype=np.float64)
     where = f"{frame.source}: frame {frame.index}"
     if cell.shape != (3, 3) or not np.all(np.isfinite(cell)):
         raise InputError(f"{where}: the cell is not a finite 3x3 matrix")
     if not np.any(cell):
-        raise InputError(f"{where}: no periodic cell (non-periodic box); trajden needs periodic boundaries")
+        if np.any(frame.pbc):
+            raise InputError(f"{where}: no cell, but periodic boundaries declared")
+        pos = np.asarray(frame.positions, dtype=np.float64)
+        lo = pos.min(axis=0) - FREE_BOX_MARGIN if len(pos) else np.zeros(3)
+        hi = pos.max(axis=0) + FREE_BOX_MARGIN if len(pos) else np.ones(3)
+        frame.cell, frame.origin = np.diag(hi - lo), lo
+        frame.pbc = np.zeros(3, dtype=bool)
+        return frame
     volume = abs(float(np.linalg.det(cell)))
     if not volume > 1e-9 * max(1.0, float(np.prod(np.linalg.norm(cell, axis=1)))):
         raise InputError(f"{where}: zero-volume box (volume {volume:.3g}); trajden needs a periodic 3-D cell")

@@ -2,7 +2,9 @@
 
 The estimate is the position of the first peak of the pair-distribution function g(r): it does not depend
 on which structure is present (fcc, bcc, hcp, diamond, liquid or a mixture), unlike a density-based guess.
-Pair distances within ``1.45 rho^(-1/3)`` are histogrammed and divided by r (a Gaussian-blurred shell at
+Pair distances within ``1.45 rho^(-1/3)`` (``rho``: the density of the volume the atoms fill,
+:func:`occupied_volume`, so that vacuum beside a slab or around a particle does not widen the window) are
+histogrammed and divided by r (a Gaussian-blurred shell at
 distance d then peaks at d), smoothed; the first local maximum reaching a fifth of the highest one is refined by
 a Gaussian fit to its inner flank (free of the next shell).
 """
@@ -16,10 +18,86 @@ from trajden.errors import InputError
 
 _SCALE_HINT = "pass the nearest-neighbour distance with --scale"
 
+#: grid bins of :func:`occupied_volume` hold this many atoms on average at the density being tested (a dense
+#: phase leaves a bin empty with probability about exp(-16) = 1e-7)
+OCCUPANCY_ATOMS_PER_BIN = 16
+#: a frame whose grid has at most this fraction of empty bins fills its cell: its volume is the cell's, exactly
+VACUUM_EMPTY_FRACTION = 0.02
+
 #: the first peak of g(r) must reach this (ideal gas: 1; real Cu melt about 2.3 on these bins, fcc/bcc/hcp at the
 #: models' hottest training noise 1.5-1.6 (pipelines/study_scope.py); crystals in MD far more): below it the
 #: frame has no condensed structure (a dilute gas) and no length scale is estimated
 MIN_PEAK_HEIGHT = 1.25
+
+
+def _box_extent(positions: np.ndarray, cell: np.ndarray, periodic: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, float]:
+    """The box: fractional coordinates in [0, 1] per box vector, the box vectors' lengths, and its volume.
+
+    The box is the cell, cut along each non-periodic vector to the atoms' extent (at least ``1 / N`` of it).
+    """
+    volume = abs(float(np.linalg.det(cell)))
+    lengths = np.linalg.norm(cell, axis=1)
+    if not (np.isfinite(volume) and volume > 0):
+        return np.zeros_like(positions), lengths, volume
+    frac = np.linalg.solve(cell.T, positions.T).T
+    for ax in range(3):
+        if periodic[ax]:
+            frac[:, ax] = np.mod(frac[:, ax], 1.0)
+        else:
+            lo, span = float(frac[:, ax].min()), float(np.ptp(frac[:, ax]))
+            span = max(span, 1.0 / max(len(positions), 1))
+            frac[:, ax] = (frac[:, ax] - lo) / span
+            volume *= span
+            lengths[ax] *= span
+    return frac, lengths, volume
+
+
+def occupied_volume(positions: np.ndarray, cell: np.ndarray, pbc=None) -> tuple[float, float]:
+    """Volume the atoms fill, and the fraction of the box that is empty.
+
+    The box is the cell, cut to the atoms' extent along non-periodic vectors. It is divided into grid bins that
+    would hold :data:`OCCUPANCY_ATOMS_PER_BIN` atoms at the box's density; where more than
+    :data:`VACUUM_EMPTY_FRACTION` of them are empty (vacuum beside a slab, around a particle or a droplet, a
+    void), the volume is that of the occupied bins, counted again on bins sized by the density found. Otherwise
+    it is the box's volume exactly: frames that fill their cell (bulk crystals, melts) are not affected.
+
+    Parameters
+    ----------
+    positions : (N, 3) Cartesian positions
+    cell : (3, 3) lattice vectors as rows
+    pbc : periodic along each cell vector (None: all)
+
+    Returns
+    -------
+    (volume, empty_fraction) : the occupied volume (the box's where it is filled) and the empty fraction of the
+        box (0 where it is filled or has too few atoms to tell)
+    """
+    positions = np.asarray(positions, dtype=np.float64)
+    cell = np.asarray(cell, dtype=np.float64)
+    periodic = np.ones(3, dtype=bool) if pbc is None else np.asarray(pbc, dtype=bool).reshape(3)
+    n = len(positions)
+    if n == 0:
+        return float("nan"), 0.0
+    frac, lengths, box = _box_extent(positions, cell, periodic)
+    if not (np.isfinite(box) and box > 0) or n < 8 * OCCUPANCY_ATOMS_PER_BIN:
+        return box, 0.0
+    volume, empty = box, 0.0
+    for _ in range(2):  # the second pass sizes the bins by the density of the occupied volume
+        edge = (OCCUPANCY_ATOMS_PER_BIN * volume / n) ** (1.0 / 3.0)
+        nb = np.maximum(1, np.round(lengths / edge)).astype(np.int64)
+        if nb.prod() < 8:
+            break
+        idx = np.minimum((frac * nb).astype(np.int64), nb - 1)
+        flat = np.ravel_multi_index(idx.T, tuple(nb))
+        filled = np.count_nonzero(np.bincount(flat, minlength=int(nb.prod())))
+        frac_empty = 1.0 - filled / float(nb.prod())
+        if volume == box:
+            if frac_empty <= VACUUM_EMPTY_FRACTION:
+                return box, 0.0
+            empty = frac_empty
+        volume = box * filled / float(nb.prod())
+    return volume, empty
 
 
 def estimate_nn_distance(
@@ -56,12 +134,8 @@ def first_peak(positions: np.ndarray, cell: np.ndarray, bins: int = 240, pbc=Non
     positions = np.asarray(positions, dtype=np.float64)
     cell = np.asarray(cell, dtype=np.float64)
     n = len(positions)
-    volume = abs(np.linalg.det(cell))
     periodic = np.ones(3, dtype=bool) if pbc is None else np.asarray(pbc, dtype=bool).reshape(3)
-    if n >= 2 and np.isfinite(volume) and volume > 0 and not periodic.all():
-        frac = np.linalg.solve(cell.T, positions.T).T  # fractional coordinates (cell rows = lattice vectors)
-        for ax in np.flatnonzero(~periodic):
-            volume *= max(float(np.ptp(frac[:, ax])), 1.0 / n)
+    volume = occupied_volume(positions, cell, periodic)[0] if n >= 2 else float("nan")
     if n < 2 or not np.isfinite(volume) or volume <= 0:
         raise InputError("cannot estimate the nearest-neighbour distance: need >= 2 atoms and a non-degenerate cell",
                          hint=_SCALE_HINT)
