@@ -67,7 +67,7 @@ VAR_COMPLETE = "complete"  # (frame,) bool, frame fully written
 VAR_EVALUATOR = "evaluator"  # (frame,) int8, how the model ran, see EVALUATOR_*
 VAR_RMS_HISTORY = "rms_history"  # (frame, iteration) float32, RMS update per iteration, NaN after the last
 VAR_SCOPE = "scope"  # (frame, atom) int8, SCOPE_* codes: 0 denoised, else why the atom was left raw
-VAR_N_KEPT_RAW = "n_kept_raw"  # (frame,) int64, atoms left raw because the model cannot apply to them
+VAR_N_KEPT_RAW = "n_kept_raw"  # (frame,) int32, atoms left raw because the model cannot apply to them
 VAR_ELEMENT = "element"  # (atom,) int16, atomic number (0 = unknown), CF flag_values/flag_meanings = symbols
 VAR_MOBILE_FRACTION = "mobile_fraction"  # (frame,) float32, atoms whose last update exceeded tol (NaN: tol 0)
 

@@ -1,6 +1,8 @@
 """The output store: denoised coordinates and structure labels in a Zarr (format 3) / xarray layout.
 
-Layout (all names from :mod:`trajden.names`), readable with ``xarray.open_zarr(path, consolidated=False)``:
+Layout (all names from :mod:`trajden.names`; each variable's dims, dtype, fill value, CF attributes and the
+condition under which a store has it are declared once in :mod:`trajden.schema`), readable with
+``xarray.open_zarr(path, consolidated=False)``:
 
 * dims ``frame``, ``atom``, ``spatial`` (3), ``cell_vector`` (3), and ``iteration`` (only with ``max_iterations``);
 * coordinates ``time(frame)`` float64 [ps], ``step(frame)`` int64, ``atom_id(atom)`` int64 (listed in the
@@ -52,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-from trajden import __version__, names
+from trajden import __version__, names, schema
 from trajden.errors import StoreError
 from trajden.run_lock import (
     RunLock,
@@ -62,6 +64,7 @@ from trajden.run_lock import (
     _read_lock,
     _read_zarr_json,
 )
+from trajden.schema import LABEL_FILL
 
 __all__ = ["FrameResult", "Store", "StoreError", "StaleLockWarning", "is_trajden_store", "STORE_FORMAT"]
 
@@ -69,11 +72,6 @@ __all__ = ["FrameResult", "Store", "StoreError", "StaleLockWarning", "is_trajden
 STORE_FORMAT = 1
 #: default (and maximum default) atoms per chunk
 MAX_ATOMS_PER_CHUNK = 1_048_576
-
-LABEL_FILL = -1
-INT_FILL = -1
-
-_UNITS_ANGSTROM = "angstrom"
 
 
 @dataclass
@@ -179,16 +177,6 @@ def _dict_diff(stored: Any, wanted: Any, prefix: str) -> list[str]:
     return []
 
 
-def _flag_attrs(meanings: dict[int, str], codes: Sequence[int], long_name: str, comment: str) -> dict:
-    """CF flag attributes of a code variable: ``codes`` (in this order) and their ``meanings``."""
-    return {
-        names.CF_LONG_NAME: long_name,
-        names.CF_FLAG_VALUES: [int(c) for c in codes],
-        names.CF_FLAG_MEANINGS: " ".join(meanings[c] for c in codes),
-        names.CF_COMMENT: comment,
-    }
-
-
 def _atomic_numbers(elements: Any, n_atoms: int, path: Any) -> np.ndarray:
     """(n_atoms,) int16 atomic numbers of element symbols (None or "": 0 = unknown); StoreError otherwise."""
     if elements is None:
@@ -213,13 +201,9 @@ def _element_attrs(numbers: np.ndarray) -> dict:
     present = sorted(int(z) for z in np.unique(numbers))
     meanings = {z: (names.ELEMENT_UNKNOWN_NAME if z == names.ELEMENT_UNKNOWN else chemical_symbols[z])
                 for z in present}
-    return _flag_attrs(meanings, present, "chemical element",
-                       f"atomic number; {names.ELEMENT_UNKNOWN} = {names.ELEMENT_UNKNOWN_NAME} "
-                       "(an input without element information)")
-
-
-def _label_codes(classifier: str) -> tuple[int, ...]:
-    return names.ACNA_CODES if classifier == names.ACNA else names.PTM_CODES
+    return schema.flag_attrs(meanings, present, "chemical element",
+                             f"atomic number; {names.ELEMENT_UNKNOWN} = {names.ELEMENT_UNKNOWN_NAME} "
+                             "(an input without element information)")
 
 
 class _BlockPut:
@@ -262,13 +246,11 @@ class Store:
         self._classifiers = tuple(c for c in names.CLASSIFIERS if names.structure_var(c) in present)
         self._keep_raw = names.VAR_POSITIONS_RAW in present
         self._history_len = int(group[names.VAR_RMS_HISTORY].shape[1]) if names.VAR_RMS_HISTORY in present else 0
-        self._has_evaluator = names.VAR_EVALUATOR in present  # stores written before it existed lack it
-        self._has_scope = names.VAR_SCOPE in present  # likewise
         self._extra_labels = tuple(v for v in names.EXTRA_LABEL_VARS if v in present)
-        self._has_element = names.VAR_ELEMENT in present  # stores written before species were read lack it
-        self._has_mobile = names.VAR_MOBILE_FRACTION in present  # likewise
-        self._has_origin = names.VAR_ORIGIN in present  # likewise
-        self._has_pbc = names.VAR_PBC in present
+        layout = schema.Layout(self._classifiers, self._keep_raw, self._extra_labels, self._history_len or None)
+        # the schema's variables of this layout, less those older stores lack (e.g. evaluator, scope, element)
+        self._variables = schema.variables(layout, present)
+        self._variable_names = frozenset(v.name for v in self._variables)
 
     # ---- construction ------------------------------------------------------------------------
 
@@ -368,88 +350,19 @@ class Store:
         final_path, path = path, path.with_name(f".{path.name}.creating-{uuid.uuid4().hex[:12]}")
 
         group = zarr.open_group(str(path), mode="w", zarr_format=3)
-        F, A, S, C = names.DIM_FRAME, names.DIM_ATOM, names.DIM_SPATIAL, names.DIM_CELL_VECTOR
-        fpc, apc = frames_per_chunk, atoms_per_chunk
-
-        def arr(name: str, shape: tuple, dims: tuple, dtype: Any, fill: Any, chunks: tuple, **attributes: Any):
-            return group.create_array(name, shape=shape, dtype=dtype, chunks=chunks, fill_value=fill,
-                                      dimension_names=dims, attributes=attributes)
-
-        ang = {names.CF_UNITS: _UNITS_ANGSTROM}
-        nan = np.nan
-        # coordinates
-        arr(names.COORD_TIME, (n_frames,), (F,), "float64", nan, (fpc,),
-            **{names.CF_UNITS: "ps", names.CF_LONG_NAME: "time"})[:] = times
-        arr(names.COORD_STEP, (n_frames,), (F,), "int64", INT_FILL, (fpc,),
-            **{names.CF_LONG_NAME: "MD timestep"})[:] = steps.astype(np.int64)
-        arr(names.COORD_ATOM_ID, (n_atoms,), (A,), "int64", INT_FILL, (apc,),
-            **{names.CF_LONG_NAME: "atom id"})[:] = atom_ids.astype(np.int64)
-        arr(names.VAR_TYPE, (n_atoms,), (A,), "int32", INT_FILL, (apc,),
-            **{names.CF_LONG_NAME: "atom type"})[:] = types.astype(np.int32)
-        arr(names.VAR_ELEMENT, (n_atoms,), (A,), "int16", names.ELEMENT_UNKNOWN, (apc,),
-            **_element_attrs(numbers))[:] = numbers
-        # per-frame data
-        arr(names.VAR_POSITIONS, (n_frames, n_atoms, 3), (F, A, S), "float32", nan, (fpc, apc, 3),
-            **ang, **{names.CF_LONG_NAME: "denoised atom positions"})
-        if keep_raw:
-            arr(names.VAR_POSITIONS_RAW, (n_frames, n_atoms, 3), (F, A, S), "float32", nan, (fpc, apc, 3),
-                **ang, **{names.CF_LONG_NAME: "atom positions as read"})
-        for clf in classifiers:
-            for raw in (False, True):
-                when = "before" if raw else "after"
-                arr(names.structure_var(clf, raw), (n_frames, n_atoms), (F, A), "int8", LABEL_FILL, (fpc, apc),
-                    **_flag_attrs(names.STRUCTURE_NAMES, _label_codes(clf), f"{clf} structure type {when} denoising",
-                                  f"OVITO structure type codes; {LABEL_FILL} = not written"))
-        for var in extra_labels:
-            when = "before" if var.endswith("_raw") else "after"
-            if var.startswith(names.VAR_ORDERING):
-                meanings = _flag_attrs(names.ORDERING_NAMES, sorted(names.ORDERING_NAMES),
-                                       f"PTM chemical ordering {when} denoising",
-                                       f"OVITO PTM ordering type codes; {LABEL_FILL} = not written")
-            else:
-                meanings = _flag_attrs(names.STRUCTURE_NAMES, names.PTM_CODES,
-                                       f"PTM structure type of one element's sublattice {when} denoising",
-                                       f"OVITO structure type codes; {LABEL_FILL} = not written or not in the "
-                                       "sublattice (root attribute 'sublattice' names its element)")
-            arr(var, (n_frames, n_atoms), (F, A), "int8", LABEL_FILL, (fpc, apc), **meanings)
-        arr(names.VAR_DISPLACEMENT, (n_frames, n_atoms), (F, A), "float32", nan, (fpc, apc),
-            **ang, **{names.CF_LONG_NAME: "|denoised - raw| position"})
-        arr(names.VAR_CELL, (n_frames, 3, 3), (F, C, S), "float64", nan, (fpc, 3, 3),
-            **ang, **{names.CF_LONG_NAME: "cell vectors (rows)"})
-        arr(names.VAR_ORIGIN, (n_frames, 3), (F, S), "float64", nan, (fpc, 3),
-            **ang, **{names.CF_LONG_NAME: "cell origin (corner; LAMMPS xlo ylo zlo)"})
-        arr(names.VAR_PBC, (n_frames, 3), (F, C), "int8", INT_FILL, (fpc, 3),
-            **{names.CF_LONG_NAME: "periodic along each cell vector", names.CF_COMMENT:
-               f"1 periodic (LAMMPS pp), 0 not (f, s, m: a free surface); {INT_FILL} = not written"})
-        arr(names.VAR_ITERATIONS, (n_frames,), (F,), "int16", INT_FILL, (fpc,),
-            **{names.CF_LONG_NAME: "denoising iterations", names.CF_COMMENT: f"{INT_FILL} = not written"})
-        arr(names.VAR_RESIDUAL, (n_frames,), (F,), "float32", nan, (fpc,),
-            **ang, **{names.CF_LONG_NAME: "RMS position update of the last iteration"})
-        arr(names.VAR_SCALE, (n_frames,), (F,), "float32", nan, (fpc,),
-            **{names.CF_UNITS: "1", names.CF_LONG_NAME: "input / model nearest-neighbour distance"})
-        if max_iterations is not None:
-            arr(names.VAR_RMS_HISTORY, (n_frames, int(max_iterations)), (F, names.DIM_ITERATION), "float32", nan,
-                (fpc, int(max_iterations)), **ang, **{names.CF_LONG_NAME: "RMS position update per iteration"})
-        arr(names.VAR_STATUS, (n_frames,), (F,), "int8", INT_FILL, (fpc,),
-            **_flag_attrs(names.FRAME_STATUS_NAMES, sorted(names.FRAME_STATUS_NAMES), "frame status",
-                          f"{INT_FILL} = not written"))
-        if max_iterations is not None:
-            arr(names.VAR_MOBILE_FRACTION, (n_frames,), (F,), "float32", nan, (fpc,),
-                **{names.CF_UNITS: "1", names.CF_LONG_NAME: "fraction of atoms still moving when denoising stopped",
-                   names.CF_COMMENT: "last update above the tolerance; NaN: tol 0 or not written"})
-        arr(names.VAR_EVALUATOR, (n_frames,), (F,), "int8", INT_FILL, (fpc,),
-            **_flag_attrs(names.EVALUATOR_NAMES, sorted(names.EVALUATOR_NAMES), "how the model was evaluated",
-                          f"{INT_FILL} = not written or no model (averaging); compiled: equal to eager to "
-                          "float32 rounding, not bit for bit"))
-        arr(names.VAR_SCOPE, (n_frames, n_atoms), (F, A), "int8", INT_FILL, (fpc, apc),
-            **_flag_attrs(names.SCOPE_NAMES, sorted(names.SCOPE_NAMES), "why the atom was left at its raw position",
-                          f"0 = denoised; else left raw because the model cannot apply there (trajden.scope); "
-                          f"{INT_FILL} = not written"))
-        arr(names.VAR_N_KEPT_RAW, (n_frames,), (F,), "int32", INT_FILL, (fpc,),
-            **{names.CF_LONG_NAME: "atoms left at their raw positions (scope != 0)",
-               names.CF_COMMENT: f"{INT_FILL} = not written"})
-        arr(names.VAR_COMPLETE, (n_frames,), (F,), "bool", False, (fpc,),
-            **{names.CF_LONG_NAME: "frame fully written"})
+        layout = schema.Layout(classifiers, bool(keep_raw), extra_labels,
+                               int(max_iterations) if max_iterations is not None else None)
+        sizes = schema.dim_sizes(n_frames, n_atoms, layout.max_iterations)
+        chunks = schema.dim_sizes(frames_per_chunk, atoms_per_chunk, layout.max_iterations)
+        # the variables written now; the per-frame ones hold fill values until write_frames
+        values = {names.COORD_TIME: times, names.COORD_STEP: steps, names.COORD_ATOM_ID: atom_ids,
+                  names.VAR_TYPE: types, names.VAR_ELEMENT: numbers}
+        for var in schema.variables(layout):
+            attributes = _element_attrs(numbers) if var.name == names.VAR_ELEMENT else dict(var.attrs)
+            array = group.create_array(var.name, shape=var.shape(sizes), dtype=var.dtype, chunks=var.shape(chunks),
+                                       fill_value=var.fill, dimension_names=var.dims, attributes=attributes)
+            if var.name in values:
+                array[:] = np.asarray(values[var.name], dtype=var.dtype)
         # the marker goes last: a half-created directory is not a trajden store
         group.attrs.update(root_attrs)
         cls._check_path(final_path, overwrite)  # again: another process may have created it meanwhile
@@ -529,7 +442,7 @@ class Store:
                            **_ignored: Any) -> list[str]:
         problems: list[str] = []
         wanted = json.loads(_canonical_json(_plain(dict(run_config or {})), f"{self._path}: run_config"))
-        if not self._has_element and names.ATTR_SPECIES not in self.run_config:
+        if not self._has(names.VAR_ELEMENT) and names.ATTR_SPECIES not in self.run_config:
             wanted.pop(names.ATTR_SPECIES, None)  # a store from before species were read: nothing to compare
         if "species_map" not in self.run_config:
             wanted.pop("species_map", None)  # nor before models were chosen by the input's elements
@@ -551,7 +464,7 @@ class Store:
             problems.append(f"classifiers: stored {list(self._classifiers)}, now {list(classifiers)}")
         if bool(keep_raw) != self._keep_raw:
             problems.append(f"keep_raw: stored {self._keep_raw}, now {bool(keep_raw)}")
-        if elements is not None and self._has_element and atom_ids.shape == (self.n_atoms,) and \
+        if elements is not None and self._has(names.VAR_ELEMENT) and atom_ids.shape == (self.n_atoms,) and \
                 not np.array_equal(_atomic_numbers(elements, self.n_atoms, self._path),
                                    self._array(names.VAR_ELEMENT)[:]):
             problems.append("atom elements differ")
@@ -615,7 +528,7 @@ class Store:
     @property
     def elements(self) -> np.ndarray | None:
         """(n_atoms,) element symbols ("" where unknown); None for a store written before elements were stored."""
-        if not self._has_element:
+        if not self._has(names.VAR_ELEMENT):
             return None
         from ase.data import chemical_symbols
 
@@ -626,6 +539,10 @@ class Store:
     def type_elements(self) -> dict[int, str]:
         """{type: element} as recorded (root attribute ``species``); empty if unknown or not recorded."""
         return {int(t): e for t, e in json.loads(self._group.attrs.get(names.ATTR_SPECIES, "{}")).items()}
+
+    def _has(self, name: str) -> bool:
+        """Whether the store holds variable ``name`` (see :func:`trajden.schema.variables`)."""
+        return name in self._variable_names
 
     def _array(self, name: str) -> Any:
         arr = self._arrays.get(name)
@@ -703,33 +620,10 @@ class Store:
 
     def _blocks(self, results: list[FrameResult]) -> dict[str, np.ndarray]:
         m, N = len(results), self._n_atoms
-        out: dict[str, np.ndarray] = {
-            names.VAR_POSITIONS: np.full((m, N, 3), np.nan, np.float32),
-            names.VAR_DISPLACEMENT: np.full((m, N), np.nan, np.float32),
-            names.VAR_CELL: np.full((m, 3, 3), np.nan, np.float64),
-            names.VAR_ITERATIONS: np.full(m, INT_FILL, np.int16),
-            names.VAR_RESIDUAL: np.full(m, np.nan, np.float32),
-            names.VAR_SCALE: np.full(m, np.nan, np.float32),
-            names.VAR_STATUS: np.full(m, INT_FILL, np.int8),
-        }
-        if self._keep_raw:
-            out[names.VAR_POSITIONS_RAW] = np.full((m, N, 3), np.nan, np.float32)
-        if self._history_len:
-            out[names.VAR_RMS_HISTORY] = np.full((m, self._history_len), np.nan, np.float32)
-        if self._has_evaluator:
-            out[names.VAR_EVALUATOR] = np.full(m, INT_FILL, np.int8)
-        if self._has_scope:
-            out[names.VAR_SCOPE] = np.full((m, N), INT_FILL, np.int8)
-            out[names.VAR_N_KEPT_RAW] = np.full(m, INT_FILL, np.int32)
-        if self._has_mobile:
-            out[names.VAR_MOBILE_FRACTION] = np.full(m, np.nan, np.float32)
-        if self._has_origin:
-            out[names.VAR_ORIGIN] = np.full((m, 3), np.nan, np.float64)
-        if self._has_pbc:
-            out[names.VAR_PBC] = np.full((m, 3), INT_FILL, np.int8)
+        sizes = schema.dim_sizes(m, N, self._history_len)
+        # one block per variable written frame by frame, holding its fill value until a result is copied in
+        out = {var.name: var.block_array(m, sizes) for var in self._variables if var.block}
         label_vars = self.label_vars
-        for var in label_vars:
-            out[var] = np.full((m, N), LABEL_FILL, np.int8)
         for k, res in enumerate(results):
             where = f"{self._path}: frame {res.index}"
             status = int(res.status)
@@ -742,12 +636,12 @@ class Store:
             put(names.VAR_POSITIONS, res.positions, (N, 3))
             put(names.VAR_DISPLACEMENT, res.displacement, (N,))
             put(names.VAR_CELL, res.cell, (3, 3), required=False)
-            if self._has_origin:
+            if names.VAR_ORIGIN in out:
                 put(names.VAR_ORIGIN, res.origin, (3,), required=False)
-            if self._has_pbc:
+            if names.VAR_PBC in out:
                 put(names.VAR_PBC, None if res.pbc is None else np.asarray(res.pbc, dtype=np.int8), (3,),
                     required=False)
-            if self._keep_raw:
+            if names.VAR_POSITIONS_RAW in out:
                 put(names.VAR_POSITIONS_RAW, res.positions_raw, (N, 3))
             labels = res.labels or {}
             unknown = sorted(set(labels) - set(label_vars))
@@ -761,7 +655,7 @@ class Store:
                         raise StoreError(f"{where}: {var} holds codes outside [{LABEL_FILL}, "
                                          f"{max(names.STRUCTURE_NAMES)}]")
                 put(var, value, (N,))
-            if self._history_len and res.rms_history is not None:
+            if names.VAR_RMS_HISTORY in out and res.rms_history is not None:
                 hist = np.asarray(res.rms_history, dtype=np.float32).ravel()
                 if hist.size > self._history_len:
                     raise StoreError(f"{where}: rms_history has {hist.size} entries, the store holds "
@@ -773,17 +667,17 @@ class Store:
                 out[names.VAR_RESIDUAL][k] = float(res.residual)
             if res.scale is not None:
                 out[names.VAR_SCALE][k] = float(res.scale)
-            if self._has_evaluator and res.evaluator is not None:
+            if names.VAR_EVALUATOR in out and res.evaluator is not None:
                 if int(res.evaluator) not in names.EVALUATOR_NAMES:
                     raise StoreError(f"{where}: unknown evaluator code {res.evaluator}")
                 out[names.VAR_EVALUATOR][k] = int(res.evaluator)
-            if self._has_scope and res.scope is not None:
+            if names.VAR_SCOPE in out and res.scope is not None:
                 scope = np.asarray(res.scope)
                 if scope.size and (scope.min() < 0 or scope.max() > max(names.SCOPE_NAMES)):
                     raise StoreError(f"{where}: scope holds codes outside [0, {max(names.SCOPE_NAMES)}]")
                 put(names.VAR_SCOPE, scope, (N,), required=False)
                 out[names.VAR_N_KEPT_RAW][k] = int(np.count_nonzero(scope))
-            if self._has_mobile and res.mobile_fraction is not None:
+            if names.VAR_MOBILE_FRACTION in out and res.mobile_fraction is not None:
                 out[names.VAR_MOBILE_FRACTION][k] = float(res.mobile_fraction)
         return out
 
