@@ -18,38 +18,24 @@ import time
 import warnings
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.csv as pacsv
 
+from trajden.io.dump_writer import write_dump as write_frames
 from trajden.io.lammps_dump import LammpsDump, build_index
 
 
 def write_dump(path: str, n_atoms: int, n_frames: int, seed: int = 0) -> None:
     """A LAMMPS-like dump of an orthogonal 100 x 100 x 100 box, atoms in shuffled id order."""
     rng = np.random.default_rng(seed)
-    opts = pacsv.WriteOptions(include_header=False, delimiter=" ", quoting_style="none")
-    with open(path, "wb") as f:
+
+    def frames():
         for frame in range(n_frames):
-            f.write(
-                f"ITEM: TIMESTEP\n{frame * 1000}\nITEM: NUMBER OF ATOMS\n{n_atoms}\n"
-                "ITEM: BOX BOUNDS pp pp pp\n0 100\n0 100\n0 100\nITEM: ATOMS id type x y z\n".encode()
-            )
             ids = rng.permutation(n_atoms) + 1
             xyz = np.round(rng.random((n_atoms, 3)) * 100.0, 4)
-            # the empty last column gives the trailing space LAMMPS writes at the end of every atom line
-            table = pa.table(
-                {
-                    "id": ids,
-                    "type": (ids % 2 + 1).astype(np.int32),
-                    "x": xyz[:, 0],
-                    "y": xyz[:, 1],
-                    "z": xyz[:, 2],
-                    "": pa.array([""] * n_atoms),
-                }
-            )
-            sink = pa.BufferOutputStream()
-            pacsv.write_csv(table, sink, write_options=opts)
-            f.write(sink.getvalue().to_pybytes())
+            yield {"positions": xyz, "ids": ids, "types": ids % 2 + 1, "step": frame * 1000}
+
+    # pyarrow's shortest float text ("0 100" bounds) and the trailing space LAMMPS writes on every atom line
+    write_frames(path, frames(), cell=np.diag([100.0, 100.0, 100.0]), float_format=None, bounds_format="g",
+                 trailing_space=True)
 
 
 def best_of(fn, repeat: int) -> float:

@@ -42,6 +42,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from pipelines.md.lammps_env import CU_TM_K, cu_potential_path, new_lammps  # noqa: E402
+from trajden.io import dump_writer  # noqa: E402
 
 DEFAULT_OUT = ROOT / "tests" / "data" / "md"
 SOLIDIFICATION_PATH = ROOT / "trajden" / "data" / "cu_solidification.dump"
@@ -101,15 +102,18 @@ def read_dump(path: Path) -> list[Frame]:
 
 
 def write_dump(path: Path, frames: list[Frame], fmt: str = "%.5f") -> None:
-    with open(path, "w") as fh:
-        for f in frames:
-            fh.write(f"ITEM: TIMESTEP\n{f.step}\nITEM: NUMBER OF ATOMS\n{len(f.ids)}\n")
-            fh.write("ITEM: BOX BOUNDS pp pp pp\n")
-            for k in range(3):
-                fh.write(f"{f.lo[k]:.16e} {f.hi[k]:.16e}\n")
-            fh.write("ITEM: ATOMS id type x y z\n")
-            rows = np.column_stack([f.ids, f.types, f.x])
-            np.savetxt(fh, rows, fmt=["%d", "%d", fmt, fmt, fmt])
+    """The frames as a LAMMPS dump (``id type x y z``, ``fmt`` decimals, box bounds to 17 digits as read)."""
+    dump_writer.write_dump(
+        path,
+        (
+            {"positions": f.x, "cell": np.diag(f.hi - f.lo), "origin": f.lo, "bounds": np.column_stack([f.lo, f.hi]),
+             "ids": f.ids, "types": f.types, "step": f.step}
+            for f in frames
+        ),
+        float_format=fmt,
+        bounds_format=".16e",
+        trailing_space=False,
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -63,34 +63,18 @@ def make_system(system: str, n_target: int, seed: int) -> tuple[np.ndarray, np.n
 
 def write_dump(path: Path, frames: list[np.ndarray], cell: np.ndarray, seed: int) -> None:
     """LAMMPS text dump (``id type x y z``, 4 decimals, atoms in shuffled id order as from an MPI run)."""
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
+    from trajden.io.dump_writer import write_dump as write_frames
 
     rng = np.random.default_rng(seed)
-    opts = pacsv.WriteOptions(include_header=False, delimiter=" ", quoting_style="none")
-    lx, ly, lz = (float(v) for v in np.diag(cell))
-    with open(path, "wb") as fh:
+
+    def shuffled():
         for k, pos in enumerate(frames):
-            n = len(pos)
-            fh.write(
-                f"ITEM: TIMESTEP\n{k * 1000}\nITEM: NUMBER OF ATOMS\n{n}\nITEM: BOX BOUNDS pp pp pp\n"
-                f"0.0 {lx!r}\n0.0 {ly!r}\n0.0 {lz!r}\nITEM: ATOMS id type x y z\n".encode()
-            )
-            perm = rng.permutation(n)
-            xyz = np.round(pos[perm], 4)
-            table = pa.table(
-                {
-                    "id": perm + 1,
-                    "type": np.ones(n, dtype=np.int32),
-                    "x": xyz[:, 0],
-                    "y": xyz[:, 1],
-                    "z": xyz[:, 2],
-                    "": pa.nulls(n, pa.string()),  # the trailing space LAMMPS writes on every atom line
-                }
-            )
-            sink = pa.BufferOutputStream()
-            pacsv.write_csv(table, sink, write_options=opts)
-            fh.write(sink.getvalue().to_pybytes())
+            perm = rng.permutation(len(pos))
+            yield {"positions": np.round(pos[perm], 4), "ids": perm + 1, "step": k * 1000}
+
+    # pyarrow's shortest float text, box bounds as repr, the trailing space LAMMPS writes on every atom line
+    write_frames(path, shuffled(), cell=np.diag(np.diag(cell)), float_format=None, bounds_format="",
+                 trailing_space=True)
 
 
 def prepare_inputs(tmp: Path, system: str, n_target: int, n_e2e_frames: int, need_e2e: bool,

@@ -245,18 +245,12 @@ def displacement(a: Snapshot | np.ndarray, b: Snapshot | np.ndarray, cell: np.nd
 # --------------------------------------------------------------------------------------------------------------
 def write_dump(path: Path, snaps: Iterable[Snapshot], fmt: str = "%.5f") -> Path:
     """LAMMPS text dump (``ITEM: TIME`` in ps, ``ITEM: ATOMS id type x y z``, sorted by id)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        for s in snaps:
-            lo, hi = s.origin, s.origin + np.diag(s.cell)
-            fh.write(f"ITEM: TIME\n{s.time_ps!r}\nITEM: TIMESTEP\n{s.step}\nITEM: NUMBER OF ATOMS\n{s.n}\n")
-            fh.write("ITEM: BOX BOUNDS pp pp pp\n")
-            for k in range(3):
-                fh.write(f"{lo[k]:.16e} {hi[k]:.16e}\n")
-            fh.write("ITEM: ATOMS id type x y z\n")
-            np.savetxt(fh, np.column_stack([s.ids, s.types, s.positions]), fmt=["%d", "%d", fmt, fmt, fmt])
-    return path
+    from trajden.io.dump_writer import write_dump as write_frames
+
+    frames = ({"positions": s.positions, "cell": s.cell, "origin": s.origin, "ids": s.ids, "types": s.types,
+               "step": s.step, "time": s.time_ps} for s in snaps)
+    write_frames(path, frames, float_format=fmt, bounds_format=".16e", trailing_space=False)
+    return Path(path)
 
 
 def read_snapshots(path: Path, frames: Iterable[int] | None = None) -> list[Snapshot]:

@@ -1,8 +1,10 @@
-"""Trajectory input: :class:`Trajectory` / :class:`Frame` for any format, a fast LAMMPS dump reader.
+"""Trajectory input: :class:`Trajectory` / :class:`Frame` for any format, a fast LAMMPS dump reader, and the
+LAMMPS dump writer (:func:`write_frame`, :func:`write_dump`).
 
 Importing this package registers the ``"TRAJDEN_LAMMPSDUMP"`` format with MDAnalysis.
 """
 
+from trajden.io.dump_writer import write_dump, write_frame
 from trajden.io.lammps_dump import LammpsDump, TrajdenDumpParser, TrajdenDumpReader
 from trajden.io.readers import Frame, Trajectory, TrajectoryError, parse_frames, resolve_format
 
@@ -15,4 +17,6 @@ __all__ = [
     "TrajectoryError",
     "parse_frames",
     "resolve_format",
+    "write_dump",
+    "write_frame",
 ]

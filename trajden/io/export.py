@@ -15,7 +15,7 @@ import xarray as xr
 
 from trajden import analysis, names
 from trajden.errors import StoreError, StoreVariableError
-from trajden.io.lammps_dump import cell_to_lammps_bounds
+from trajden.io.dump_writer import write_dump
 
 #: label variables exported as per-atom columns, in this order (those present in the store): the classifiers'
 #: structures, PTM's chemical ordering and the sublattice's PTM labels (inputs of two or more elements), after
@@ -165,11 +165,9 @@ def export_dump(ds, out, frames=None, raw: bool = False, displacement: bool = Tr
     types = np.asarray(ds[names.VAR_TYPE].values, dtype=np.int64) if names.VAR_TYPE in ds else np.ones(n, np.int64)
     steps = np.asarray(ds[names.COORD_STEP].values) if names.COORD_STEP in ds.coords or names.COORD_STEP in ds else None
     elements = store_elements(ds)
-    el_col = [] if elements is None else [names.VAR_ELEMENT]
-    header_cols = " ".join(["id", "type", *el_col, "x", "y", "z", *extra])
-    fmt = " ".join(["%d", "%d", *(["%s"] * len(el_col)), "%.9g", "%.9g", "%.9g"] + ["%d"] * len(labels)
-                   + ["%.6g"] * (len(extra) - len(labels)))
-    with _open_text(out) as fh:
+    formats = {v: "%d" for v in labels} | {v: "%.6g" for v in extra[len(labels):]}
+
+    def frames_out():
         for i in select_frames(ds, frames):
             fr = _frame_data(ds, i, pos_var, extra)
             pos = np.asarray(fr[pos_var].transpose(names.DIM_ATOM, names.DIM_SPATIAL).values, dtype=np.float64)
@@ -182,22 +180,18 @@ def export_dump(ds, out, frames=None, raw: bool = False, displacement: bool = Tr
                 pos = (pos - origin) @ np.linalg.solve(cell, lmp) + origin
             else:
                 lmp = cell  # already in LAMMPS form: the stored numbers, not recomputed (last-digit equal bounds)
-            step = int(steps[i]) if steps is not None else i
-            fh.write(f"ITEM: TIMESTEP\n{step}\nITEM: NUMBER OF ATOMS\n{n}\n")
             pbc = np.asarray(fr[names.VAR_PBC].values) if names.VAR_PBC in fr else None
-            kw, bounds = cell_to_lammps_bounds(lmp, origin, None if pbc is None or (pbc < 0).any() else pbc > 0)
-            fh.write(f"ITEM: BOX BOUNDS {kw}\n")
-            fh.write("".join(" ".join(f"{v:.17g}" for v in row) + "\n" for row in bounds))
-            fh.write(f"ITEM: ATOMS {header_cols}\n")
-            cols = [ids, types, *([elements] if elements is not None else []), pos[:, 0], pos[:, 1], pos[:, 2]]
-            cols += [np.asarray(fr[v].values, dtype=np.float64) for v in extra]
-            if elements is None:
-                np.savetxt(fh, np.column_stack(cols), fmt=fmt)
-            else:  # mixed text and numbers: an object table keeps each column's type for its format
-                table = np.empty((n, len(cols)), dtype=object)
-                for j, c in enumerate(cols):
-                    table[:, j] = c
-                np.savetxt(fh, table, fmt=fmt)
+            yield {
+                "positions": pos,
+                "cell": lmp,
+                "origin": origin,
+                "step": int(steps[i]) if steps is not None else i,
+                "pbc": None if pbc is None or (pbc < 0).any() else pbc > 0,
+                "extra": {v: np.asarray(fr[v].values, dtype=np.float64) for v in extra},
+            }
+
+    write_dump(out, frames_out(), ids=ids, types=types, elements=elements, float_format="%.9g", formats=formats,
+               bounds_format=".17g", trailing_space=False)
     return os.fspath(out)
 
 

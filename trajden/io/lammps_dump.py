@@ -10,6 +10,9 @@ ROWS, ``a = (xhi - xlo, 0, 0)``, ``b = (xy, yhi - ylo, 0)``, ``c = (xz, yz, zhi 
 documents. Scaled coordinates (``xs``, ``xsu``) become ``origin + s @ cell``. Positions are returned in
 the LAMMPS frame (the origin is NOT subtracted), sorted by atom id.
 
+Dumps are written by :mod:`trajden.io.dump_writer` (its :func:`format_frame` and :func:`cell_to_lammps_bounds`
+are re-exported here).
+
 The module also registers the format with MDAnalysis as ``"TRAJDEN_LAMMPSDUMP"`` (reader
 :class:`TrajdenDumpReader` and topology parser :class:`TrajdenDumpParser`), leaving MDAnalysis' own
 ``"LAMMPSDUMP"`` untouched::
@@ -37,6 +40,7 @@ from MDAnalysis.topology.base import TopologyReaderBase
 
 from trajden.errors import TrajectoryError
 from trajden.io.compression import DECOMPRESS_ERRORS, compression, open_binary
+from trajden.io.dump_writer import COORDINATE_COLUMNS, ELEMENT_COLUMN, cell_to_lammps_bounds, format_frame
 
 __all__ = [
     "COORDINATE_COLUMNS",
@@ -56,16 +60,6 @@ __all__ = [
 #: MDAnalysis format name of :class:`TrajdenDumpReader` / :class:`TrajdenDumpParser`
 MDA_FORMAT = "TRAJDEN_LAMMPSDUMP"
 
-#: per-atom element name column (LAMMPS ``dump custom ... element`` with ``dump_modify element``)
-ELEMENT_COLUMN = "element"
-
-#: coordinate convention -> dump columns, in the order used by ``coordinates="auto"`` (MDAnalysis' order)
-COORDINATE_COLUMNS: dict[str, tuple[str, str, str]] = {
-    "unscaled": ("x", "y", "z"),
-    "scaled": ("xs", "ys", "zs"),
-    "unwrapped": ("xu", "yu", "zu"),
-    "scaled_unwrapped": ("xsu", "ysu", "zsu"),
-}
 CONVENTIONS = ("auto", *COORDINATE_COLUMNS)
 
 #: LAMMPS ``units`` style -> (length factor to angstrom, time factor to ps); ``lj`` is left unconverted
@@ -250,70 +244,6 @@ def _parse_header(text: str) -> _Header:
     if n_atoms < 0:
         raise ValueError(f"negative atom count {n_atoms}")
     return _Header(step, time, units, n_atoms, box_kind, bounds, columns, pbc)
-
-
-def cell_to_lammps_bounds(cell: np.ndarray, origin: np.ndarray, pbc=None) -> tuple[str, np.ndarray]:
-    """Inverse of :func:`lammps_box_to_cell` for a lower-triangular cell: (BOX BOUNDS keywords, (3, n) numbers).
-
-    ``pbc`` (three booleans, None: all periodic) gives the boundary flags: ``pp`` periodic, ``ff`` not.
-    """
-    flags = " ".join("pp" if p else "ff" for p in (np.ones(3, bool) if pbc is None else np.asarray(pbc, bool)))
-    cell = np.asarray(cell, dtype=np.float64)
-    o = np.asarray(origin, dtype=np.float64)
-    if cell[0, 1] or cell[0, 2] or cell[1, 2]:
-        raise ValueError("a LAMMPS (restricted triclinic) cell must be lower-triangular: a along x, b in the xy plane")
-    xy, xz, yz = cell[1, 0], cell[2, 0], cell[2, 1]
-    hi = o + np.diag(cell)
-    if not (xy or xz or yz):
-        return flags, np.array([[o[0], hi[0]], [o[1], hi[1]], [o[2], hi[2]]])
-    return f"xy xz yz {flags}", np.array(
-        [
-            [o[0] + min(0.0, xy, xz, xy + xz), hi[0] + max(0.0, xy, xz, xy + xz), xy],
-            [o[1] + min(0.0, yz), hi[1] + max(0.0, yz), xz],
-            [o[2], hi[2], yz],
-        ]
-    )
-
-
-def format_frame(
-    positions: np.ndarray,
-    cell: np.ndarray,
-    origin: np.ndarray | None = None,
-    ids: np.ndarray | None = None,
-    types: np.ndarray | None = None,
-    step: int = 0,
-    time: float | None = None,
-    coordinates: str = "unscaled",
-    extra: dict[str, np.ndarray] | None = None,
-    fmt: str = "%.10g",
-    elements: np.ndarray | None = None,
-) -> str:
-    """Text of one LAMMPS dump frame (``ITEM: ATOMS id type [element] <coordinates> <extra>``), as LAMMPS writes it.
-
-    Scaled conventions write ``(positions - origin) @ inv(cell)``. Atoms are written in the given order;
-    ``elements`` (per atom) adds an ``element`` column.
-    """
-    pos = np.asarray(positions, dtype=np.float64)
-    n = len(pos)
-    origin = np.zeros(3) if origin is None else np.asarray(origin, dtype=np.float64)
-    ids = np.arange(1, n + 1) if ids is None else np.asarray(ids)
-    types = np.ones(n, dtype=int) if types is None else np.asarray(types)
-    if coordinates.startswith("scaled"):
-        pos = (pos - origin) @ np.linalg.inv(cell)
-    kw, bounds = cell_to_lammps_bounds(cell, origin)
-    extra = extra or {}
-    out = [] if time is None else [f"ITEM: TIME\n{time!r}\n"]
-    out.append(f"ITEM: TIMESTEP\n{step}\nITEM: NUMBER OF ATOMS\n{n}\nITEM: BOX BOUNDS {kw}\n")
-    out.extend(" ".join(repr(float(v)) for v in row) + "\n" for row in bounds)
-    el = [] if elements is None else [ELEMENT_COLUMN]
-    names = ["id", "type", *el, *COORDINATE_COLUMNS[coordinates], *extra]
-    out.append("ITEM: ATOMS " + " ".join(names) + "\n")
-    cols = [np.asarray(v) for v in extra.values()]
-    for k in range(n):
-        vals = [str(int(ids[k])), str(int(types[k]))] + ([] if elements is None else [str(elements[k])])
-        vals += [fmt % v for v in pos[k]] + [fmt % c[k] for c in cols]
-        out.append(" ".join(vals) + " \n")  # LAMMPS ends atom lines with a space
-    return "".join(out)
 
 
 # ------------------------------------------------------------------------------------------------
