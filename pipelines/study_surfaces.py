@@ -56,11 +56,12 @@ from pipelines.md.study_common import (  # noqa: E402
 from trajden import names  # noqa: E402
 from trajden.classify import acna  # noqa: E402
 from trajden.denoise import denoise  # noqa: E402
+from trajden.scope import SurfaceFinder  # noqa: E402
 
 OUT = ROOT / "pipelines" / "out" / "surfaces"
 MD_VERSION = 1
-#: the claim checked: every layer the denoiser moves keeps its mean position within this (A)
-MAX_LAYER_SHIFT = 0.05
+#: a deeper hold, for the trade-off (more atoms left raw, the layers below shifted less)
+DEEP_DEPTH = 2.2
 
 
 def _run_md(lmp, T: float, seed: int, n_snap: int, equil_ps: float) -> list[Snapshot]:
@@ -172,7 +173,7 @@ def measure(systems: dict, model: str) -> list[dict]:
     rows = []
     for name, sysd in systems.items():
         for setting, pbc_name in (("held (default)", "pp pp ff"), ("held (default)", "periodic + vacuum"),
-                                  ("surfaces=False", "pp pp ff")):
+                                  (f"held, depth {DEEP_DEPTH}", "pp pp ff"), ("surfaces=False", "pp pp ff")):
             if sysd["kind"] == "particle" and pbc_name == "pp pp ff":
                 if setting != "held (default)":
                     continue
@@ -185,8 +186,13 @@ def measure(systems: dict, model: str) -> list[dict]:
                 twin = _unwrap_z(tw.positions, L, cut)[0]
                 twin[:, 2] += np.round((raw[:, 2] - twin[:, 2]) / L) * L
                 pbc = {"pp pp ff": (True, True, False), "ff ff ff": (False, False, False)}.get(pbc_name)
-                res = denoise(raw, sn.cell, sn.types, get_model(model), pbc=pbc,
-                              surfaces=setting == "held (default)")
+                if setting == "held (default)":
+                    surfaces = True
+                elif setting == "surfaces=False":
+                    surfaces = False
+                else:
+                    surfaces = SurfaceFinder(depth=DEEP_DEPTH)
+                res = denoise(raw, sn.cell, sn.types, get_model(model), pbc=pbc, surfaces=surfaces)
                 statuses.append(names.FRAME_STATUS_NAMES[res.status])
                 depth, normal = _layers(sysd["kind"], twin, sn.cell, res.scale)
                 box = np.diag(sn.cell)
@@ -227,11 +233,15 @@ COLUMNS = [("system", "system", None), ("boundaries", "boundaries", None), ("set
 
 
 def report(rows: list[dict], model: str, argv: list[str]) -> str:
-    moved = [r for r in rows if r["setting"] == "held (default)" and r["held"] < 0.5]
-    worst = max(moved, key=lambda r: abs(r["worst_shift"]))
-    free = [r for r in rows if r["setting"] == "surfaces=False"]
-    worst_free = max(free, key=lambda r: abs(r["worst_shift"])) if free else None
-    ok = abs(worst["worst_shift"]) <= MAX_LAYER_SHIFT
+    def worst(setting: str, moved_only: bool = True) -> dict:
+        sel = [r for r in rows if r["setting"] == setting and (not moved_only or r["held"] < 0.5)]
+        return max(sel, key=lambda r: abs(r["worst_shift"]))
+
+    def held_share(setting: str) -> float:
+        sel = [r for r in rows if r["setting"] == setting]
+        return sum(r["held"] * r["atoms"] for r in sel) / sum(r["atoms"] for r in sel)
+
+    surface = [r for r in rows if r["setting"] == "held (default)" and r["layer"] == "0"]
     lines = [
         "# Free surfaces (issue 20, item 2)",
         "",
@@ -239,16 +249,20 @@ def report(rows: list[dict], model: str, argv: list[str]) -> str:
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {environment_line()}. {model_line(model)}. "
         "Method, systems and measures: the script's docstring.",
         "",
-        "## Verdict",
+        "## Summary",
         "",
-        f"- Every layer the denoiser moves (held fraction < 0.5) keeps its mean position within "
-        f"{MAX_LAYER_SHIFT} A of the raw one, in every snapshot: **{'yes' if ok else 'NO'}** (worst "
-        f"{worst['worst_shift']:+.3f} A: {worst['system']}, {worst['boundaries']}, layer {worst['layer']}).",
+        f"- Outer layer, default: held at its raw positions in every snapshot: "
+        f"{'yes' if all(r['held'] == 1.0 for r in surface) else 'NO'} "
+        f"(largest mean shift {max(abs(r['worst_shift']) for r in surface):.3f} A).",
     ]
-    if worst_free:
-        lines.append(f"- With `surfaces=False` (the model free at the surface): worst layer shift "
-                     f"{worst_free['worst_shift']:+.3f} A ({worst_free['system']}, layer {worst_free['layer']}).")
-    lines += ["", "## Per layer", "", md_table(rows, COLUMNS), ""]
+    for setting in ("held (default)", f"held, depth {DEEP_DEPTH}", "surfaces=False"):
+        w = worst(setting)
+        lines.append(f"- `{setting}`: atoms held {100 * held_share(setting):.1f} %; largest mean shift of a layer the "
+                     f"denoiser moves (held < 0.5), any snapshot: {w['worst_shift']:+.3f} A ({w['system']}, "
+                     f"{w['boundaries']}, layer {w['layer']}).")
+    lines += ["", "Interlayer spacings: (001) 1.81 A, (111) 2.09 A. The mean of a layer of 160-200 atoms with a "
+              "thermal RMS of 0.3-0.5 A is itself uncertain by about 0.02 A per snapshot.", "",
+              "## Per layer", "", md_table(rows, COLUMNS), ""]
     return "\n".join(lines)
 
 

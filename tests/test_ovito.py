@@ -117,21 +117,37 @@ def test_only_selected_moves_the_selection_as_the_whole_frame():
     assert np.abs(pos_b[sel] - raw[sel]).max() > 0.05
 
 
-def test_no_periodic_cell_is_a_clear_error():
-    from ovito.pipeline import PythonSource
+def test_slab_with_a_free_surface_equals_denoise():
+    """A ``pp pp ff`` cell: no images along z, the surface atoms held (flagged free_surface), and the positions
+    those of :func:`trajden.denoise.denoise` with the same periodic flags."""
+    from ovito.pipeline import Pipeline, PythonSource
+
+    from trajden.cluster import get_model
+    from trajden.denoise import denoise
+    from trajden.lattices import make_crystal
+
+    c = make_crystal("fcc", reps=(5, 5, 5), d_nn=2.55)
+    pos = c.positions + np.random.default_rng(0).normal(0.0, 0.2, c.positions.shape)
+    cell = c.cell.copy()
+    cell[2, 2] += 0.5  # images across z would sit close: they must not be made
 
     def source(frame, data):
         from ovito.data import Particles, SimulationCell
 
         data.objects.append(SimulationCell(pbc=(True, True, False)))
-        data.cell_[...] = [[10, 0, 0, 0], [0, 10, 0, 0], [0, 0, 10, 0]]
-        p = Particles(count=20)
-        p.create_property("Position", data=np.random.default_rng(0).random((20, 3)) * 10)
+        data.cell_[...] = np.column_stack([cell.T, np.zeros(3)])
+        p = Particles(count=len(pos))
+        p.create_property("Position", data=pos)
         data.objects.append(p)
 
-    from ovito.pipeline import Pipeline
-
     pipeline = Pipeline(source=PythonSource(function=source))
-    pipeline.modifiers.append(DenoiseModifier(model=MODEL, iterations=1))
-    with pytest.raises(Exception, match="periodic"):
-        pipeline.compute()
+    pipeline.modifiers.append(DenoiseModifier(model=MODEL, iterations=K))
+    data = pipeline.compute()
+    ref = denoise(pos, cell, None, get_model(MODEL), k=K, pbc=(True, True, False))
+    np.testing.assert_allclose(np.asarray(data.particles.positions[...]), ref.positions, rtol=0, atol=1e-6)
+    scope = np.asarray(data.particles[names.OVITO_SCOPE][...])
+    np.testing.assert_array_equal(scope, ref.scope)
+    held = scope == names.SCOPE_SURFACE
+    z = pos[:, 2]
+    assert held[(z < 1.0) | (z > z.max() - 1.0)].all() and not held.all()
+    np.testing.assert_array_equal(np.asarray(data.particles.positions[...])[held], pos[held])

@@ -35,16 +35,17 @@ from trajden.scale import estimate_nn_distance
 __all__ = ["DenoiseModifier"]
 
 
-def _cell(data: DataCollection) -> tuple[np.ndarray, np.ndarray]:
-    """(3, 3) lattice vectors as rows and the (3,) origin of ``data``'s periodic cell."""
+def _cell(data: DataCollection) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(3, 3) lattice vectors as rows, the (3,) origin and the (3,) periodic flags of ``data``'s cell.
+
+    Directions that are not periodic (a slab, a particle) get no images; atoms at their free surfaces are held
+    where they are (:class:`trajden.scope.SurfaceFinder`).
+    """
     cell = data.cell
     if cell is None:
-        raise ValueError("DenoiseModifier: the input has no simulation cell; trajden needs a periodic 3-D cell")
-    if not all(cell.pbc):
-        raise ValueError(f"DenoiseModifier: the cell is not periodic in all directions (pbc={tuple(cell.pbc)}); "
-                         "trajden needs periodic boundaries")
+        raise ValueError("DenoiseModifier: the input has no simulation cell; trajden needs a 3-D cell")
     m = np.asarray(cell[...], dtype=np.float64)
-    return np.ascontiguousarray(m[:, :3].T), m[:, 3].copy()
+    return np.ascontiguousarray(m[:, :3].T), m[:, 3].copy(), np.asarray(cell.pbc, dtype=bool)
 
 
 class DenoiseModifier(ModifierInterface):
@@ -97,12 +98,12 @@ class DenoiseModifier(ModifierInterface):
             raise ValueError(f"DenoiseModifier: iterations must be >= 0, not {self.iterations}")
         from trajden.model.coverage import denoise_elements
 
-        cell, _origin = _cell(data)
+        cell, _origin, pbc = _cell(data)
         raw = np.array(data.particles.positions[...], dtype=np.float64)
         elements = self._elements(data)
         name, model = self._loaded(elements)  # (AUTO, None): no shipped model covers the elements
         scale = "auto" if self.scale is None else float(self.scale)
-        kw = dict(k=int(self.iterations), tol=self.tolerance)
+        kw = dict(k=int(self.iterations), tol=self.tolerance, pbc=None if pbc.all() else pbc)
         if self.only_selected:
             if "Selection" not in data.particles:
                 raise ValueError("DenoiseModifier: only_selected is set but the particles have no Selection")
@@ -110,9 +111,9 @@ class DenoiseModifier(ModifierInterface):
             out = raw.copy()
             result = None
             if selected.any() and model is None:
-                result, _, _ = denoise_elements(raw, cell, elements, name)  # left raw, flagged
+                result, _, _ = denoise_elements(raw, cell, elements, name, pbc=kw["pbc"])  # left raw, flagged
             elif selected.any():
-                nn = estimate_nn_distance(raw, cell) if scale == "auto" else scale
+                nn = estimate_nn_distance(raw, cell, pbc=kw["pbc"]) if scale == "auto" else scale
                 # each iteration reaches one receptive field further: k of them (plus a nearest-neighbour
                 # distance for the atoms' motion) make the selected atoms' result that of the whole frame
                 halo = (max(int(self.iterations), 1) * model.receptive_field + model.nn_distance) / model.nn_distance

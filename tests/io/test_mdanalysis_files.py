@@ -15,8 +15,6 @@ from __future__ import annotations
 import bz2
 import gzip
 import lzma
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -157,12 +155,16 @@ def test_process_keeps_mdanalysis_positions(name, kind, tmp_path):
     src = _variant(path, kind, tmp_path)
     out = tmp_path / "s.zarr"
     # several atom types and no element names: trajden asks for --species (here: one element for types 1..max);
-    # the lite model, one iteration: the raw positions stored are what this test compares
+    # named elements: the model trajden chooses for them (none for more than two: left raw); otherwise the lite
+    # model, one iteration. The raw positions stored are what this test compares
     first = Trajectory(src).frame(0)
     n_types = int(first.types.max())
-    species = ["--species", ",".join(["Cu"] * n_types)] if first.elements is None and n_types > 1 else []
-    rc = main(["process", src, "--out", str(out), "--keep-raw", "--serial", "--model", "fcc-bcc-hcp-lite",
-               "--iterations", "1", "--torch-threads", "1", "--quiet", *species])
+    if first.elements is None:
+        model = ["--model", "fcc-bcc-hcp-lite"] + (["--species", ",".join(["Cu"] * n_types)] if n_types > 1 else [])
+    else:
+        model = []
+    rc = main(["process", src, "--out", str(out), "--keep-raw", "--serial", "--iterations", "1", "--torch-threads",
+               "1", "--quiet", *model])
     assert rc == 0
     ds = xr.open_zarr(out, consolidated=False)
     assert ds.sizes[names.DIM_FRAME] == len(u.trajectory)
