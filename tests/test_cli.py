@@ -118,3 +118,21 @@ def test_blocks_too_thin_for_the_halo_fail_the_frame_clearly(tmp_path):
                     "--blocks", "2", "1", "1", "--quiet", check=False)
     assert r.returncode != 0
     assert "use fewer blocks along that axis" in r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("model", ["auto", "fcc-bcc-hcp-lite"])
+def test_a_serial_run_loads_its_model_once(model, tmp_path, monkeypatch, capsys):
+    """Start-up checks (types, species map, compile hint, store attributes) and the serial run share one load."""
+    from trajden import cluster
+    from trajden.cli import main
+    from trajden.model import package
+
+    cluster.clear_model_cache()
+    calls = []
+    real = package.load_model
+    monkeypatch.setattr(package, "load_model", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    rc = main(["process", str(EXAMPLE), "--out", str(tmp_path / "s.zarr"), "--frames", "24", "--serial",
+               "--model", model, "--iterations", "1", "--torch-threads", "1"])
+    assert rc == 0
+    assert len(calls) == 1, calls
+    cluster.clear_model_cache()

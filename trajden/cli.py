@@ -134,10 +134,11 @@ def _cmd_process(args) -> int:
 
     first = check_frame(traj.frame(frames[0]))
     if settings.method == "denoise" and settings.model != "auto":
-        from trajden.model.package import load_model
+        from trajden.cluster import get_model
         from trajden.pipeline import _check_types
 
-        _check_types(first, load_model(settings.model))  # a given model that cannot take the types is named first
+        # a given model that cannot take the types is named first (loaded once: get_model caches it for the run)
+        _check_types(first, get_model(settings.model, "cpu"))
     require_elements(first)  # several types and no element names: one line naming --species, nothing written
     settings = resolve_model(first, settings, log=_say(args))
     _hint_compile(settings, args)
@@ -409,10 +410,9 @@ def _cmd_models(args) -> int:
 def _hint_compile(settings, args) -> None:
     """One informational line when a CPU run will evaluate a model whose layers were never compiled ahead of
     time on this machine (``trajden models --compile`` once makes later runs start compiled)."""
-    from trajden.cluster import pick_device
+    from trajden.cluster import get_model, pick_device
     from trajden.errors import ClusterError
     from trajden.model import aot
-    from trajden.model.package import load_model
 
     opts = settings.evaluator
     directory = aot.cache_dir(opts.aot_cache)
@@ -423,7 +423,7 @@ def _hint_compile(settings, args) -> None:
     if (getattr(args, "quiet", False) or directory is None or on_gpu or opts.compile != "auto" or not opts.fused
             or settings.method == "average" or settings.model in (None, "none", "auto")):
         return
-    model = load_model(settings.model)
+    model = get_model(settings.model, "cpu")
     if not aot.has_packages(directory, model.sha256):
         _say(args)(f"model {model.name}: layers not compiled for this machine; `trajden models --compile "
                    f"{model.name}` once (about a minute) makes later runs start compiled (3-5x faster denoising)")

@@ -114,8 +114,8 @@ def resolve_model(first: Frame, settings: ProcessSettings, log=None) -> ProcessS
     or file that cannot take the input's elements raises :class:`trajden.model.coverage.ModelScopeError`.
     ``log`` (e.g. ``print``) is told which model was chosen and why.
     """
+    from trajden.cluster import get_model
     from trajden.model import coverage
-    from trajden.model.package import load_model
 
     if settings.method == "average" or (settings.species_map is not None and settings.model != coverage.AUTO):
         return settings
@@ -131,7 +131,7 @@ def resolve_model(first: Frame, settings: ProcessSettings, log=None) -> ProcessS
                 if name != NO_MODEL else f"model none ({why}; elements {shown})")
     if name == NO_MODEL:
         return replace(settings, model=NO_MODEL, species_map={})
-    m = load_model(name)
+    m = get_model(name, "cpu")  # loaded once per process (cached): the run's later calls get this one
     mapping = coverage.species_map(first.elements, m.num_types, f"model {m.name}", m.named_species)
     return replace(settings, model=name, species_map=mapping)
 
@@ -405,8 +405,7 @@ def store_attrs(traj: Trajectory, settings: ProcessSettings, model_meta: tuple[s
 def prepare_store(traj: Trajectory, frames: list[int], store_path: str, settings: ProcessSettings, overwrite=False,
                   frames_per_chunk: int = 1, argv=None, execution: tuple[str, str] | None = None):
     """Open (resume) or create the store for ``frames`` of ``traj``."""
-    from trajden.cluster import remember_model
-    from trajden.model.package import load_model
+    from trajden.cluster import get_model
     from trajden.store import Store
 
     m = None
@@ -419,8 +418,7 @@ def prepare_store(traj: Trajectory, frames: list[int], store_path: str, settings
         model_meta = (NO_MODEL, "")
     else:
         name = settings.model if settings.model != "auto" else _auto_name(first)
-        m = load_model(name)  # verified against its recorded sha256 on every run
-        remember_model(name, m)  # a serial run on the CPU then uses it instead of loading it again
+        m = get_model(name, "cpu")  # verified against its recorded sha256 when loaded, once per process
         model_meta = (m.name, m.sha256)
     if m is not None:
         _check_types(first, m)
