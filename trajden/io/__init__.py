@@ -1,5 +1,7 @@
 """Trajectory input: :class:`Trajectory` / :class:`Frame` for any format, a fast LAMMPS dump reader.
 
+The frame records and the reader contract are in :mod:`trajden.io.base`.
+
 Importing this package registers the ``"TRAJDEN_LAMMPSDUMP"`` format with MDAnalysis.
 """
 
