@@ -2,7 +2,8 @@
 
 Writes a synthetic dump (default 2 frames of 1e6 atoms, ``id type x y z`` with 6-7 significant digits,
 like LAMMPS' default ``%g`` output) plain and gzip-compressed into a temporary folder, and prints atoms/s
-for reading one frame (index built beforehand, reported separately)::
+for reading one frame (index built beforehand, reported separately), all frames in order, and all frames
+through :meth:`trajden.io.readers.Trajectory.frame` (the pipeline's path)::
 
     .venv/bin/python pipelines/bench_reader.py [--atoms 1000000] [--frames 2] [--no-mda]
 """
@@ -21,6 +22,7 @@ import numpy as np
 
 from trajden.io.dump_writer import write_dump as write_frames
 from trajden.io.lammps_dump import LammpsDump, build_index
+from trajden.io.readers import Trajectory
 
 
 def write_dump(path: str, n_atoms: int, n_frames: int, seed: int = 0) -> None:
@@ -58,6 +60,10 @@ def bench(path: str, n_atoms: int, mda: bool, repeat: int) -> None:
     t_all = best_of(lambda: [dump.read(i) for i in range(dump.n_frames)], 1)
     rate = n_atoms * dump.n_frames / t_all / 1e6
     print(f"  trajden   all {dump.n_frames} frames in order {t_all:6.3f} s                  {rate:7.2f} M atoms/s")
+    traj = Trajectory(path)  # the pipeline's path: TrajdenDumpReader's Timestep -> Frame
+    t_traj = best_of(lambda: [traj.frame(i) for i in range(traj.n_frames)], repeat)
+    rate = n_atoms * traj.n_frames / t_traj / 1e6
+    print(f"  Trajectory.frame all {traj.n_frames} frames {t_traj:6.3f} s                        {rate:7.2f} M atoms/s")
     if mda:
         import MDAnalysis
 

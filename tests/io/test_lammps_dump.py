@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from MDAnalysis.lib.mdamath import triclinic_box
 
+from trajden.io.base import TS_DATA_KEYS
 from trajden.io.lammps_dump import (
     LammpsDump,
     TrajdenDumpReader,
@@ -175,6 +176,30 @@ def test_mdanalysis_reader_class(tmp_path):
     assert [ts.data["step"] for ts in reader] == [0, 100, 200]
     assert reader[2].time == pytest.approx(0.4) and reader.ts.dt == pytest.approx(0.2)
     np.testing.assert_allclose(reader[1].positions, ref.trajectory[1].positions, atol=3e-4)
+
+
+def test_reader_timestep_data_is_the_frame(tmp_path):
+    # ts.data holds what the Timestep cannot (trajden.io.base.TS_DATA_KEYS): the pipeline reads dumps from it
+    frames = make_frames(triclinic=True)
+    path = write(tmp_path / "t.dump", frames, time=0.5)
+    dump = LammpsDump(path)
+    reader = TrajdenDumpReader(path, index=dump.index, initial_frame=2)
+    assert reader.ts.frame == 2 and reader._dump.index is dump.index
+    assert set(TS_DATA_KEYS) <= set(reader.ts.data)
+    ts = reader.read_timestep(1)
+    assert ts is not reader.ts and reader.ts.frame == 2 and ts.frame == 1  # the reader's ts is left alone
+    fr = dump.read(1)
+    np.testing.assert_array_equal(ts.data["absolute_positions"], fr.positions)
+    for key in ("cell", "origin", "ids", "types"):
+        np.testing.assert_array_equal(ts.data[key], getattr(fr, key))
+    assert (ts.data["step"], ts.data["pbc"], ts.data["elements"]) == (100, (True, True, True), None)
+    assert ts.time == ts.data["time"] == pytest.approx(0.5) and ts.dt == pytest.approx(0.5)
+    np.testing.assert_allclose(ts.positions, fr.positions - fr.origin, atol=1e-5)
+    with pytest.raises(IndexError):
+        reader.read_timestep(3)
+    bare = reader.read_timestep(-1, positions=False)
+    assert not bare.has_positions and bare.frame == 2
+    np.testing.assert_array_equal(bare.data["absolute_positions"], reader.ts.data["absolute_positions"])
 
 
 def test_general_triclinic_box_and_rotation_for_mda(tmp_path):

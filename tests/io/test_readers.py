@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import pickle
 import warnings
+from collections import OrderedDict
 
 import ase
 import ase.io
@@ -12,7 +13,8 @@ import MDAnalysis as mda
 import numpy as np
 import pytest
 
-from trajden.io.lammps_dump import format_frame
+from trajden.io import base, lammps_dump, readers
+from trajden.io.lammps_dump import TrajdenDumpReader, format_frame
 from trajden.io.readers import Frame, Trajectory, TrajectoryError, parse_frames, resolve_format
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
@@ -228,13 +230,76 @@ def test_pickle_roundtrip(tmp_path):
     assert {"paths", "format", "topology", "timestep_ps"} <= set(state)
 
 
-def test_pickled_index_is_reused(tmp_path):
+def test_pickled_index_is_reused(tmp_path, monkeypatch):
     a, _ = write_dump(tmp_path / "a.dump")
     traj = Trajectory(a)
     copy = pickle.loads(pickle.dumps(traj))
     copy.sources  # noqa: B018
     assert copy.sources[0].state is not traj.sources[0].state  # a copy of the index ...
     np.testing.assert_array_equal(copy.sources[0].state.atoms_start, traj.sources[0].state.atoms_start)
+    # ... which a fresh process (no reader open yet) reads the file with, without indexing it again
+    monkeypatch.setattr(readers, "_OPEN", OrderedDict())
+    monkeypatch.setattr(lammps_dump, "build_index", lambda *a, **k: pytest.fail("the file was indexed again"))
+    monkeypatch.setattr(readers, "build_index", lambda *a, **k: pytest.fail("the file was indexed again"))
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(traj)).frame(2).positions, traj.frame(2).positions)
+
+
+def test_frame_is_the_base_record():
+    assert Frame is base.Frame and readers.DumpFrame is lammps_dump.DumpFrame is base.DumpFrame
+
+
+def test_dumps_are_read_through_the_mdanalysis_reader(tmp_path, monkeypatch):
+    # one TrajdenDumpReader per process and file, one parse per frame read (opening parses the frame asked for)
+    monkeypatch.setattr(readers, "_OPEN", OrderedDict())
+    a, truth = write_dump(tmp_path / "a.dump")
+    calls = []
+    original = TrajdenDumpReader._read_frame
+
+    def counted(self, frame, ts=None):
+        calls.append((id(self), frame))
+        return original(self, frame, ts)
+
+    monkeypatch.setattr(TrajdenDumpReader, "_read_frame", counted)
+    traj = Trajectory(a)
+    assert calls == []  # opening indexes only
+    for i in (0, 2, 1):
+        np.testing.assert_allclose(traj.frame(i).positions, truth[i], atol=1e-8)
+    assert [f for _, f in calls] == [0, 2, 1] and len({r for r, _ in calls}) == 1
+    for _ in range(3):  # a Dask task unpickles its own Trajectory: it reuses the process' reader
+        pickle.loads(pickle.dumps(traj)).frame(2)
+    assert len(calls) == 6 and len({r for r, _ in calls}) == 1
+    assert [traj.frame_time_step(i) for i in range(3)] == [(0.0, 0), (pytest.approx(0.1), 100), (0.2, 200)]
+    assert len(calls) == 6  # from the index
+
+
+def test_threads_share_a_reader(tmp_path, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr(readers, "_OPEN", OrderedDict())
+    a, truth = write_dump(tmp_path / "a.dump.gz", n=200, steps=tuple(range(0, 800, 100)))
+    traj = Trajectory(a)
+    with ThreadPoolExecutor(4) as pool:
+        frames = list(pool.map(traj.frame, [k % 8 for k in range(32)]))
+    for k, fr in enumerate(frames):
+        assert fr.index == k % 8
+        np.testing.assert_allclose(fr.positions, truth[k % 8], atol=1e-8)
+    assert len(readers._OPEN) == 1
+
+
+def test_a_broken_first_frame_fails_only_itself(tmp_path, monkeypatch):
+    # a reader opens at the frame asked for: frame 0 of a later file being malformed breaks no other frame
+    monkeypatch.setattr(readers, "_OPEN", OrderedDict())
+    a, _ = write_dump(tmp_path / "a.dump")
+    text, truth = dump_text(seed=3)
+    lines = text.splitlines()
+    lines[9] = lines[9].replace(lines[9].split()[2], "oops")  # frame 0's first atom line
+    b = tmp_path / "b.dump"
+    b.write_text("\n".join(lines) + "\n")
+    traj = Trajectory([a, str(b)])
+    np.testing.assert_allclose(traj.frame(4).positions, truth[1], atol=1e-8)
+    with pytest.raises(TrajectoryError, match=r"b\.dump: frame 0, line 10: .*not a number.*trajectory frame 3"):
+        traj.frame(3)
+    assert traj.frame(5).step == 200
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -317,6 +382,33 @@ def test_xtc_needs_topology(pdb_xtc):
     np.testing.assert_allclose(fr.positions, traj.frame(2).positions)
     with pytest.raises(TrajectoryError, match="no such topology file"):
         Trajectory(xtc, topology=pdb + ".missing")
+
+
+def test_universe_built_once_per_process(pdb_xtc, monkeypatch):
+    pdb, xtc, _ = pdb_xtc
+    monkeypatch.setattr(readers, "_OPEN", OrderedDict())
+    built = []
+    original = mda.Universe
+
+    def counted(*args, **kwargs):
+        built.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(mda, "Universe", counted)
+    traj = Trajectory(xtc, topology=pdb)
+    ref = [traj.frame(i).positions for i in (0, 2, 1, 2)]
+    assert len(built) == 1
+    for _ in range(3):  # Dask tasks each unpickle a Trajectory: the process' Universe serves them all
+        copy = pickle.loads(pickle.dumps(traj))
+        np.testing.assert_array_equal(copy.frame(2).positions, ref[1])
+        np.testing.assert_array_equal(copy.frame(1).positions, ref[2])
+    assert len(built) == 1
+    monkeypatch.setattr(readers, "_OPEN", OrderedDict())  # another process: the Universe is built on first read
+    copy = pickle.loads(pickle.dumps(traj))
+    assert (copy.n_frames, copy.n_atoms) == (3, 12) and len(built) == 1
+    for i in (0, 1, 2):
+        copy.frame(i)
+    assert len(built) == 2
 
 
 def test_frame_time_step_of_a_broken_header(tmp_path):

@@ -1,6 +1,8 @@
 """Trajectory input: :class:`Trajectory` / :class:`Frame` for any format, a fast LAMMPS dump reader, and the
 LAMMPS dump writer (:func:`write_frame`, :func:`write_dump`).
 
+The frame records and the reader contract are in :mod:`trajden.io.base`.
+
 Importing this package registers the ``"TRAJDEN_LAMMPSDUMP"`` format with MDAnalysis.
 """
 

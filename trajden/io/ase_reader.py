@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from trajden.io.lammps_dump import DumpFrame, _error
+from trajden.io.base import DumpFrame, _error
 
 #: format name of this source in :func:`trajden.io.readers.resolve_format`
 ASE = "ASE"

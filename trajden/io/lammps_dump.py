@@ -18,6 +18,9 @@ The module also registers the format with MDAnalysis as ``"TRAJDEN_LAMMPSDUMP"``
 ``"LAMMPSDUMP"`` untouched::
 
     u = mda.Universe("traj.dump", format="TRAJDEN_LAMMPSDUMP")
+
+:class:`trajden.io.readers.Trajectory` reads dumps through the same reader (the contract and the frame
+records: :mod:`trajden.io.base`).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from MDAnalysis.lib.util import store_init_arguments
 from MDAnalysis.topology.base import TopologyReaderBase
 
 from trajden.errors import TrajectoryError
+from trajden.io.base import DumpFrame, _error, _where
 from trajden.io.compression import DECOMPRESS_ERRORS, compression, open_binary
 from trajden.io.dump_writer import COORDINATE_COLUMNS, ELEMENT_COLUMN, cell_to_lammps_bounds, format_frame
 
@@ -77,20 +81,6 @@ _CHUNK = 16 << 20  # bytes read at a time while indexing
 _LINE_COUNT_LIMIT = 4 << 30  # error messages count lines only in the first 4 GiB of a file
 _MAX_HEADER_LINES = 64  # a frame header longer than this is not a LAMMPS dump header
 _FIXED_ITEM_LINES = {"TIMESTEP": 1, "TIME": 1, "UNITS": 1, "NUMBER OF ATOMS": 1, "BOX BOUNDS": 3}
-
-
-def _where(path: str, frame: int | None = None, line: int | None = None) -> str:
-    out = os.fspath(path)
-    if frame is not None:
-        out += f": frame {frame}"
-    if line is not None:
-        out += f", line {line}" if frame is not None else f": line {line}"
-    return out
-
-
-def _error(path: str, msg: str, frame: int | None = None, line: int | None = None) -> TrajectoryError:
-    text = f"{_where(path, frame, line)}: {msg}"
-    return TrajectoryError(" ".join(text.split("\n")))
 
 
 def _show(raw: bytes | str, limit: int = 60) -> str:
@@ -588,25 +578,6 @@ def _diagnose(block: bytes, columns: tuple[str, ...], wanted: dict[str, pa.DataT
 # frames
 
 
-@dataclass
-class DumpFrame:
-    """One frame as read from a file, before a :class:`~trajden.io.readers.Trajectory` numbers it.
-
-    ``step`` / ``time`` are None where the file has none; ``time`` is in ps; ``types`` is int32 or, for
-    formats with element names, an object array of strings.
-    """
-
-    step: int | None
-    time: float | None
-    positions: np.ndarray
-    cell: np.ndarray
-    origin: np.ndarray
-    ids: np.ndarray
-    types: np.ndarray
-    elements: np.ndarray | None = None  # (N,) str, per-atom element names as the file gives them (not checked)
-    pbc: tuple[bool, bool, bool] = (True, True, True)  # periodic along each cell vector
-
-
 def _strings(column) -> np.ndarray:
     """(N,) numpy str array of a pyarrow string column, through its (small) dictionary of distinct values."""
     enc = column.combine_chunks().dictionary_encode() if hasattr(column, "combine_chunks") else column
@@ -1004,48 +975,63 @@ def _id_order(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
 # MDAnalysis integration
 
 
-def _mda_cell(cell: np.ndarray, positions: np.ndarray, origin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """MDAnalysis dimensions and positions relative to the origin, rotated if the cell is not lower-triangular."""
+def _set_box_and_positions(ts, cell: np.ndarray, positions: np.ndarray, origin: np.ndarray) -> None:
+    """Set ``ts.dimensions`` and ``ts.positions`` (float32, relative to the origin, rotated with the cell where it is
+    not lower-triangular, as MDAnalysis' cells are); a Timestep made without positions stays without."""
     dims = triclinic_box(*cell)
-    rel = positions - origin
+    ts.dimensions = dims
+    if not ts.has_positions:
+        return
     if abs(cell[0, 1]) + abs(cell[0, 2]) + abs(cell[1, 2]) > 1e-12 * float(np.abs(cell).max()):
         canonical = triclinic_vectors(dims).astype(np.float64)
-        rel = rel @ np.linalg.solve(cell, canonical)
-    return dims, rel
+        ts.positions = (positions - origin) @ np.linalg.solve(cell, canonical)
+    else:
+        np.subtract(positions, origin, out=ts.positions, casting="same_kind")  # one pass, no float64 temporary
 
 
 class TrajdenDumpReader(ReaderBase):
     """MDAnalysis reader for LAMMPS text dumps backed by :class:`LammpsDump` (format ``"TRAJDEN_LAMMPSDUMP"``).
 
     Like MDAnalysis' ``LAMMPSDUMP`` reader, positions are sorted by atom id and translated so that the box
-    origin is at zero; ``ts.data`` holds ``step``, ``time`` (ps), ``origin`` and ``ids``.
+    origin is at zero. ``ts.data`` holds the frame as the file gives it (keys
+    :data:`trajden.io.base.TS_DATA_KEYS`): ``step``, ``time`` (ps), ``absolute_positions`` ((N, 3) float64 in
+    the file's frame), ``cell`` (rows), ``origin``, ``pbc``, ``ids``, ``types``, ``elements`` (None without an
+    ``element`` column). :class:`trajden.io.readers.Trajectory` reads dumps through this reader.
 
     Parameters
     ----------
     filename : str
-        LAMMPS dump (``.gz`` allowed).
+        LAMMPS dump (``.gz``, ``.bz2``, ``.xz`` allowed).
     coordinates : str
         See :class:`LammpsDump`.
     timestep_ps : float
         ps per MD step, for the time of frames without ``ITEM: TIME`` (default 0.001, metal units).
+    index : DumpIndex, optional
+        The file's index where it is built already (e.g. shipped to a worker); built on opening otherwise.
+    initial_frame : int
+        The frame read into ``ts`` on opening (0, as any MDAnalysis reader does; a reader opened for
+        random access opens at the frame it wants first, so that opening parses no other frame).
     """
 
     format = MDA_FORMAT
     units = {"time": "ps", "length": "Angstrom"}
 
     @store_init_arguments
-    def __init__(self, filename, coordinates: str = "auto", timestep_ps: float = 0.001, **kwargs):
+    def __init__(self, filename, coordinates: str = "auto", timestep_ps: float = 0.001, index: DumpIndex | None = None,
+                 initial_frame: int = 0, **kwargs):
         super().__init__(filename, **kwargs)
-        self._dump = LammpsDump(self.filename, coordinates=coordinates)
+        self._dump = LammpsDump(self.filename, coordinates=coordinates, index=index)
         self._timestep_ps = float(timestep_ps)
         self.n_atoms = self._dump.n_atoms
         self.n_frames = self._dump.n_frames
+        if self.n_atoms < 0:  # frame 0's header is unreadable, so is the file: raise what the index found
+            self._dump.read(0)
         self.ts = self._Timestep(self.n_atoms, **self._ts_kwargs)
         if "dt" not in self._ts_kwargs and self.n_frames > 1:
             idx = self._dump.index
             t = np.where(np.isnan(idx.times[:2]), idx.steps[:2] * self._timestep_ps, idx.times[:2])
             self.ts.data["dt"] = float(t[1] - t[0])
-        self._read_frame(0)
+        self._read_frame(self._apply_limits(initial_frame))
 
     @classmethod
     def parse_n_atoms(cls, filename, **kwargs) -> int:
@@ -1072,15 +1058,32 @@ class TrajdenDumpReader(ReaderBase):
         fr = self._dump.read(frame)
         if len(fr.positions) != self.n_atoms:
             raise _error(self.filename, f"atom count {len(fr.positions)} differs from {self.n_atoms}", frame)
-        dims, rel = _mda_cell(fr.cell, fr.positions, fr.origin)
         ts.frame = frame
-        ts.positions = rel
-        ts.dimensions = dims
-        ts.data["step"] = fr.step
-        ts.data["time"] = fr.time if fr.time is not None else fr.step * self._timestep_ps
-        ts.data["origin"] = fr.origin
-        ts.data["ids"] = fr.ids
+        _set_box_and_positions(ts, fr.cell, fr.positions, fr.origin)
+        time = fr.time if fr.time is not None and math.isfinite(fr.time) else fr.step * self._timestep_ps
+        ts.data.update(step=fr.step, time=time, absolute_positions=fr.positions, cell=fr.cell, origin=fr.origin,
+                       pbc=fr.pbc, ids=fr.ids, types=fr.types, elements=fr.elements)
         return ts
+
+    def read_timestep(self, frame: int, positions: bool = True):
+        """Frame ``frame`` (negative counts from the end) in a new Timestep, leaving the reader's ``ts`` alone.
+
+        Several threads may share one reader this way; transformations and auxiliary data are not applied.
+        With ``positions=False`` the Timestep has no ``positions`` (``ts.has_positions`` is False), only
+        ``ts.data["absolute_positions"]``, which saves their float32 copy (what :class:`~trajden.io.readers.Trajectory`
+        reads).
+
+        Raises
+        ------
+        TrajectoryError
+            the frame is unreadable (naming file, frame and, where known, line).
+        IndexError
+            ``frame`` out of range.
+        """
+        ts = self._Timestep(self.n_atoms, positions=positions, **self._ts_kwargs)
+        if "dt" in self.ts.data:
+            ts.data["dt"] = self.ts.data["dt"]
+        return self._read_frame(self._apply_limits(frame), ts)
 
 
 class TrajdenDumpParser(TopologyReaderBase):

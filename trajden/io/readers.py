@@ -1,10 +1,20 @@
 """Format-independent trajectory access for the pipeline: :class:`Trajectory` -> :class:`Frame`.
 
-LAMMPS text dumps go through the fast reader of :mod:`trajden.io.lammps_dump`; (extended) XYZ through
-ase with an offset index; every other format through MDAnalysis (XTC, TRR, DCD, ... need ``topology``).
+Each file is read by the reader of its format (the contract: :mod:`trajden.io.base`):
+
+* LAMMPS text dumps by :class:`~trajden.io.lammps_dump.TrajdenDumpReader`, the MDAnalysis reader over the
+  fast parser :class:`~trajden.io.lammps_dump.LammpsDump`; the frame comes from its Timestep (``ts.data``);
+* (extended) XYZ by ASE, with an offset index so that frame ``i`` is parsed without reading the frames before
+  it: MDAnalysis' XYZ reader has no cell, no periodicity and none of extxyz's per-atom or per-frame
+  properties (``Lattice=``, ``pbc=``, ``id``, ``type``, ``step=``), all of which a frame needs; formats only
+  ASE reads (``.traj``, VASP, ...) by ASE too (:mod:`trajden.io.ase_reader`);
+* every other format by MDAnalysis' own readers (XTC, TRR, DCD, ... need ``topology``).
+
 Several files form one trajectory, frame indices continuing from file to file. A :class:`Trajectory`
 holds no open file or Universe: it pickles as its arguments plus small indexes, and re-opens lazily
-where it is unpickled (e.g. in a Dask worker).
+where it is unpickled (e.g. in a Dask worker). The dump readers and the MDAnalysis Universes are opened once
+per process and file (:func:`_cached`), and shared by every Trajectory of that process: a Dask task, which
+unpickles its own Trajectory, does not open them again.
 """
 
 from __future__ import annotations
@@ -16,6 +26,7 @@ import os
 import re
 import threading
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,8 +34,9 @@ import numpy as np
 from trajden.errors import InputError
 from trajden.io import species as species_mod
 from trajden.io.ase_reader import ASE, ASESource, is_ase_name
+from trajden.io.base import DumpFrame, Frame, _error
 from trajden.io.compression import DECOMPRESS_ERRORS, compression, open_binary, strip_suffix
-from trajden.io.lammps_dump import DumpFrame, DumpIndex, LammpsDump, TrajectoryError, _error, is_lammps_dump
+from trajden.io.lammps_dump import DumpIndex, TrajdenDumpReader, TrajectoryError, build_index, is_lammps_dump
 
 __all__ = ["Frame", "Trajectory", "TrajectoryError", "parse_frames", "resolve_format"]
 
@@ -37,54 +49,6 @@ _LAMMPS_ALIASES = {"lammpsdump", "lammps_dump", "lammpstrj", "dump", "lammps-dum
 _XYZ_ALIASES = {"xyz", "extxyz"}
 _LAMMPS_SUFFIXES = (".dump", ".lammpstrj", ".lammpsdump")
 _XYZ_SUFFIXES = (".xyz", ".extxyz")
-
-
-@dataclass
-class Frame:
-    """One snapshot, numbered in the (concatenated) trajectory.
-
-    Attributes
-    ----------
-    index : global frame index in the trajectory
-    step : MD timestep (the frame index where the format has none)
-    time : ps; LAMMPS dumps without ITEM: TIME: ``step * timestep_ps``
-    positions : (N, 3) float64, Cartesian, angstrom, atoms sorted by id, as in the file (not shifted by the
-        origin, not wrapped: LAMMPS ``x`` may lie slightly outside the cell, ``xu`` anywhere)
-    cell : (3, 3) float64, lattice vectors as rows (all zeros for a non-periodic frame)
-    origin : (3,) float64, corner of the cell
-    ids : (N,) int64, ascending
-    types : (N,) int32, 1-based (element names: 1..n in order of first appearance in frame 0)
-    source : the file the frame came from
-    elements : (N,) str element symbols ("Ni", ...), or None where they are unknown (then
-        :func:`trajden.io.species.require_elements` allows only a single atom type)
-    type_elements : {type: element} of the trajectory, for the types whose element is known
-    elements_origin : where the elements came from (``trajden.io.species_mod.ORIGIN_*``), None if unknown
-    pbc : (3,) bool, periodic along each cell vector (LAMMPS boundary ``pp``; ``f``, ``s``, ``m`` are not);
-        all False for a frame without a cell
-    """
-
-    index: int
-    step: int
-    time: float
-    positions: np.ndarray
-    cell: np.ndarray
-    origin: np.ndarray
-    ids: np.ndarray
-    types: np.ndarray
-    source: str
-    elements: np.ndarray | None = None
-    type_elements: dict[int, str] = field(default_factory=dict)
-    elements_origin: str | None = None
-    pbc: np.ndarray = field(default_factory=lambda: np.ones(3, dtype=bool))
-
-    @property
-    def n_atoms(self) -> int:
-        return len(self.positions)
-
-    @property
-    def atomic_numbers(self) -> np.ndarray:
-        """(N,) int16 atomic numbers; 0 where the element is unknown."""
-        return species_mod.atomic_numbers(self.elements, self.n_atoms)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -200,20 +164,63 @@ def _natural_key(s: str):
 # per-file sources: .n_frames, .n_atoms, .warnings, .read(i) -> DumpFrame, .state (picklable index)
 
 
-class _LammpsSource:
-    def __init__(self, path: str, state: DumpIndex | None = None):
+#: dump readers and Universes opened in this process (see :func:`_cached`); few, as each holds a frame
+_OPEN: OrderedDict = OrderedDict()
+_OPEN_MAX = 4
+_OPEN_LOCK = threading.Lock()
+
+
+def _cached(key: tuple, make):
+    """``(value, created)``: the value opened in this process for ``key``, or ``make()`` (then ``created`` True).
+
+    Keeps the :data:`_OPEN_MAX` most recently used values. ``make`` runs under a lock, so that threads needing
+    the same file wait for one opening rather than each opening it.
+    """
+    with _OPEN_LOCK:
+        value = _OPEN.get(key)
+        if value is not None:
+            _OPEN.move_to_end(key)
+            return value, False
+        value = _OPEN[key] = make()
+        while len(_OPEN) > _OPEN_MAX:
+            _OPEN.popitem(last=False)
+        return value, True
+
+
+def _file_key(path: str | None) -> tuple:
+    """The identity of a file's current version: absolute path, inode, size, modification time."""
+    if path is None:
+        return (None,)
+    try:
+        st = os.stat(path)
+    except OSError:  # gone: the reader reports it when it reads
+        return (os.path.abspath(path),)
+    return os.path.abspath(path), st.st_ino, st.st_size, st.st_mtime_ns
+
+
+class _DumpSource:
+    """A LAMMPS dump, read through a :class:`TrajdenDumpReader` opened once per process (:func:`_cached`)."""
+
+    def __init__(self, path: str, state: DumpIndex | None = None, timestep_ps: float = DEFAULT_TIMESTEP_PS):
         self.path = path
-        self.dump = LammpsDump(path, index=state)
-        self.state = self.dump.index
-        self.n_frames = self.dump.n_frames
-        self.n_atoms = self.dump.n_atoms
+        self.state = build_index(path) if state is None else state
+        self.timestep_ps = timestep_ps
+        self.n_frames = self.state.n_frames
+        self.n_atoms = int(self.state.n_atoms[0])
         self.warnings = list(self.state.warnings)
         self.steps = self.state.steps
         self.times = self.state.times
         self.elements_origin = species_mod.ORIGIN_COLUMN  # where a frame has elements, they are the file's
 
     def read(self, i: int) -> DumpFrame:
-        return self.dump.read(i)
+        key = ("dump", *_file_key(self.path), self.timestep_ps)
+        reader, opened = _cached(key, lambda: TrajdenDumpReader(self.path, timestep_ps=self.timestep_ps,
+                                                                index=self.state, initial_frame=i))
+        # a reader opens at the frame asked for first; ts.data holds the frame, ts.positions (float32) is not needed
+        ts = reader.ts if opened else reader.read_timestep(i, positions=False)
+        d = ts.data
+        return DumpFrame(step=d["step"], time=d["time"], positions=d["absolute_positions"], cell=d["cell"],
+                         origin=d["origin"], ids=d["ids"], types=d["types"], elements=d["elements"], pbc=d["pbc"])
 
 
 def _open_text(path: str):
@@ -390,13 +397,46 @@ def _data_hint(path: str) -> str:
 _COORDINATE_ONLY = {"XTC", "TRR", "DCD", "NC", "NCDF", "TNG", "LAMMPS", "MDCRD", "TRJ", "INPCRD", "RESTRT", "TRZ"}
 
 
+@dataclass
+class _Universe:
+    """A Universe opened by :class:`_MDASource`, with what it tells of the atoms, and its lock (a Universe is not
+    safe to share between threads)."""
+
+    universe: object
+    elements: np.ndarray | None
+    elements_origin: str | None
+    warnings: list[str]
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
 class _MDASource:
-    """Any MDAnalysis-readable format; the Universe is created on first use in each process."""
+    """Any MDAnalysis-readable format, read through MDAnalysis' readers.
+
+    The Universe is built once per process (:func:`_cached`). The state (frame and atom counts, warnings) pickles
+    with the :class:`Trajectory`, so that an unpickled one builds no Universe until it reads a frame.
+    """
 
     def __init__(self, path: str, fmt: str, topology: str | None, state: dict | None = None,
                  atom_style: str | None = None):
         self.path, self.fmt, self.topology = path, fmt, topology
         self.atom_style = atom_style
+        if state is None:
+            opened = self._opened()
+            state = {"n_frames": len(opened.universe.trajectory), "n_atoms": len(opened.universe.atoms),
+                     "elements_origin": opened.elements_origin, "warnings": opened.warnings}
+        self.state = state
+        self.n_frames, self.n_atoms = state["n_frames"], state["n_atoms"]
+        self.elements_origin = state["elements_origin"]
+        self.warnings = list(state["warnings"])
+        self.steps = None
+        self.times = None
+
+    def _opened(self) -> _Universe:
+        key = ("mda", *_file_key(self.path), self.fmt, *_file_key(self.topology), self.atom_style)
+        return _cached(key, self._open)[0]
+
+    def _open(self) -> _Universe:
+        path, fmt, topology = self.path, self.fmt, self.topology
         if not os.path.isfile(path):
             raise _error(path, "no such file")
         if os.path.getsize(path) == 0:
@@ -410,20 +450,14 @@ class _MDASource:
             )
         if topology is not None and not os.path.isfile(topology):
             raise _error(topology, "no such topology file")
-        self._u = None
-        self._lock = threading.Lock()  # a Universe is not safe to share between threads
-        u = self.universe
-        self.n_frames = len(u.trajectory)
-        self.n_atoms = len(u.atoms)
-        self.warnings = []
-        if self.n_frames == 0:
+        u = self._universe()
+        if len(u.trajectory) == 0:
             raise _error(path, "no frames in file")
-        self.state = None
-        self.steps = None
-        self.times = None
-        self.elements, self.elements_origin = self._elements(u)
+        warnings: list[str] = []
+        elements, origin = self._elements(u, warnings)
+        return _Universe(u, elements, origin, warnings)
 
-    def _elements(self, u) -> tuple[np.ndarray | None, str | None]:
+    def _elements(self, u, warnings: list[str]) -> tuple[np.ndarray | None, str | None]:
         """Per-atom elements of the topology (file order), or MDAnalysis' guess from the names (warned)."""
         import warnings as _w
 
@@ -440,7 +474,7 @@ class _MDASource:
         if not hasattr(u.atoms, "names"):
             return None, None
         try:
-            with self._lock, _w.catch_warnings():
+            with _w.catch_warnings():
                 _w.simplefilter("ignore")
                 from MDAnalysis.guesser.default_guesser import DefaultGuesser
 
@@ -450,49 +484,48 @@ class _MDASource:
         got = valid(guessed)
         if got is None:
             return None, None
-        self.warnings.append(f"{self.path}: no element in the topology; elements {sorted(set(got.tolist()))} "
-                             "guessed from the atom names by MDAnalysis (pass --species to set them)")
+        warnings.append(f"{self.path}: no element in the topology; elements {sorted(set(got.tolist()))} "
+                        "guessed from the atom names by MDAnalysis (pass --species to set them)")
         return got, species_mod.ORIGIN_NAMES
 
-    @property
-    def universe(self):
-        if self._u is None:
-            import warnings as _w
+    def _universe(self):
+        import warnings as _w
 
-            import MDAnalysis as mda
-            from MDAnalysis.lib.util import guess_format
+        import MDAnalysis as mda
+        from MDAnalysis.lib.util import guess_format
 
-            top = self.path if self.topology is None else self.topology
-            try:
-                top_fmt = self.fmt if self.topology is None else guess_format(top).upper()
-            except (ValueError, TypeError):
-                top_fmt = None
-            kw = {}
-            if top_fmt == "DATA" and self.atom_style is not None:
-                kw["atom_style"] = mda_atom_style(self.atom_style)
-            try:
-                with _w.catch_warnings():
-                    _w.simplefilter("ignore")
-                    if self.topology is None:
-                        self._u = mda.Universe(self.path, format=self.fmt, **kw)
-                    else:
-                        self._u = mda.Universe(self.topology, self.path, format=self.fmt, **kw)
-            except Exception as exc:  # MDAnalysis raises many types on unreadable input
-                if top_fmt == "DATA" and "atom" in str(exc).lower() and "style" in str(exc).lower():
-                    given = "" if self.atom_style is None else f" with --atom-style {self.atom_style}"
-                    raise InputError(f"{top}: cannot parse the Atoms section of this LAMMPS data file{given}",
-                                     hint=_data_hint(top)) from None
-                msg = " ".join(str(exc).split())[:200]
-                raise _error(
-                    self.path, f"MDAnalysis cannot open it as {self.fmt} ({type(exc).__name__}: {msg})"
-                ) from None
-        return self._u
+        top = self.path if self.topology is None else self.topology
+        try:
+            top_fmt = self.fmt if self.topology is None else guess_format(top).upper()
+        except (ValueError, TypeError):
+            top_fmt = None
+        kw = {}
+        if top_fmt == "DATA" and self.atom_style is not None:
+            kw["atom_style"] = mda_atom_style(self.atom_style)
+        try:
+            with _w.catch_warnings():
+                _w.simplefilter("ignore")
+                if self.topology is None:
+                    u = mda.Universe(self.path, format=self.fmt, **kw)
+                else:
+                    u = mda.Universe(self.topology, self.path, format=self.fmt, **kw)
+        except Exception as exc:  # MDAnalysis raises many types on unreadable input
+            if top_fmt == "DATA" and "atom" in str(exc).lower() and "style" in str(exc).lower():
+                given = "" if self.atom_style is None else f" with --atom-style {self.atom_style}"
+                raise InputError(f"{top}: cannot parse the Atoms section of this LAMMPS data file{given}",
+                                 hint=_data_hint(top)) from None
+            msg = " ".join(str(exc).split())[:200]
+            raise _error(
+                self.path, f"MDAnalysis cannot open it as {self.fmt} ({type(exc).__name__}: {msg})"
+            ) from None
+        return u
 
     def read(self, i: int) -> DumpFrame:
         from MDAnalysis.lib.mdamath import triclinic_vectors
 
-        with self._lock:
-            u = self.universe
+        opened = self._opened()
+        u = opened.universe
+        with opened.lock:
             try:
                 ts = u.trajectory[i]
             except Exception as exc:  # MDAnalysis raises many types on unreadable input
@@ -514,7 +547,7 @@ class _MDASource:
         if types is None:
             types = np.ones(self.n_atoms, dtype=np.int32)
         return DumpFrame(
-            elements=self.elements,
+            elements=opened.elements,
             step=None if step is None else int(step),
             time=time,
             positions=positions,
@@ -577,7 +610,8 @@ class Trajectory:
     Every frame must have the same atoms: the atom count is checked when files are opened, and the ids of
     every frame read are compared with those of frame 0 (a digest, read once per process unless known).
     The object pickles as ``(paths, format, topology, timestep_ps)`` plus the offset indexes already built
-    and the frame-0 id digest; files and Universes are (re)opened lazily where it is unpickled.
+    and the frame-0 id digest; dump readers and Universes are (re)opened lazily where it is unpickled, once
+    per process and file (an unpickled copy uses those its process has open).
     """
 
     def __init__(
@@ -632,13 +666,14 @@ class Trajectory:
             if fmt is None:
                 raise _error(path, "no such file")
             if fmt == LAMMPSDUMP:
-                src = _LammpsSource(path, self._states[k])
+                dt = self.timestep_ps if self.timestep_ps is not None else DEFAULT_TIMESTEP_PS
+                src = _DumpSource(path, self._states[k], dt)
             elif fmt == EXTXYZ:
                 src = _XYZSource(path, self._states[k])
             elif fmt == ASE or fmt.startswith(ASE + ":"):
                 src = ASESource(path, fmt, self._states[k])
             else:
-                src = _MDASource(path, fmt, self.topology, atom_style=self.atom_style)
+                src = _MDASource(path, fmt, self.topology, self._states[k], atom_style=self.atom_style)
             self._states[k] = src.state
             sources.append(src)
         n0 = sources[0].n_atoms

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from trajden.io.lammps_dump import TrajectoryError
+from trajden.errors import TrajectoryError
 
 __all__ = [
     "MASS_TOLERANCE",
