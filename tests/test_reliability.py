@@ -227,15 +227,6 @@ def _case_zero_volume_box(d, good):
     return [_write(d / "flat.dump", texts)], [], ["flat.dump", "frame 0", "zero-volume"]
 
 
-def _case_non_periodic_xyz(d, good):
-    c, frames = _frames(2)
-    with open(d / "open.xyz", "w") as fh:
-        for p in frames:  # no Lattice=: a non-periodic frame
-            fh.write(f"{len(p)}\nProperties=species:S:1:pos:R:3\n")
-            fh.writelines(f"Cu {x:.6f} {y:.6f} {z:.6f}\n" for x, y, z in p)
-    return [d / "open.xyz"], [], ["open.xyz", "frame 0", "non-periodic"]
-
-
 def _case_png(d, good):
     import struct
     import zlib
@@ -306,7 +297,7 @@ def _case_output_is_a_file_no_overwrite(d, good):
 
 
 CASES = {f.__name__[len("_case_"):]: f for f in (
-    _case_missing, _case_empty, _case_no_xyz_columns, _case_zero_volume_box, _case_non_periodic_xyz, _case_png,
+    _case_missing, _case_empty, _case_no_xyz_columns, _case_zero_volume_box, _case_png,
     _case_png_named_dump, _case_random_text, _case_model_text, _case_model_pickle, _case_model_more_types,
     _case_bad_scale, _case_output_is_a_file, _case_output_is_a_foreign_dir, _case_output_is_a_file_no_overwrite,
 )}
@@ -415,6 +406,27 @@ def test_shipped_model_checksum_mismatch(monkeypatch, capsys, tmp_path, good_dum
     line = _error_line(r)
     assert r.returncode == 2 and str(copy) in line and "does not match the recorded" in line
     assert _digest(store) == before
+
+
+def test_xyz_without_a_cell_is_read_as_non_periodic(work, capsys):
+    """No Lattice= (a cluster or molecule in vacuum): read, not refused; the store records a non-periodic box
+    around the atoms and the raw positions as given."""
+    c, frames = _frames(2)
+    path = work / "open.xyz"
+    with open(path, "w") as fh:
+        for p in frames:
+            fh.write(f"{len(p)}\nProperties=species:S:1:pos:R:3\n")
+            fh.writelines(f"Cu {x:.6f} {y:.6f} {z:.6f}\n" for x, y, z in p)
+    out = work / "open.zarr"
+    r = _main(["process", str(path), "--out", str(out), "--serial", "--quiet", "--keep-raw", "--iterations", "2"],
+              capsys)
+    assert r.returncode == 0, r.stderr
+    ds = xr.open_zarr(out, consolidated=False)
+    assert (ds[names.VAR_PBC].values == 0).all()
+    for i, p in enumerate(frames):
+        np.testing.assert_allclose(ds[names.VAR_POSITIONS_RAW].values[i], p, atol=1e-5)
+        lo = ds[names.VAR_ORIGIN].values[i]
+        assert (p > lo).all() and (p < lo + np.diag(ds[names.VAR_CELL].values[i])).all()
 
 
 # ------------------------------------------------------------------------------------------------------------

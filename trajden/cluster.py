@@ -743,18 +743,34 @@ def get_model(model: str | os.PathLike, device: str = "auto") -> LoadedModel:
                 return plugin.loaded
     dev = pick_device(device, worker_index(worker.name) if worker is not None else None)
     with _CACHE_LOCK:
-        loaded = _CACHE.get((key, dev))
+        entry = (key, dev, _file_stamp(key))
+        loaded = _CACHE.get(entry)
         if loaded is None:
             from trajden.model.package import load_model
 
-            loaded = _CACHE[(key, dev)] = load_model(key, dev)
+            loaded = _CACHE[entry] = load_model(key, dev)  # verified against its sha256 here
         return loaded
+
+
+def _file_stamp(key: str) -> tuple | None:
+    """(path, size, mtime) of the model file behind ``key``: a file changed since it was loaded is a cache miss,
+    so it is loaded (and its checksum verified) again; None where it cannot be found (load_model says why)."""
+    from trajden.errors import ModelError
+    from trajden.model.package import resolve_model
+
+    try:
+        path = resolve_model(key)[0]
+        st = os.stat(path)
+    except (OSError, ModelError):
+        return None
+    return str(path), st.st_size, st.st_mtime_ns
 
 
 def remember_model(model: str | os.PathLike, loaded: LoadedModel) -> None:
     """Put an already loaded (and verified) model into this process's cache for :func:`get_model`."""
+    key = _model_key(model)
     with _CACHE_LOCK:
-        _CACHE[(_model_key(model), str(loaded.device))] = loaded
+        _CACHE[(key, str(loaded.device), _file_stamp(key))] = loaded
 
 
 def clear_model_cache() -> None:
