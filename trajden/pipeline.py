@@ -609,9 +609,14 @@ def summary_text(summary: RunSummary, method: str = "ptm") -> str:
     lines += _convergence_lines(summary, ds)
     n_kept = sum(summary.kept_raw.values())
     if n_kept:
-        frames_kept = sum(1 for v in summary.kept_raw.values() if v)
-        lines.append(f"kept raw   {n_kept} atoms in {frames_kept} frame(s): the model cannot apply to them "
-                     f"(per atom in '{names.VAR_SCOPE}')")
+        frames_kept = sorted(j for j, v in summary.kept_raw.items() if v)
+        why = ""
+        if names.VAR_SCOPE in ds:  # why, by scope code, over the frames of this run that kept atoms raw
+            codes = np.asarray(ds[names.VAR_SCOPE].isel({names.DIM_FRAME: frames_kept}).values).ravel()
+            counts = np.bincount(codes[codes > 0].astype(np.int64), minlength=max(names.SCOPE_NAMES) + 1)
+            why = " (" + ", ".join(f"{names.SCOPE_NAMES[c]} {int(n)}" for c, n in enumerate(counts) if n) + ")"
+        lines.append(f"kept raw   {n_kept} atoms in {len(frames_kept)} frame(s){why}: the model cannot apply to "
+                     f"them (per atom in '{names.VAR_SCOPE}')")
     for j, why in sorted(summary.failures.items())[:10]:
         lines.append(f"FAILED     frame {j}: {why}")
     species = json.loads(ds.attrs.get(names.ATTR_SPECIES, "{}"))
