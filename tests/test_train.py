@@ -148,3 +148,29 @@ def test_library_errors_name_the_fix(tmp_path):
     (tmp_path / "d.yaml").write_text("name: x\nlibrary_fraction: 0.2\n")
     with pytest.raises(ValueError, match="needs a library"):
         TrainConfig.from_yaml(tmp_path / "d.yaml")
+
+
+def test_a_two_species_library_keeps_its_types_and_swaps_them_only_when_asked(tmp_path):
+    import numpy as np
+
+    from trajden.lattices import make_crystal
+    from trajden.train import _sample, load_library
+
+    c = make_crystal("beta-cristobalite", 192)
+    np.savez_compressed(tmp_path / "net.npz", names=np.array(["net0"]), counts=np.array([len(c.positions)]),
+                        positions=c.positions.astype(np.float32), cells=c.cell[None].astype(np.float32),
+                        defect=np.zeros(len(c.positions), dtype=bool), types=c.types.astype(np.int8))
+    (tmp_path / "c.yaml").write_text("name: si\nstructures: [beta-cristobalite]\nspecies: [Si, O]\n"
+                                     "swap_roles: false\nlibrary: net.npz\nlibrary_fraction: 0.5\n")
+    cfg = TrainConfig.from_yaml(tmp_path / "c.yaml")
+    lib = load_library(cfg.library)
+    np.testing.assert_array_equal(lib.types[0], c.types)
+    rng = np.random.default_rng(0)
+    seen = {tuple(_sample(cfg, rng, "library:0", sigma=0.05, library=lib)[3][:2].tolist()) for _ in range(8)}
+    assert seen == {(0, 0)}  # Si first, never swapped
+    cfg.swap_roles = True
+    seen = {tuple(_sample(cfg, rng, "library:0", sigma=0.05, library=lib)[3][:2].tolist()) for _ in range(16)}
+    assert seen == {(0, 0), (1, 1)}
+    # a one-element library without a types array reads as species 0
+    _library(tmp_path / "lib.npz")
+    assert all(int(t.max()) == 0 for t in load_library(tmp_path / "lib.npz").types)
