@@ -152,39 +152,47 @@ def flag_attrs(meanings: Mapping[int, str], codes: Sequence[int], long_name: str
     }
 
 
-def _structure(classifier: str, raw: bool) -> Variable:
-    """The label variable of ``classifier`` after (or before, ``raw``) denoising."""
-    codes = names.ACNA_CODES if classifier == names.ACNA else names.PTM_CODES
-    when = "before" if raw else "after"
-    return Variable(
-        names.structure_var(classifier, raw), (names.DIM_FRAME, names.DIM_ATOM), "int8", LABEL_FILL,
-        flag_attrs(names.STRUCTURE_NAMES, codes, f"{classifier} structure type {when} denoising",
-                   f"OVITO structure type codes; {LABEL_FILL} = not written"),
-        when=lambda layout: classifier in layout.classifiers)
+def _with_classifier(classifier: str) -> Callable[[Layout], bool]:
+    """``when`` of a variable a store has if ``classifier`` is among its classifiers."""
+    return lambda layout: classifier in layout.classifiers
 
 
-def _ordering(raw: bool) -> Variable:
-    """PTM's chemical ordering after (or before, ``raw``) denoising."""
-    name = names.ordering_var(raw)
-    when = "before" if raw else "after"
+def _with_extra_label(name: str) -> Callable[[Layout], bool]:
+    """``when`` of a variable a store has if ``name`` is among its extra label variables."""
+    return lambda layout: name in layout.extra_labels
+
+
+def _label_variable(name: str, *, raw: bool, subject: str, meanings: Mapping[int, str], codes: Sequence[int],
+                    codes_comment: str, when: Callable[[Layout], bool], unwritten: str = "not written"
+                    ) -> Variable:
+    """A per-atom label variable: int8 ``(frame, atom)``, fill :data:`LABEL_FILL`, CF flag attributes.
+
+    Parameters
+    ----------
+    name
+        The variable's name.
+    raw
+        Whether it holds the labels before (True) or after (False) denoising.
+    subject
+        What is labelled; the long name is ``"<subject> before|after denoising"``.
+    meanings, codes
+        The label codes' names and the codes listed as flag values, in this order (:func:`flag_attrs`).
+    codes_comment
+        What the codes are; the comment is ``"<codes_comment>; -1 = <unwritten>"``.
+    when
+        Whether a store created with a :class:`Layout` has the variable.
+    unwritten
+        What the fill value :data:`LABEL_FILL` means.
+
+    Returns
+    -------
+    Variable
+    """
+    stage = "before" if raw else "after"
     return Variable(
         name, (names.DIM_FRAME, names.DIM_ATOM), "int8", LABEL_FILL,
-        flag_attrs(names.ORDERING_NAMES, sorted(names.ORDERING_NAMES), f"PTM chemical ordering {when} denoising",
-                   f"OVITO PTM ordering type codes; {LABEL_FILL} = not written"),
-        when=lambda layout: name in layout.extra_labels)
-
-
-def _sublattice(raw: bool) -> Variable:
-    """PTM labels of one element's sublattice after (or before, ``raw``) denoising."""
-    name = names.sublattice_var(raw)
-    when = "before" if raw else "after"
-    return Variable(
-        name, (names.DIM_FRAME, names.DIM_ATOM), "int8", LABEL_FILL,
-        flag_attrs(names.STRUCTURE_NAMES, names.PTM_CODES,
-                   f"PTM structure type of one element's sublattice {when} denoising",
-                   f"OVITO structure type codes; {LABEL_FILL} = not written or not in the "
-                   "sublattice (root attribute 'sublattice' names its element)"),
-        when=lambda layout: name in layout.extra_labels)
+        flag_attrs(meanings, codes, f"{subject} {stage} denoising", f"{codes_comment}; {LABEL_FILL} = {unwritten}"),
+        when=when)
 
 
 _F, _A, _S, _C = names.DIM_FRAME, names.DIM_ATOM, names.DIM_SPATIAL, names.DIM_CELL_VECTOR
@@ -205,14 +213,22 @@ VARIABLES: tuple[Variable, ...] = (
              {**_ANG, names.CF_LONG_NAME: "denoised atom positions"}),
     Variable(names.VAR_POSITIONS_RAW, (_F, _A, _S), "float32", np.nan,
              {**_ANG, names.CF_LONG_NAME: "atom positions as read"}, when=_keep_raw),
-    _structure(names.ACNA, False),
-    _structure(names.ACNA, True),
-    _structure(names.PTM, False),
-    _structure(names.PTM, True),
-    _ordering(False),
-    _ordering(True),
-    _sublattice(False),
-    _sublattice(True),
+    # label variables: per classifier, then PTM's chemical ordering and sublattice labels; after, then before
+    *(_label_variable(names.structure_var(classifier, raw), raw=raw, subject=f"{classifier} structure type",
+                      meanings=names.STRUCTURE_NAMES, codes=codes, codes_comment="OVITO structure type codes",
+                      when=_with_classifier(classifier))
+      for classifier, codes in ((names.ACNA, names.ACNA_CODES), (names.PTM, names.PTM_CODES))
+      for raw in (False, True)),
+    *(_label_variable(names.ordering_var(raw), raw=raw, subject="PTM chemical ordering",
+                      meanings=names.ORDERING_NAMES, codes=sorted(names.ORDERING_NAMES),
+                      codes_comment="OVITO PTM ordering type codes", when=_with_extra_label(names.ordering_var(raw)))
+      for raw in (False, True)),
+    *(_label_variable(names.sublattice_var(raw), raw=raw, subject="PTM structure type of one element's sublattice",
+                      meanings=names.STRUCTURE_NAMES, codes=names.PTM_CODES,
+                      codes_comment="OVITO structure type codes",
+                      unwritten="not written or not in the sublattice (root attribute 'sublattice' names its element)",
+                      when=_with_extra_label(names.sublattice_var(raw)))
+      for raw in (False, True)),
     Variable(names.VAR_DISPLACEMENT, (_F, _A), "float32", np.nan,
              {**_ANG, names.CF_LONG_NAME: "|denoised - raw| position"}),
     Variable(names.VAR_CELL, (_F, _C, _S), "float64", np.nan, {**_ANG, names.CF_LONG_NAME: "cell vectors (rows)"}),
