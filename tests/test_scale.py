@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from trajden.lattices import STRUCTURES, add_noise, make_crystal
-from trajden.scale import OCCUPANCY_ATOMS_PER_BIN, estimate_nn_distance, occupied_volume
+from trajden.scale import OCCUPANCY_ATOMS_PER_BIN, estimate_nn_distance, first_peak, occupied_volume
 
 
 @pytest.mark.parametrize("structure", STRUCTURES)
@@ -71,3 +71,14 @@ def test_nn_distance_of_a_slab_in_vacuum(vacuum_factor):
     pos, cell, _ = _slab(vacuum_factor)
     assert estimate_nn_distance(pos, cell) == pytest.approx(2.55, rel=0.02)
     assert estimate_nn_distance(pos, cell, pbc=(True, True, False)) == pytest.approx(2.55, rel=0.02)
+
+
+@pytest.mark.parametrize("pbc", [None, (True, True, False)])
+def test_a_given_occupied_volume_is_the_one_computed(pbc):
+    """``volume=``: the caller's occupied volume (computed once per frame) gives the same estimate; it is what
+    sets the window."""
+    pos, cell, _ = _slab(3.0)
+    volume = occupied_volume(pos, cell, pbc)[0]
+    assert first_peak(pos, cell, pbc=pbc, volume=volume) == first_peak(pos, cell, pbc=pbc)
+    assert estimate_nn_distance(pos, cell, pbc=pbc, volume=volume) == estimate_nn_distance(pos, cell, pbc=pbc)
+    assert estimate_nn_distance(pos, cell, pbc=pbc, volume=1.1 * volume) != estimate_nn_distance(pos, cell, pbc=pbc)

@@ -125,3 +125,39 @@ def test_denoise_holds_the_surface_and_cleans_the_interior(lite):
     assert np.sqrt((d_den**2).sum(1).mean()) < 0.4 * np.sqrt((d_raw**2).sum(1).mean())
     free = denoise(pos, cell, None, lite, pbc=(True, True, False), surfaces=False)
     assert not (free.scope == names.SCOPE_SURFACE).any()
+
+
+@pytest.mark.parametrize("pbc", [None, (True, True, False)])
+def test_denoise_computes_the_occupied_volume_once_per_frame(lite, monkeypatch, pbc):
+    """The scale estimate, the surface gate and the refined scale share the raw frame's occupied volume."""
+    import trajden.denoise as dn
+    import trajden.scale as sc
+    import trajden.scope as sp
+
+    calls = {"occupied": 0, "estimate": 0}
+    occupied, estimate = sc.occupied_volume, dn.estimate_nn_distance
+
+    def counting_occupied(*args, **kwargs):
+        calls["occupied"] += 1
+        return occupied(*args, **kwargs)
+
+    def counting_estimate(*args, **kwargs):
+        calls["estimate"] += 1
+        return estimate(*args, **kwargs)
+
+    for module in (sc, sp, dn):  # every binding of the function the code can reach
+        monkeypatch.setattr(module, "occupied_volume", counting_occupied, raising=False)
+    monkeypatch.setattr(dn, "estimate_nn_distance", counting_estimate)
+    pos, cell, _ = _hot_slab()
+    res = denoise(pos, cell, None, lite, pbc=pbc)
+    assert (res.scope == names.SCOPE_SURFACE).any()  # the surface gate examined the frame
+    assert calls["estimate"] == 2  # the raw frame's scale and the refined one, from the denoised positions
+    assert calls["occupied"] == 1
+
+
+def test_surface_finder_takes_the_callers_empty_fraction():
+    """``empty_fraction=``: the gate of a periodic frame uses the caller's value instead of computing it."""
+    pos, cell, _ = _hot_slab()
+    finder = SurfaceFinder()
+    np.testing.assert_array_equal(finder.compute(pos, cell, 2.55, empty_fraction=0.4), finder.compute(pos, cell, 2.55))
+    assert not finder.compute(pos, cell, 2.55, empty_fraction=0.0).any()  # told it fills its box: not examined

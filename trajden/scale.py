@@ -101,7 +101,7 @@ def occupied_volume(positions: np.ndarray, cell: np.ndarray, pbc=None) -> tuple[
 
 
 def estimate_nn_distance(
-    positions: np.ndarray, cell: np.ndarray, bins: int = 240, pbc=None
+    positions: np.ndarray, cell: np.ndarray, bins: int = 240, pbc=None, *, volume: float | None = None
 ) -> float:
     """First-peak position of g(r) (same length unit as ``positions``).
 
@@ -112,11 +112,14 @@ def estimate_nn_distance(
     bins : histogram bins between 0.55 and 1.45 rho^(-1/3)
     pbc : periodic along each cell vector (None: all); along the others the density counts only the
         atoms' extent (a slab or a particle in vacuum), and no images are made
+    volume : the volume the atoms fill (:func:`occupied_volume`'s first value, where the caller has it
+        already); None: computed here
     """
-    return first_peak(positions, cell, bins, pbc)[0]
+    return first_peak(positions, cell, bins, pbc, volume=volume)[0]
 
 
-def first_peak(positions: np.ndarray, cell: np.ndarray, bins: int = 240, pbc=None) -> tuple[float, float]:
+def first_peak(positions: np.ndarray, cell: np.ndarray, bins: int = 240, pbc=None, *,
+               volume: float | None = None) -> tuple[float, float]:
     """Position and width of the first peak of g(r) (same length unit as ``positions``).
 
     The width is the standard deviation of the pair distances in the peak, from the Gaussian fit to its
@@ -130,12 +133,17 @@ def first_peak(positions: np.ndarray, cell: np.ndarray, bins: int = 240, pbc=Non
     cell : (3, 3) lattice vectors as rows
     bins : histogram bins between 0.55 and 1.45 rho^(-1/3)
     pbc : as :func:`estimate_nn_distance`
+    volume : as :func:`estimate_nn_distance`
     """
     positions = np.asarray(positions, dtype=np.float64)
     cell = np.asarray(cell, dtype=np.float64)
     n = len(positions)
     periodic = np.ones(3, dtype=bool) if pbc is None else np.asarray(pbc, dtype=bool).reshape(3)
-    volume = occupied_volume(positions, cell, periodic)[0] if n >= 2 else float("nan")
+    if n < 2:
+        volume = float("nan")
+    elif volume is None:
+        volume = occupied_volume(positions, cell, periodic)[0]
+    volume = float(volume)
     if n < 2 or not np.isfinite(volume) or volume <= 0:
         raise InputError("cannot estimate the nearest-neighbour distance: need >= 2 atoms and a non-degenerate cell",
                          hint=_SCALE_HINT)

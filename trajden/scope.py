@@ -174,7 +174,8 @@ class SurfaceFinder:
                              f"(got {radius}, {fraction}, {depth})")
         self.radius, self.fraction, self.depth = float(radius), float(fraction), float(depth)
 
-    def compute(self, positions: np.ndarray, cell: np.ndarray, nn: float, pbc=None) -> np.ndarray:
+    def compute(self, positions: np.ndarray, cell: np.ndarray, nn: float, pbc=None, *,
+                empty_fraction: float | None = None) -> np.ndarray:
         """(N,) bool: atoms at or within ``depth`` of a free surface.
 
         Parameters
@@ -183,13 +184,16 @@ class SurfaceFinder:
         cell : (3, 3) cell, lattice vectors as rows
         nn : the frame's nearest-neighbour distance
         pbc : periodic along each cell vector (None: all); no images across the others
+        empty_fraction : the empty fraction of the box for these positions
+            (:func:`trajden.scale.occupied_volume`'s second value, where the caller has it already); None:
+            computed here where needed (periodic frames)
         """
         positions = np.asarray(positions, dtype=np.float64)
         cell = np.asarray(cell, dtype=np.float64)
         n = len(positions)
         out = np.zeros(n, dtype=bool)
         periodic = np.ones(3, dtype=bool) if pbc is None else np.asarray(pbc, dtype=bool).reshape(3)
-        if n == 0 or (periodic.all() and occupied_volume(positions, cell, periodic)[1] <= VACUUM_EMPTY_FRACTION):
+        if n == 0 or (periodic.all() and _fills_box(positions, cell, periodic, empty_fraction)):
             return out
         from vesin import NeighborList
 
@@ -202,3 +206,10 @@ class SurfaceFinder:
             near = (d < self.depth * float(nn)) & out[j]
             out[i[near]] = True
         return out
+
+
+def _fills_box(positions: np.ndarray, cell: np.ndarray, periodic: np.ndarray, empty_fraction: float | None) -> bool:
+    """Whether the atoms fill their box (no vacuum, so no free surface); ``empty_fraction`` None: computed."""
+    if empty_fraction is None:
+        empty_fraction = occupied_volume(positions, cell, periodic)[1]
+    return empty_fraction <= VACUUM_EMPTY_FRACTION
