@@ -80,8 +80,9 @@ def test_library_cells_train_with_the_noise_as_target_and_are_recorded(tmp_path)
     pos, cell = _library(tmp_path / "lib.npz")
     (tmp_path / "c.yaml").write_text("name: lib\nstructures: [fcc]\nlibrary: lib.npz\nlibrary_fraction: 0.5\n")
     cfg = TrainConfig.from_yaml(tmp_path / "c.yaml")
-    assert cfg.library == str((tmp_path / "lib.npz").resolve())
-    lib = load_library(cfg.library)
+    assert cfg.library == "lib.npz"  # recorded as written (no absolute path in a model's metadata)
+    assert cfg.library_path == str((tmp_path / "lib.npz").resolve())
+    lib = load_library(cfg.library_path)
     assert lib.names == ["cell0", "cell1"] and len(lib.positions[1]) == 32
     np.testing.assert_allclose(lib.positions[1], pos[1], atol=1e-6)
     cfg.scale_jitter = 0.0
@@ -99,6 +100,7 @@ def test_library_cells_train_with_the_noise_as_target_and_are_recorded(tmp_path)
     train(cfg, tmp_path / "m.pt", log=lambda *_: None)
     md = load_model(tmp_path / "m.pt").metadata
     assert md["defect_library"]["cells"] == ["cell0", "cell1"] and len(md["defect_library"]["sha256"]) == 64
+    assert md["defect_library"]["file"] == "lib.npz" and md["training_config"]["library"] == "lib.npz"
     last = json.loads((tmp_path / "m.history.json").read_text())[-1]
     assert "defects@0.1" in last and "defect-atoms@0.1" in last
 
@@ -163,7 +165,7 @@ def test_a_two_species_library_keeps_its_types_and_swaps_them_only_when_asked(tm
     (tmp_path / "c.yaml").write_text("name: si\nstructures: [beta-cristobalite]\nspecies: [Si, O]\n"
                                      "swap_roles: false\nlibrary: net.npz\nlibrary_fraction: 0.5\n")
     cfg = TrainConfig.from_yaml(tmp_path / "c.yaml")
-    lib = load_library(cfg.library)
+    lib = load_library(cfg.library_path)
     np.testing.assert_array_equal(lib.types[0], c.types)
     rng = np.random.default_rng(0)
     seen = {tuple(_sample(cfg, rng, "library:0", sigma=0.05, library=lib)[3][:2].tolist()) for _ in range(8)}

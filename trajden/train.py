@@ -66,7 +66,8 @@ class TrainConfig:
     swap_roles: bool = True
     #: largest component of the random symmetric strain applied to each training cell (0: none)
     strain_jitter: float = 0.0
-    #: relaxed defect cells (``.npz`` of ``pipelines/train/defect_library.py``; relative to the YAML file)
+    #: relaxed defect cells (``.npz`` of ``pipelines/train/defect_library.py``) or tilted silica networks
+    #: (``pipelines/train/silica_networks.py``); relative to the YAML file, recorded as written there
     library: str | None = None
     #: fraction of training cells drawn from ``library``
     library_fraction: float = 0.0
@@ -97,7 +98,7 @@ class TrainConfig:
             if not lib.is_file():
                 raise InputError(f"{path}: library {cfg.library} not found ({lib})",
                                  hint="generate it with python pipelines/train/defect_library.py")
-            cfg.library = str(lib)
+            cfg.library_path = str(lib)  # not a field: the recorded configuration keeps the YAML's relative path
         if cfg.library_fraction and cfg.library is None:
             raise InputError(f"{path}: library_fraction needs a library")
         return cfg
@@ -298,7 +299,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, log=print, max_steps_this_ru
     net = build_network(cfg)
     if cfg.init_from:
         _init_weights(net, cfg.init_from)
-    library = load_library(cfg.library) if cfg.library else None
+    library = load_library(getattr(cfg, "library_path", cfg.library)) if cfg.library else None
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.steps, eta_min=cfg.lr_final)
     rng = np.random.default_rng(cfg.seed)
@@ -380,7 +381,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike, log=print, max_steps_this_ru
         "sigma_max": cfg.sigma_max,
         "n_parameters": n_params,
         "training_config": asdict(cfg),
-        **({"defect_library": {"cells": library.names, "sha256": library.sha256}} if library else {}),
+        **({"defect_library": {"file": Path(cfg.library).name, "cells": library.names, "sha256": library.sha256}}
+           if library else {}),
         "training_steps": step,
         "training_time_s": elapsed,
         "final_validation": final,
