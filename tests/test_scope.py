@@ -127,6 +127,19 @@ def test_denoise_holds_the_surface_and_cleans_the_interior(lite):
     assert not (free.scope == names.SCOPE_SURFACE).any()
 
 
+def test_two_held_surface_atoms_closer_than_the_overlap_limit_do_not_make_the_frame_diverge(lite):
+    """The overlap check judges the denoiser's positions: a close pair the input had at its surface is kept."""
+    pos, cell, depth = _hot_slab()
+    top = np.flatnonzero((depth == 0) & (pos[:, 2] > pos[:, 2].mean()))
+    a = top[0]
+    b = top[np.argmin(np.linalg.norm(pos[top[1:]] - pos[a], axis=1)) + 1]
+    pos[b] = pos[a] + 0.45 * 2.55 * (pos[b] - pos[a]) / np.linalg.norm(pos[b] - pos[a])
+    res = denoise(pos, cell, None, lite, pbc=(True, True, False))
+    assert res.scope[a] == res.scope[b] == names.SCOPE_SURFACE
+    assert res.status != names.FRAME_STATUS_DIVERGED
+    np.testing.assert_array_equal(res.positions[[a, b]], pos[[a, b]])
+
+
 @pytest.mark.parametrize("pbc", [None, (True, True, False)])
 def test_denoise_computes_the_occupied_volume_once_per_frame(lite, monkeypatch, pbc):
     """The scale estimate, the surface gate and the refined scale share the raw frame's occupied volume."""

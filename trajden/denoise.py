@@ -124,8 +124,8 @@ class _Whole:
         active = None if moving is None else with_neighbours(moving, self.graph.src, self.graph.dst)
         return self.evaluate(x, self.graph, self.types, active)
 
-    def min_pair_distance(self, x: torch.Tensor) -> float:
-        return min_edge_length(self.graph, x)
+    def min_pair_distance(self, x: torch.Tensor, held: torch.Tensor | None = None) -> float:
+        return min_edge_length(self.graph, x, held)
 
 
 class _Blocks:
@@ -187,8 +187,9 @@ class _Blocks:
     def _worker(self, i: int) -> list | None:
         return [self.workers[i % len(self.workers)]] if self.workers else None
 
-    def min_pair_distance(self, x: torch.Tensor) -> float:
-        return min_edge_length(build_graph(x.double().cpu().numpy(), self.cell, 0.5), x.cpu())
+    def min_pair_distance(self, x: torch.Tensor, held: torch.Tensor | None = None) -> float:
+        return min_edge_length(build_graph(x.double().cpu().numpy(), self.cell, 0.5), x.cpu(),
+                               None if held is None else held.cpu())
 
 
 @torch.no_grad()
@@ -251,7 +252,8 @@ def _iterate(
         mobile = float((step > (MOBILE_TOL_FACTOR * tol) ** 2).float().mean())
     if status == names.FRAME_STATUS_CONVERGED:
         with span("graph"):
-            overlap = backend.min_pair_distance(x) < 0.5
+            # two atoms held at their input positions (a free surface) may be as close as the input had them
+            overlap = backend.min_pair_distance(x, hold) < 0.5
         if overlap:
             status = names.FRAME_STATUS_DIVERGED
         elif history and history[-1] >= tol and len(history) == k and tol > 0:

@@ -582,12 +582,22 @@ def with_neighbours(mask: torch.Tensor, src: torch.Tensor, dst: torch.Tensor) ->
     return grown
 
 
-def min_edge_length(graph: Graph, positions: torch.Tensor) -> float:
-    """Shortest edge of ``graph`` at ``positions`` (inf without edges)."""
+def min_edge_length(graph: Graph, positions: torch.Tensor, held: torch.Tensor | None = None) -> float:
+    """Shortest edge of ``graph`` at ``positions`` (inf without edges).
+
+    ``held``: (N,) bool, atoms held at their input positions; an edge between two held atoms is not counted
+    (its length is the input's, not the denoiser's doing).
+    """
     if graph.src.numel() == 0:
         return float("inf")
     vec = graph.edge_vec(positions)
-    return float(torch.sqrt((vec * vec).sum(-1)).min())
+    length = torch.sqrt((vec * vec).sum(-1))
+    if held is not None:
+        held = held.to(graph.src.device)
+        length = length[~(held[graph.src] & held[graph.dst])]
+        if length.numel() == 0:
+            return float("inf")
+    return float(length.min())
 
 
 def _bisect_right(cum: list[int], value: int, lo: int, hi: int) -> int:
