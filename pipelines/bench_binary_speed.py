@@ -53,7 +53,8 @@ def main(argv=None) -> None:
         c = make_crystal(proto, a.atoms, d_nn=d)
         frames[proto] = (c, c.positions + 0.08 * d * rng.standard_normal(c.positions.shape))
     opts = EvaluatorOptions(compile="off")
-    cases = [("fcc-bcc-hcp", "b2", False), ("binary", "b2", True), ("silica", "beta-cristobalite", True),
+    cases = [("fcc-bcc-hcp", "b2", False), ("binary", "b2", True), ("silica-networks", "beta-cristobalite", True),
+             ("silica", "beta-cristobalite", True),
              ("binary", "beta-cristobalite", True)]
     models = {name: load_model(name) for name, _, _ in cases}
     for name, proto, typed in cases:  # warm-up
