@@ -247,8 +247,8 @@ def main(argv=None) -> int:
     p.add_argument("--report", default=str(ROOT / "docs" / "compounds.md"))
     p.add_argument("--seed", type=int, default=19)
     p.add_argument("--also-model", nargs="*", default=["silica", "binary"], metavar="MODEL",
-                   help="other models also run (--model MODEL) as extra rows: a model of named elements on the "
-                   "crystals of exactly its elements, binary on those whose default is a model of named elements "
+                   help="other models also run (--model MODEL) as extra rows, on the crystals they can take "
+                   "(a model of named elements: exactly its elements) whose default is another model "
                    "(default: silica binary)")
     a = p.parse_args(argv)
     out = Path(a.out).resolve()
@@ -261,14 +261,15 @@ def main(argv=None) -> int:
         print(json.dumps(row), flush=True)
         crystals.append(row)
         for extra in a.also_model:
-            from trajden.model.coverage import ELEMENT_MODELS
+            from trajden.model.coverage import choose_model
             from trajden.model.package import load_model
 
             m = load_model(extra)
-            # a model of named elements on the crystals of exactly its elements; a two-element model of
-            # interchangeable species (binary) on the crystals whose default is a model of named elements
-            if (set(m.named_species or ()) == set(el) and m.name != ELEMENT_MODELS.get(frozenset(el))) or (
-                    m.named_species is None and len(m.metadata["species"]) == 2 and frozenset(el) in ELEMENT_MODELS):
+            # a model that can take the crystal's elements (named ones: exactly its elements) and is not the
+            # one the defaults chose
+            takes = (set(m.named_species) == set(el) if m.named_species
+                     else len(m.metadata["species"]) == len(set(el)))
+            if takes and m.name != choose_model(np.array(el)):
                 after = rng.bit_generator.state
                 rng.bit_generator.state = state
                 row = run_case(out, f"{name} (--model {extra})", proto, el, bond, rng, a.atoms, model=extra)

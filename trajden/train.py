@@ -157,6 +157,13 @@ def build_network(cfg: TrainConfig) -> ScoreNet:
     )
 
 
+def _roles(cfg: TrainConfig, rng: np.random.Generator, types: np.ndarray) -> np.ndarray:
+    """A two-element cell's role indices, swapped with probability 1/2 when ``swap_roles`` (else as given)."""
+    if len(cfg.species) != 2 or not cfg.swap_roles:
+        return types
+    return types if rng.random() < 0.5 else 1 - types
+
+
 def _species(cfg: TrainConfig, rng: np.random.Generator, crystal) -> np.ndarray:
     """Model species of each atom of a training cell.
 
@@ -168,9 +175,7 @@ def _species(cfg: TrainConfig, rng: np.random.Generator, crystal) -> np.ndarray:
     if len(cfg.species) == 1:
         return crystal.types
     if crystal.structure in COMPOUNDS:
-        if not cfg.swap_roles:
-            return crystal.types
-        return crystal.types if rng.random() < 0.5 else 1 - crystal.types
+        return _roles(cfg, rng, crystal.types)
     kind = rng.integers(3)
     if kind < 2:
         return np.full(crystal.n_atoms, kind, dtype=np.int64)
@@ -184,9 +189,7 @@ def _sample(cfg: TrainConfig, rng: np.random.Generator, structure: str, sigma: f
     if structure.startswith("library:"):
         i = int(structure.split(":", 1)[1])
         pos0, cell = library.positions[i], library.cells[i]
-        types = library.types[i]
-        if len(cfg.species) == 2 and cfg.swap_roles and rng.random() < 0.5:
-            types = 1 - types
+        types = _roles(cfg, rng, library.types[i])
         weight = np.where(library.defect[i], cfg.library_defect_weight, 1.0)
     else:
         crystal = make_crystal(structure, cfg.atoms_per_cell)

@@ -104,7 +104,7 @@ def _o_to_si(bonds: np.ndarray, vectors: np.ndarray) -> list:
 
 
 def geometry(pos, cell, bonds, edges):
-    """(Si-O std, O-Si-O std in degrees, mean Si-O-Si in degrees) of a network with the given topology."""
+    """(Si-O std, O-Si-O std, Si-O-Si mean, Si-O-Si std; angles in degrees) of a network with this topology."""
     inv = np.linalg.inv(cell)
     v = _mic(pos[bonds[:, 1]] - pos[bonds[:, 0]], cell, inv).reshape(-1, 4, 3)
     r = np.linalg.norm(v, axis=-1)
@@ -117,7 +117,8 @@ def geometry(pos, cell, bonds, edges):
 
 
 def make_network(polymorph: str, rng: np.random.Generator, n_atoms: int = 256):
-    """One relaxed tilted network: (positions, cell, types, info) or None when it fails the checks."""
+    """One relaxed tilted network: ``(positions, cell, types, info)``; the first three None when it fails the
+    checks (``info`` says why)."""
     c = make_crystal(polymorph, n_atoms, d_nn=1.0)
     types = c.types
     bonds, edges = topology(c.positions, c.cell, types)
@@ -132,16 +133,12 @@ def make_network(polymorph: str, rng: np.random.Generator, n_atoms: int = 256):
     deform = scale * (np.eye(3) + 0.5 * (e + e.T))
     cell = c.cell @ deform.T
     pos = c.positions @ deform.T + rng.uniform(0.10, 0.35) * rng.standard_normal(c.positions.shape)
-    si_pairs, oo_pairs = _nonbonded(pos, cell, types, bonds, edges)
     inv = np.linalg.inv(cell)
-    res = minimize(_energy, pos.ravel(), args=(cell, inv, bonds, edges, si_pairs, oo_pairs), jac=True,
-                   method="L-BFGS-B", options={"maxiter": 5000, "gtol": 1e-8})
-    pos = res.x.reshape(-1, 3)
-    # the repulsion lists were taken at the start: check the final structure's contacts afresh
-    si_pairs, oo_pairs = _nonbonded(pos, cell, types, bonds, edges)
-    res = minimize(_energy, pos.ravel(), args=(cell, inv, bonds, edges, si_pairs, oo_pairs), jac=True,
-                   method="L-BFGS-B", options={"maxiter": 5000, "gtol": 1e-8})
-    pos = res.x.reshape(-1, 3)
+    for _ in range(2):  # the repulsion lists are taken from the positions: relax again with the relaxed ones'
+        si_pairs, oo_pairs = _nonbonded(pos, cell, types, bonds, edges)
+        res = minimize(_energy, pos.ravel(), args=(cell, inv, bonds, edges, si_pairs, oo_pairs), jac=True,
+                       method="L-BFGS-B", options={"maxiter": 5000, "gtol": 1e-8})
+        pos = res.x.reshape(-1, 3)
     sio_std, osio_std, sosi, sosi_std = geometry(pos, cell, bonds, edges)
     # every Si keeps exactly its four O within 1.2 bonds
     dist = np.linalg.norm(_mic(pos[None, :, :] - pos[si][:, None, :], cell, inv), axis=-1)
